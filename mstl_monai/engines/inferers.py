@@ -1,0 +1,59 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Inferers that add mixed precision on any device (MONAI's engines only autocast on CUDA)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from monai.inferers import Inferer
+
+__all__ = ["AutocastInferer", "resolve_amp_dtype"]
+
+
+def resolve_amp_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """Turn ``"bf16"``/``"bfloat16"``/``"fp16"``/``"float16"`` (or a torch dtype) into a torch dtype."""
+    if dtype is None:
+        return torch.bfloat16
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if dtype.lower() not in names:
+        raise ValueError(f"unknown amp dtype {dtype!r}: use one of {sorted(names)}.")
+    return names[dtype.lower()]
+
+
+class AutocastInferer(Inferer):
+    """Run ``network(inputs)`` under ``torch.autocast`` on the inputs' own device, return float32.
+
+    MONAI's ``SupervisedTrainer(amp=True)`` and ``SupervisedEvaluator(amp=True)`` autocast on CUDA only; this
+    inferer gives bf16 mixed precision on CPU (about 2x faster training on recent x86 CPUs) and on GPUs alike,
+    for trainers and evaluators, without a gradient scaler (bf16 has float32's exponent range).
+
+    Args:
+        enabled: switch autocast on or off (off: a plain ``SimpleInferer``).
+        dtype: autocast dtype, ``"bf16"`` (default) or ``"fp16"`` (fp16 is only sensible on CUDA).
+        output_float: cast the output back to float32 so losses and metrics run in full precision.
+
+    .. code-block:: python
+
+        inferer = AutocastInferer(enabled=True)
+        logits = inferer(images, net)  # bf16 compute, float32 logits
+    """
+
+    def __init__(self, enabled: bool = True, dtype: str | torch.dtype = "bf16", output_float: bool = True) -> None:
+        super().__init__()
+        self.enabled = bool(enabled)
+        self.dtype = resolve_amp_dtype(dtype)
+        self.output_float = output_float
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self.enabled:
+            return network(inputs, *args, **kwargs)
+        device_type = inputs.device.type if isinstance(inputs, torch.Tensor) else "cpu"
+        with torch.autocast(device_type=device_type, dtype=self.dtype):
+            out = network(inputs, *args, **kwargs)
+        if self.output_float and isinstance(out, torch.Tensor) and out.is_floating_point():
+            out = out.float()
+        return out

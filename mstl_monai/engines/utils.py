@@ -1,0 +1,109 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Helpers the bundle configs call: network by name, pretrained weights, datalist checks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["BACKBONES", "build_network", "load_pretrained", "check_datalist"]
+
+logger = logging.getLogger(__name__)
+
+#: backbone names accepted by :func:`build_network`
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def build_network(name: str = "resnet50", n_attn: int = 0, **kwargs: Any) -> torch.nn.Module:
+    """Build an attentive ResNet by name (``resnet18`` ... ``resnet152``), e.g. from a bundle config.
+
+    Args:
+        name: backbone name, one of :data:`BACKBONES` (``attentive_`` prefix accepted).
+        n_attn: number of non-local blocks (0, 1 or 5; SPEC.md section 2).
+        kwargs: passed on to the factory (``n_input_channels``, ``num_classes``, ``dropout``, ...).
+    """
+    from mstl_monai.networks import nets
+
+    key = str(name).lower().replace("attentive_", "").replace("-", "")
+    if key not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}: use one of {BACKBONES}.")
+    return getattr(nets, f"attentive_{key}")(n_attn=int(n_attn), **kwargs)
+
+
+def load_pretrained(net: torch.nn.Module, path: str | os.PathLike | None, exclude_prefixes: Sequence[str] = ("fc",)):
+    """Initialise ``net``'s backbone from ``path`` ('' or None: leave it as it is, i.e. train from scratch).
+
+    ``path`` is either a torchvision ImageNet checkpoint (e.g. ``resnet50-11ad3fa6.pth``, the STL-N stage
+    skipped by importing ImageNet weights) or a checkpoint written by an earlier stage of this bundle
+    (STL-N, STL-M, SSTL-M). The head is dropped when its shape differs; a checkpoint that does not fit
+    raises ``ValueError`` naming the file. Returns the loaded / new / dropped key report.
+    """
+    if path is None or str(path) == "":
+        logger.info("no pretrained checkpoint given: training from scratch")
+        return None
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained checkpoint {path!r} does not exist.")
+    from mstl_monai.networks import load_stage_checkpoint, load_torchvision_weights
+
+    if _looks_like_torchvision(path):
+        report = load_torchvision_weights(net, path)
+        kind = "torchvision ImageNet"
+    else:
+        report = load_stage_checkpoint(net, path, exclude_prefixes=tuple(exclude_prefixes))
+        kind = "stage"
+    logger.info(
+        f"loaded {kind} checkpoint {path}: {len(report['loaded'])} tensors loaded, {len(report['new'])} new,"
+        f" {len(report['dropped'])} dropped, {len(report.get('adapted', []))} adapted"
+    )
+    return report
+
+
+def _looks_like_torchvision(path: str) -> bool:
+    """A torchvision ResNet checkpoint is a flat state dict with ``conv1.weight`` of 3 input channels and no
+    wrapper keys of our stages (``network``, ``encoder_q.``, ``attn.``)."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint {path!r}: {e}") from e
+    if not isinstance(sd, dict) or "conv1.weight" not in sd:
+        return False
+    if any(k.startswith(("attn.", "encoder_q.", "backbone.")) for k in sd):
+        return False
+    w = sd["conv1.weight"]
+    return isinstance(w, torch.Tensor) and w.ndim == 4 and w.shape[1] == 3 and sd.get("fc.weight") is not None
+
+
+def check_datalist(datalist: Sequence[dict], num_classes: int, name: str = "data", root: str | None = None):
+    """Fail before training starts when a datalist is empty, lacks keys, names missing files or bad labels.
+
+    Args:
+        datalist: list of ``{"image": path, "label": int}`` dicts.
+        num_classes: labels must lie in ``[0, num_classes)``.
+        name: the datalist's name for messages (``train``, ``val``, ...).
+        root: the data folder, quoted in messages.
+    """
+    where = f" (dataset_dir={root})" if root else ""
+    if len(datalist) == 0:
+        raise ValueError(f"the {name} datalist is empty{where}.")
+    for i, item in enumerate(datalist):
+        for key in ("image", "label"):
+            if key not in item:
+                raise KeyError(f"{name} datalist item {i} has no {key!r} key: {item}")
+        if not os.path.isfile(str(item["image"])):
+            raise FileNotFoundError(f"{name} datalist item {i}: image file {item['image']!r} does not exist{where}.")
+        label = item["label"]
+        try:
+            ok = int(label) == label and 0 <= int(label) < num_classes
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{name} datalist item {i} ({item['image']}): label {label!r} is outside the classes 0..{num_classes - 1}."
+            )
+    return list(datalist)
