@@ -5,18 +5,25 @@
 from __future__ import annotations
 
 from .handlers import AtomicCheckpointSaver, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
+from .report import ClassificationReport, PredictionWriter, write_classification_report
 from .inferers import AutocastInferer, resolve_amp_dtype
-from .utils import BACKBONES, build_network, check_datalist, load_pretrained
+from .utils import BACKBONES, build_network, check_datalist, load_pretrained, readable_datalist, require_file, split_datalist
 
 __all__ = [
     "BACKBONES",
     "build_network",
     "check_datalist",
     "load_pretrained",
+    "require_file",
+    "split_datalist",
     "AtomicCheckpointSaver",
     "AutocastInferer",
+    "ClassificationReport",
+    "PredictionWriter",
+    "readable_datalist",
     "EpochSeedHandler",
     "ResumeFromLatest",
     "latest_checkpoint",
     "resolve_amp_dtype",
+    "write_classification_report",
 ]

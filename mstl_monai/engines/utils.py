@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["BACKBONES", "build_network", "load_pretrained", "check_datalist"]
+__all__ = ["BACKBONES", "build_network", "load_pretrained", "check_datalist", "split_datalist", "require_file", "readable_datalist"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +107,98 @@ def check_datalist(datalist: Sequence[dict], num_classes: int, name: str = "data
                 f"{name} datalist item {i} ({item['image']}): label {label!r} is outside the classes 0..{num_classes - 1}."
             )
     return list(datalist)
+
+
+def split_datalist(
+    datalist: Sequence[dict], split: str, val_fraction: float = 0.1, seed: int = 0, label_key: str = "label"
+) -> list[dict]:
+    """Seeded, stratified train/val split of a labelled datalist (for data sets shipped without a val split).
+
+    Args:
+        datalist: items with a ``label_key``.
+        split: ``"train"`` or ``"val"``.
+        val_fraction: share of each class held out for validation (at least one image per class when the class
+            has two or more).
+        seed: the split depends only on the seed and the datalist's order.
+    """
+    import numpy as np
+
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}.")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}.")
+    rng = np.random.default_rng(seed)
+    by_class: dict[Any, list[int]] = {}
+    for i, item in enumerate(datalist):
+        if label_key not in item:
+            raise KeyError(f"datalist item {i} has no {label_key!r} key: {item}")
+        by_class.setdefault(item[label_key], []).append(i)
+    val_idx: set[int] = set()
+    for _, idx in sorted(by_class.items(), key=lambda kv: str(kv[0])):
+        n_val = int(round(len(idx) * val_fraction))
+        if len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        val_idx.update(rng.permutation(idx)[:n_val].tolist())
+    return [dict(item) for i, item in enumerate(datalist) if (i in val_idx) == (split == "val")]
+
+
+def require_file(path: str | os.PathLike, what: str = "file") -> str:
+    """Return ``path`` when it is an existing file, else raise ``FileNotFoundError`` naming it and ``what``."""
+    if not os.path.isfile(str(path)):
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist.")
+    return str(path)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
+
+
+def readable_datalist(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    loader: Any,
+    skipped_csv: str | None = None,
+    key: str = "image",
+) -> list[dict]:
+    """Turn files and/or folders into an inference datalist, leaving out (and reporting) unreadable files.
+
+    Every candidate is loaded once with ``loader`` (e.g. ``LoadCTSlice()``); a file that raises is logged with
+    its reason, written to ``skipped_csv`` if given, and skipped, so one bad file never ends an inference run.
+
+    Args:
+        inputs: a file, a folder (searched recursively for image files) or a list of them.
+        loader: callable that loads one path (raises on unreadable input).
+        skipped_csv: optional CSV ``file,reason`` of the skipped inputs.
+        key: the datalist key of the path.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    files: list[str] = []
+    for entry in inputs:
+        entry = str(entry)
+        if os.path.isdir(entry):
+            for root, _, names in sorted(os.walk(entry)):
+                files.extend(
+                    os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_SUFFIXES) or "." not in n
+                )
+        else:
+            files.append(entry)
+    good, skipped = [], []
+    for f in files:
+        try:
+            if not os.path.isfile(f):
+                raise FileNotFoundError("no such file")
+            loader(f)
+        except Exception as e:  # report and go on: one unreadable file must not end the run
+            reason = f"{type(e).__name__}: {e}".replace("\n", " ")
+            logger.warning(f"skipping {f}: {reason}")
+            skipped.append((f, reason))
+            continue
+        good.append({key: f, f"{key}_path": f})
+    if skipped_csv is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(skipped_csv)), exist_ok=True)
+        with open(skipped_csv, "w") as fh:
+            fh.write("file,reason\n")
+            for f, r in skipped:
+                fh.write(f'"{f}","{r.replace(chr(34), chr(39))}"\n')
+    if not good:
+        raise ValueError(f"none of the {len(files)} inputs could be read (inputs: {list(inputs)}).")
+    return good

@@ -1,0 +1,246 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Evaluation report: metrics with bootstrap confidence intervals, per-image predictions and a ROC curve."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["ClassificationReport", "PredictionWriter", "write_classification_report"]
+
+
+def _as_index(label: Any) -> int:
+    t = torch.as_tensor(label)
+    return int(t.argmax()) if t.numel() > 1 else int(t.reshape(-1)[0])
+
+
+def write_classification_report(
+    output_dir: str,
+    names: Sequence[str],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    positive_class: int = 1,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    title: str | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Write ``metrics.json``, ``predictions.csv`` and ``roc.png`` into ``output_dir`` and return the metrics.
+
+    Binary tasks get accuracy, F1 of ``positive_class`` (COVID), ROC AUC, sensitivity and specificity with
+    95% percentile-bootstrap intervals; tasks with more classes get accuracy with its interval and
+    one-vs-rest AUC of ``positive_class``.
+    """
+    from mstl_monai.metrics import bootstrap_classification_metrics, save_roc_curve
+    from mstl_monai.metrics.io import write_metrics_json, write_predictions_csv
+
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(labels) == 0:
+        raise ValueError("no images were evaluated: the evaluation datalist is empty.")
+    os.makedirs(output_dir, exist_ok=True)
+    y_pos = (labels == positive_class).astype(np.int64)
+    p_pos = probs[:, positive_class]
+    if probs.shape[1] == 2:
+        metrics = bootstrap_classification_metrics(y_pos, p_pos, n_bootstrap=n_bootstrap, seed=seed)
+    else:
+        rng = np.random.default_rng(seed)
+        correct = (probs.argmax(1) == labels).astype(np.float64)
+        idx = rng.integers(0, len(correct), size=(n_bootstrap, len(correct)))
+        boot = correct[idx].mean(1)
+        metrics = {
+            "accuracy": {
+                "value": float(correct.mean()),
+                "ci_low": float(np.percentile(boot, 2.5)),
+                "ci_high": float(np.percentile(boot, 97.5)),
+            },
+            "n": int(len(labels)),
+        }
+        if 0 < y_pos.sum() < len(y_pos):
+            from mstl_monai.metrics import binary_roc_auc
+
+            metrics[f"auc_{class_names[positive_class]}_vs_rest"] = float(binary_roc_auc(y_pos, p_pos))
+    metrics["class_names"] = list(class_names)
+    metrics["positive_class"] = class_names[positive_class]
+    if extra:
+        metrics.update(extra)
+    write_metrics_json(os.path.join(output_dir, "metrics.json"), metrics)
+    write_predictions_csv(os.path.join(output_dir, "predictions.csv"), names, labels, probs, class_names=class_names)
+    if 0 < y_pos.sum() < len(y_pos):
+        save_roc_curve({title or "test": (y_pos, p_pos)}, os.path.join(output_dir, "roc.png"), title=title)
+    return metrics
+
+
+class ClassificationReport:
+    """Collect an evaluator's probabilities and labels and write the evaluation report when it completes.
+
+    Attach to a MONAI ``SupervisedEvaluator`` whose postprocessing turns ``pred`` into class probabilities
+    (``Activationsd(softmax=True)``). Files: ``metrics.json`` (values with 95% bootstrap intervals and the
+    number of images), ``predictions.csv`` (one row per image) and ``roc.png``.
+
+    Args:
+        output_dir: folder for the files.
+        class_names: names of the classes, in label order.
+        positive_class: index of the class whose F1 / sensitivity are reported (COVID = 1).
+        n_bootstrap: bootstrap resamples for the intervals.
+        seed: bootstrap seed.
+        name_key: batch key holding a per-image name (falls back to the image's ``filename_or_obj``).
+        title: curve label in ``roc.png``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        class_names: Sequence[str],
+        positive_class: int = 1,
+        n_bootstrap: int = 1000,
+        seed: int = 0,
+        name_key: str = "name",
+        title: str | None = None,
+        extra: dict | None = None,
+    ) -> None:
+        self.output_dir = output_dir
+        self.class_names = list(class_names)
+        self.positive_class = positive_class
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
+        self.name_key = name_key
+        self.title = title
+        self.extra = extra
+        self.logger = logging.getLogger(__name__)
+        self.metrics: dict | None = None
+        self._reset(None)
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        self.logger = engine.logger
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _reset(self, engine: Engine | None) -> None:
+        self._names: list[str] = []
+        self._labels: list[int] = []
+        self._probs: list[np.ndarray] = []
+
+    def _collect(self, engine: Engine) -> None:
+        outputs = engine.state.output
+        batch = engine.state.batch
+        if isinstance(outputs, dict):  # not decollated
+            outputs = [dict(zip(outputs, vals)) for vals in zip(*outputs.values())]
+        if isinstance(batch, dict):
+            batch = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
+        for i, out in enumerate(outputs):
+            self._probs.append(torch.as_tensor(out["pred"]).detach().float().cpu().reshape(-1).numpy())
+            self._labels.append(_as_index(out["label"]))
+            item = batch[i] if batch is not None and i < len(batch) else {}
+            name = item.get(self.name_key) if isinstance(item, dict) else None
+            if name is None:
+                img = out.get("image")
+                meta = getattr(img, "meta", {}) or {}
+                name = meta.get("filename_or_obj", f"image_{len(self._names)}")
+            self._names.append(os.path.basename(str(name)))
+
+    def __call__(self, engine: Engine) -> None:
+        from ignite.distributed import all_gather, get_rank, get_world_size
+
+        probs = np.stack(self._probs) if self._probs else np.zeros((0, len(self.class_names)))
+        labels = np.asarray(self._labels, dtype=np.int64)
+        names = self._names
+        if get_world_size() > 1:
+            probs = all_gather(torch.as_tensor(probs)).numpy()
+            labels = all_gather(torch.as_tensor(labels)).numpy()
+            names = list(all_gather(names))
+            if get_rank() != 0:
+                return
+        self.metrics = write_classification_report(
+            self.output_dir,
+            names,
+            labels,
+            probs,
+            self.class_names,
+            positive_class=self.positive_class,
+            n_bootstrap=self.n_bootstrap,
+            seed=self.seed,
+            title=self.title,
+            extra=self.extra,
+        )
+        engine.state.report = self.metrics
+        summary = ", ".join(
+            f"{k} {v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+            for k, v in self.metrics.items()
+            if isinstance(v, dict) and "value" in v and v["value"] is not None
+        )
+        self.logger.info(f"evaluation on {len(labels)} images: {summary}; report in {self.output_dir}")
+
+
+class PredictionWriter:
+    """Write an inference run's class probabilities, one CSV row per file, as each batch completes.
+
+    Rows are appended and flushed per iteration, so results already written survive a crash later in the run.
+    Files that could not be read were removed from the datalist beforehand (see
+    :func:`mstl_monai.engines.readable_datalist`) and are listed in ``skipped.csv`` beside it.
+
+    Args:
+        output_dir: folder of ``predictions.csv``.
+        class_names: names of the classes, in output order.
+        filename: CSV file name.
+        name_key: batch key holding the source file path.
+    """
+
+    def __init__(
+        self, output_dir: str, class_names: Sequence[str], filename: str = "predictions.csv", name_key: str = "image_path"
+    ) -> None:
+        self.output_dir = output_dir
+        self.class_names = list(class_names)
+        self.filename = filename
+        self.name_key = name_key
+        self.rows = 0
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.output_dir, self.filename)
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _start(self, engine: Engine) -> None:
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(self.path, "w") as f:
+            f.write(",".join(["file", "pred", "pred_class"] + [f"prob_{c}" for c in self.class_names]) + "\n")
+        self.rows = 0
+
+    def __call__(self, engine: Engine) -> None:
+        outputs, batch = engine.state.output, engine.state.batch
+        if isinstance(outputs, dict):
+            outputs = [dict(zip(outputs, vals)) for vals in zip(*outputs.values())]
+        if isinstance(batch, dict):
+            batch = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
+        lines = []
+        for i, out in enumerate(outputs):
+            p = torch.as_tensor(out["pred"]).detach().float().cpu().reshape(-1).numpy()
+            name = str(batch[i].get(self.name_key, f"item_{self.rows + i}"))
+            k = int(p.argmax())
+            lines.append(",".join([_csv_field(name), str(k), _csv_field(self.class_names[k])] + [f"{v:.6f}" for v in p]))
+        with open(self.path, "a") as f:
+            f.write("\n".join(lines) + "\n")
+            f.flush()
+        self.rows += len(lines)
+
+
+def _csv_field(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
