@@ -1,5 +1,35 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""mstl_monai.metrics."""
+"""mstl_monai.metrics: LEEP transferability, binary classification metrics with bootstrap CIs, ROC, report writers."""
 
 from __future__ import annotations
+
+from .classification import (
+    METRIC_NAMES,
+    binary_roc_auc,
+    bootstrap_classification_metrics,
+    classification_metrics,
+    roc_curve_points,
+)
+from .io import atomic_write, read_predictions_csv, to_jsonable, write_metrics_json, write_predictions_csv
+from .leep import LEEPMetric, compute_leep, labels_to_indices
+from .leep_handler import LEEP
+from .plots import save_roc_curve
+
+__all__ = [
+    "LEEP",
+    "LEEPMetric",
+    "METRIC_NAMES",
+    "atomic_write",
+    "binary_roc_auc",
+    "bootstrap_classification_metrics",
+    "classification_metrics",
+    "compute_leep",
+    "labels_to_indices",
+    "read_predictions_csv",
+    "roc_curve_points",
+    "save_roc_curve",
+    "to_jsonable",
+    "write_metrics_json",
+    "write_predictions_csv",
+]

@@ -1,0 +1,120 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Tests of the atomic metrics JSON / predictions CSV writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+import unittest
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mstl_monai.metrics import (
+    atomic_write,
+    bootstrap_classification_metrics,
+    read_predictions_csv,
+    write_metrics_json,
+    write_predictions_csv,
+)
+
+
+class TestMetricsJson(unittest.TestCase):
+    def test_roundtrip_with_numpy_torch_and_nan(self):
+        metrics = {
+            "acc": np.float32(0.5),
+            "n": np.int64(203),
+            "auc": torch.tensor(0.75),
+            "curve": np.array([0.0, 0.5, 1.0]),
+            "undefined": float("nan"),
+            "nested": {"ok": True, "path": Path("/tmp/x"), "pair": (1, 2)},
+        }
+        with tempfile.TemporaryDirectory() as d:
+            path = write_metrics_json(os.path.join(d, "a", "metrics.json"), metrics)
+            data = json.loads(path.read_text())
+            self.assertEqual(
+                data,
+                {
+                    "acc": 0.5,
+                    "n": 203,
+                    "auc": 0.75,
+                    "curve": [0.0, 0.5, 1.0],
+                    "undefined": None,
+                    "nested": {"ok": True, "path": "/tmp/x", "pair": [1, 2]},
+                },
+            )
+            self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o644)
+
+    def test_bootstrap_output_is_writable(self):
+        out = bootstrap_classification_metrics([0, 1, 0, 1, 1], [0.2, 0.8, 0.4, 0.3, 0.9], n_bootstrap=50)
+        with tempfile.TemporaryDirectory() as d:
+            data = json.loads(write_metrics_json(os.path.join(d, "m.json"), out).read_text())
+        self.assertEqual(data["n"], 5)
+        self.assertEqual(set(data["auc"]), {"value", "ci_low", "ci_high"})
+
+    def test_unsupported_type(self):
+        with tempfile.TemporaryDirectory() as d:
+            with self.assertRaisesRegex(TypeError, "object"):
+                write_metrics_json(os.path.join(d, "m.json"), {"x": object()})
+            self.assertEqual(os.listdir(d), [])
+
+    def test_failed_write_keeps_old_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "m.json"
+            path.write_text("old")
+            with self.assertRaises(RuntimeError):
+                with atomic_write(path) as f:
+                    f.write("half")
+                    raise RuntimeError("interrupted")
+            self.assertEqual(path.read_text(), "old")
+            self.assertEqual(os.listdir(d), ["m.json"])
+
+
+class TestPredictionsCsv(unittest.TestCase):
+    def test_roundtrip_two_class(self):
+        probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.123456789012345, 0.876543210987655]])
+        with tempfile.TemporaryDirectory() as d:
+            path = write_predictions_csv(
+                os.path.join(d, "pred.csv"), ["a.png", "b,c.png", "d.png"], [0, 1, 1], probs, ["noncovid", "covid"]
+            )
+            names, y, pr, classes = read_predictions_csv(path)
+            header = path.read_text().splitlines()[0]
+        self.assertEqual(header, "name,label,pred,prob_noncovid,prob_covid")
+        self.assertEqual(names, ["a.png", "b,c.png", "d.png"])
+        np.testing.assert_array_equal(y, [0, 1, 1])
+        np.testing.assert_array_equal(pr, probs)  # repr() keeps every digit
+        self.assertEqual(classes, ["noncovid", "covid"])
+
+    def test_prob_pos_vector(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = write_predictions_csv(
+                os.path.join(d, "p.csv"), ["x", "y"], torch.tensor([1, 0]), torch.tensor([0.7, 0.4])
+            )
+            _, y, pr, classes = read_predictions_csv(path)
+            rows = path.read_text().splitlines()
+        np.testing.assert_allclose(pr, [[0.3, 0.7], [0.6, 0.4]], atol=1e-7)
+        self.assertEqual(classes, ["0", "1"])
+        self.assertTrue(rows[1].startswith("x,1,1,"))
+        self.assertTrue(rows[2].startswith("y,0,0,"))
+
+    def test_length_mismatch(self):
+        with tempfile.TemporaryDirectory() as d:
+            with self.assertRaisesRegex(ValueError, "same length"):
+                write_predictions_csv(os.path.join(d, "p.csv"), ["x"], [0, 1], [0.2, 0.3])
+            with self.assertRaisesRegex(ValueError, "class_names"):
+                write_predictions_csv(os.path.join(d, "p.csv"), ["x"], [0], [[0.2, 0.8]], ["a", "b", "c"])
+
+    def test_read_bad_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "bad.csv"
+            path.write_text("file,target\na,1\n")
+            with self.assertRaisesRegex(ValueError, "bad.csv"):
+                read_predictions_csv(path)
+
+
+if __name__ == "__main__":
+    unittest.main()
