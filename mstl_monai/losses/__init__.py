@@ -3,3 +3,8 @@
 """mstl_monai.losses."""
 
 from __future__ import annotations
+
+from .contrastive import InfoNCELoss
+from .region import RegionLoss
+
+__all__ = ["InfoNCELoss", "RegionLoss"]

@@ -3,3 +3,7 @@
 """mstl_monai.networks.blocks."""
 
 from __future__ import annotations
+
+from .nonlocal_block import NonLocalBlock
+
+__all__ = ["NonLocalBlock"]

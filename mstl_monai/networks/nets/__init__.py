@@ -3,3 +3,35 @@
 """mstl_monai.networks.nets."""
 
 from __future__ import annotations
+
+from .attentive_resnet import (
+    ATTENTIVE_RESNETS,
+    ATTN_STAGE_COUNTS,
+    AttentiveResNet,
+    attention_positions,
+    attentive_resnet18,
+    attentive_resnet34,
+    attentive_resnet50,
+    attentive_resnet101,
+    attentive_resnet152,
+)
+from .moco import MoCo, ProjectedEncoder, projection_head
+from .region_head import RegionHead
+from .simclr import SimCLR
+
+__all__ = [
+    "ATTENTIVE_RESNETS",
+    "ATTN_STAGE_COUNTS",
+    "AttentiveResNet",
+    "MoCo",
+    "ProjectedEncoder",
+    "RegionHead",
+    "SimCLR",
+    "attention_positions",
+    "attentive_resnet18",
+    "attentive_resnet34",
+    "attentive_resnet50",
+    "attentive_resnet101",
+    "attentive_resnet152",
+    "projection_head",
+]

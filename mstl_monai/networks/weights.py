@@ -1,0 +1,277 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Weights into and between the stages: torchvision ImageNet checkpoints and stage-to-stage transfer."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+__all__ = ["load_torchvision_weights", "load_stage_checkpoint", "read_checkpoint", "extract_state_dict"]
+
+logger = logging.getLogger(__name__)
+
+#: keys under which checkpoints wrap the network's state dict (MONAI/ignite ``CheckpointSaver``, common scripts)
+WRAPPER_KEYS = ("state_dict", "model", "network", "net")
+_BACKBONE_RE = re.compile(r"^(conv1|bn1|layer[1-4])\.")
+_LAYER_RE = re.compile(r"^layer([1-4])\.(\d+)\.")
+_ATTN_RE = re.compile(r"^attn\.([^.]+)\.")
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """
+    Load a checkpoint file safely (``torch.load(weights_only=True)`` on the CPU: a checkpoint is untrusted input).
+
+    Raises:
+        FileNotFoundError: when ``path`` is not a file.
+        ValueError: when the file is corrupt, not a PyTorch file, or holds objects ``weights_only`` refuses.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} not found.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"cannot load checkpoint {path} safely: weights_only loading refused it or it is not a PyTorch file "
+            f"({first}). Only tensors and plain containers are accepted from checkpoint files."
+        ) from e
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(f"cannot read checkpoint {path}: corrupt or truncated file ({type(e).__name__}: {e}).") from e
+
+
+def _flatten_tensors(obj: Mapping, prefix: str = "") -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, torch.Tensor):
+            out[name] = v
+        elif isinstance(v, Mapping):
+            out.update(_flatten_tensors(v, f"{name}."))
+    return out
+
+
+def extract_state_dict(obj: Any, source: str = "<checkpoint>") -> dict[str, torch.Tensor]:
+    """
+    The tensors of a checkpoint as a flat state dict: a plain state dict, or one wrapped under
+    ``"state_dict"``/``"model"``/``"network"``/``"net"`` (first found), or any nesting of dicts (keys joined by dots).
+    A ``module.`` prefix shared by every key (DataParallel/DDP) is removed.
+
+    Raises:
+        ValueError: when ``obj`` holds no tensor.
+    """
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"checkpoint {source} holds a {type(obj).__name__}, expected a state dict (a dict of tensors).")
+    for key in WRAPPER_KEYS:
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    state = _flatten_tensors(obj)
+    if not state:
+        raise ValueError(f"checkpoint {source} holds no tensors (top-level keys: {sorted(map(str, obj))[:10]}).")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def _backbone_prefix(state: Mapping[str, torch.Tensor], source: str) -> str:
+    """Prefix under which a ResNet backbone (``conv1.weight`` and ``layer1.0.conv1.weight``) lives in ``state``."""
+    candidates = [
+        k[: -len("conv1.weight")]
+        for k in state
+        if k.endswith("conv1.weight") and f"{k[: -len('conv1.weight')]}layer1.0.conv1.weight" in state
+    ]
+    candidates = [p for p in candidates if "encoder_k" not in p] or candidates
+    if not candidates:
+        raise ValueError(
+            f"checkpoint {source} holds no ResNet backbone (no 'conv1.weight' beside 'layer1.0.conv1.weight'); "
+            f"its first keys are {list(state)[:8]}."
+        )
+    if "" in candidates:
+        return ""
+    preferred = [p for p in candidates if "encoder_q" in p] or candidates
+    return min(preferred, key=len)
+
+
+def _describe(keys: Sequence[str]) -> str:
+    """Short architecture description from state-dict keys: stage depths, block type, attention blocks."""
+    depth = [0, 0, 0, 0]
+    for k in keys:
+        m = _LAYER_RE.match(k)
+        if m:
+            depth[int(m.group(1)) - 1] = max(depth[int(m.group(1)) - 1], int(m.group(2)) + 1)
+    block = "bottleneck" if any(k.endswith(".conv3.weight") for k in keys) else "basic"
+    attn = sorted({m.group(1) for k in keys if (m := _ATTN_RE.match(k))})
+    return f"{block} blocks, layers {depth}, {len(attn)} attention block(s){' ' + str(attn) if attn else ''}"
+
+
+def _is_excluded(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p.rstrip(".") or key.startswith(p.rstrip(".") + ".") for p in prefixes)
+
+
+def _adapt_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """RGB stem kernel for ``in_channels`` inputs: summed for one channel, else tiled and rescaled (as timm)."""
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = -(-in_channels // weight.shape[1])
+    return weight.repeat(1, reps, *([1] * (weight.ndim - 2)))[:, :in_channels] * (weight.shape[1] / in_channels)
+
+
+def _transfer(
+    net: nn.Module,
+    src: dict[str, torch.Tensor],
+    source: str,
+    exclude_prefixes: Sequence[str],
+    adapt_input: bool,
+) -> dict[str, list[str]]:
+    prefix = _backbone_prefix(src, source)
+    if prefix:
+        logger.info(f"checkpoint {source}: backbone found under prefix '{prefix}'.")
+    ours = {k[len(prefix) :]: v for k, v in src.items() if k.startswith(prefix)}
+    others = [k for k in src if not k.startswith(prefix)]
+    dst = net.state_dict()
+    report: dict[str, list[str]] = {"loaded": [], "new": [], "dropped": [], "adapted": []}
+    new_state: dict[str, torch.Tensor] = {}
+    mismatched: list[str] = []
+    missing_backbone: list[str] = []
+
+    src_attn = {m.group(1) for k in ours if (m := _ATTN_RE.match(k))}
+    dst_attn = {m.group(1) for k in dst if (m := _ATTN_RE.match(k))}
+    if src_attn and src_attn != dst_attn:
+        raise ValueError(
+            f"checkpoint {source} does not fit the network: its non-local blocks {sorted(src_attn)} differ from the "
+            f"network's {sorted(dst_attn)} (another n_attn or another depth). Checkpoint: {_describe(list(ours))}; "
+            f"network: {_describe(list(dst))}."
+        )
+
+    for key, target in dst.items():
+        if _is_excluded(key, exclude_prefixes):
+            report["new"].append(key)
+            continue
+        if key not in ours:
+            report["new"].append(key)
+            if _BACKBONE_RE.match(key):
+                missing_backbone.append(key)
+            continue
+        value = ours[key]
+        if value.shape == target.shape:
+            new_state[key] = value.to(dtype=target.dtype) if value.is_floating_point() else value
+            report["loaded"].append(key)
+        elif (
+            adapt_input
+            and key == "conv1.weight"
+            and value.ndim == target.ndim
+            and value.shape[0] == target.shape[0]
+            and value.shape[2:] == target.shape[2:]
+        ):
+            new_state[key] = _adapt_conv1(value.to(dtype=torch.float64), target.shape[1]).to(dtype=target.dtype)
+            report["adapted"].append(key)
+        elif _BACKBONE_RE.match(key) or _ATTN_RE.match(key):
+            mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs network {tuple(target.shape)}")
+        else:  # a task head of another shape
+            report["new"].append(key)
+    used = set(new_state)
+    report["dropped"] = [prefix + k for k in ours if k not in used] + others
+    unexpected_backbone = [k for k in ours if _BACKBONE_RE.match(k) and k not in dst]
+
+    problems = []
+    if mismatched:
+        problems.append(f"{len(mismatched)} tensor(s) of another shape ({'; '.join(mismatched[:4])})")
+    if missing_backbone:
+        problems.append(f"{len(missing_backbone)} backbone tensor(s) missing from the checkpoint ({missing_backbone[:4]})")
+    if unexpected_backbone:
+        problems.append(f"{len(unexpected_backbone)} backbone tensor(s) the network lacks ({unexpected_backbone[:4]})")
+    if problems:
+        hint = ""
+        if any(k.endswith("downsample.0.bias") for k in missing_backbone):
+            hint = " The network has downsample biases: build it with bias_downsample=False (torchvision layout)."
+        raise ValueError(
+            f"checkpoint {source} does not fit the network: {'; '.join(problems)}. Checkpoint: {_describe(list(ours))}; "
+            f"network: {_describe(list(dst))}.{hint}"
+        )
+    if dst_attn and not src_attn:
+        logger.info(f"checkpoint {source} has no non-local blocks: the network's {sorted(dst_attn)} stay at identity.")
+    net.load_state_dict({**dst, **new_state}, strict=True)
+    return report
+
+
+def _source(path_or_state_dict: Any) -> tuple[dict[str, torch.Tensor], str]:
+    if isinstance(path_or_state_dict, (str, Path)):
+        return extract_state_dict(read_checkpoint(path_or_state_dict), str(path_or_state_dict)), str(path_or_state_dict)
+    return extract_state_dict(path_or_state_dict, "<state dict>"), "<state dict>"
+
+
+def load_torchvision_weights(net: nn.Module, path_or_state_dict: str | Path | Mapping) -> dict[str, list[str]]:
+    """
+    Load a torchvision ResNet checkpoint (e.g. the ImageNet weights of ``torchvision.models.resnet50``) into an
+    :class:`~mstl_monai.networks.nets.AttentiveResNet` built with the torchvision layout (the defaults).
+
+    The backbone must match exactly (same block type and depths), otherwise a ``ValueError`` says what differs.
+    The non-local blocks are not in the checkpoint and stay at their identity initialisation (reported as
+    ``new``), so the network computes exactly what the torchvision network computes. The ``fc`` head is loaded
+    when its shape matches, otherwise it is dropped and stays new. For a network with another number of input
+    channels, ``conv1.weight`` is adapted (summed over RGB for one channel) and reported under ``adapted``.
+    Half-precision checkpoints are cast to the network's dtype. Files are read with ``weights_only=True``.
+
+    Args:
+        net: the network to fill (in place).
+        path_or_state_dict: checkpoint file, or an already loaded (possibly wrapped) state dict.
+
+    Returns:
+        ``{"loaded": [...], "new": [...], "dropped": [...], "adapted": [...]}`` lists of state-dict keys
+        (network keys for ``loaded``/``new``/``adapted``, checkpoint keys for ``dropped``).
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: corrupt or unsafe file, or a checkpoint of another architecture.
+    """
+    stride = getattr(getattr(net, "conv1", None), "stride", None)
+    if stride is not None and any(s != 2 for s in stride):
+        warnings.warn(
+            f"the network's stem stride is {stride}: torchvision weights expect conv1_t_stride=2, outputs will differ.",
+            stacklevel=2,
+        )
+    src, source = _source(path_or_state_dict)
+    return _transfer(net, src, source, exclude_prefixes=(), adapt_input=True)
+
+
+def load_stage_checkpoint(
+    net: nn.Module, path: str | Path | Mapping, exclude_prefixes: Sequence[str] = ("fc",)
+) -> dict[str, list[str]]:
+    """
+    Load the previous stage's checkpoint into the next stage's network, keeping the backbone (and the non-local
+    blocks) and leaving the task head new.
+
+    Accepted checkpoints: a state dict; a MONAI/ignite ``CheckpointSaver`` dict (network under
+    ``"network"``/``"net"``/``"model"``/``"state_dict"``, other entries ignored); a MoCo/SSTL checkpoint whose
+    backbone lives under a prefix (``encoder_q.backbone.``, ``backbone.``...): the prefix is found from the keys
+    (the query encoder is preferred over the key encoder) and the projection heads, queue and region head are
+    reported as dropped. Keys under ``exclude_prefixes`` are never loaded; another head that is not excluded is
+    loaded when its shape matches and dropped otherwise.
+
+    A baseline checkpoint may be loaded into an attentive network (the new non-local blocks stay the identity);
+    a checkpoint whose non-local blocks differ from the network's (another ``n_attn``), another depth or block
+    type, or a corrupt file raises a ``ValueError`` naming the file and what differs.
+
+    Args:
+        net: the network to fill (in place).
+        path: checkpoint file (or an already loaded dict).
+        exclude_prefixes: network keys never loaded from the checkpoint (the task head, default ``("fc",)``).
+
+    Returns:
+        ``{"loaded": [...], "new": [...], "dropped": [...], "adapted": [...]}`` as :func:`load_torchvision_weights`.
+    """
+    src, source = _source(path)
+    return _transfer(net, src, source, exclude_prefixes=tuple(exclude_prefixes), adapt_input=False)
