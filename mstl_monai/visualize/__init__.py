@@ -1,5 +1,22 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""mstl_monai.visualize."""
+"""mstl_monai.visualize: Grad-CAM and non-local attention heatmaps, overlays, Fig. 4-style figures, box statistics."""
 
 from __future__ import annotations
+
+from .attention import attention_heatmap
+from .cam import grad_cam, minmax_normalize
+from .localization import as_2d, box_area_fraction, box_bounds, heatmap_mass_in_box
+from .overlay import overlay, save_explanation_figure
+
+__all__ = [
+    "as_2d",
+    "attention_heatmap",
+    "box_area_fraction",
+    "box_bounds",
+    "grad_cam",
+    "heatmap_mass_in_box",
+    "minmax_normalize",
+    "overlay",
+    "save_explanation_figure",
+]
