@@ -20,6 +20,9 @@ except ImportError:  # the networks package has not landed yet
     attentive_resnet18 = None
 
 
+DEVICES = [("cpu",)] + ([("cuda",)] if torch.cuda.is_available() else [])
+
+
 class FakeAttnBlock(nn.Module):
     """Stores attention ``softmax(scale * key_intensity + query_bias)`` like a NonLocalBlock with keep_attn."""
 
@@ -34,7 +37,8 @@ class FakeAttnBlock(nn.Module):
         if self.keep_attn:
             keys = F.max_pool2d(f, 2) if self.sub_sample else f
             nq = f.shape[2] * f.shape[3]
-            query_bias = torch.linspace(-1, 1, nq)[None, :, None] * torch.linspace(0, 1, keys[0, 0].numel())[None, None]
+            nk = keys[0, 0].numel()
+            query_bias = (torch.linspace(-1, 1, nq)[None, :, None] * torch.linspace(0, 1, nk)[None, None]).to(f.device)
             self.attn_map = torch.softmax(self.scale * keys.flatten(1)[:, None, :] + query_bias, dim=-1)
             self.attn_spatial_shape = tuple(f.shape[2:])
             if self.key_shape_attr:
@@ -110,6 +114,13 @@ class TestAttentionHeatmap(unittest.TestCase):
         np.testing.assert_allclose(heat, expected_heatmap(x, 8.0, sub_sample), atol=1e-5)
         np.testing.assert_allclose(heat.amin(dim=(1, 2, 3)), [0, 0])
         np.testing.assert_allclose(heat.amax(dim=(1, 2, 3)), [1, 1])
+
+    @parameterized.expand(DEVICES)
+    def test_output_follows_input_device(self, device):
+        x = bright_square_images()
+        heat = attention_heatmap(StandInAttnNet().to(device), x.to(device))
+        self.assertEqual(heat.device.type, device)
+        np.testing.assert_allclose(heat.cpu(), expected_heatmap(x, 8.0, False), atol=1e-5)
 
     def test_last_block_is_default_and_localizes(self):
         net = StandInAttnNet()

@@ -20,6 +20,9 @@ except ImportError:  # the networks package has not landed yet
     attentive_resnet18 = None
 
 
+DEVICES = [("cpu",)] + ([("cuda",)] if torch.cuda.is_available() else [])
+
+
 class StandInNet(nn.Module):
     """torchvision-like names: conv1, layer4 (called as a module), avgpool, fc."""
 
@@ -91,6 +94,14 @@ class TestGradCam(unittest.TestCase):
         self.assertEqual(out.shape, (4, 1, 16, 16))
         self.assertEqual(out.dtype, torch.float32)
         np.testing.assert_allclose(out, expected_linear_head_cam(self.net, self.x, classes), atol=1e-5)
+
+    @parameterized.expand(DEVICES)
+    def test_output_follows_input_device(self, device):
+        net = self.net.to(device)
+        out = grad_cam(net, self.x.to(device), class_idx=[0, 1, 2, 0])
+        self.assertEqual(out.device.type, device)
+        expected = expected_linear_head_cam(net.cpu(), self.x, [0, 1, 2, 0])
+        np.testing.assert_allclose(out.cpu(), expected, atol=1e-5)
 
     def test_default_explains_argmax_of_each_image(self):
         x = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 3
