@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import set_determinism
 
@@ -74,6 +75,17 @@ class EpochSeedHandler:
             self.transforms.set_random_state(seed=seed)
 
 
+def _plain(obj: Any) -> Any:
+    """numpy scalars -> Python numbers, recursively, so ``weights_only`` loading accepts the state."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
 class AtomicCheckpointSaver(CheckpointSaver):
     """MONAI's ``CheckpointSaver`` whose files are written atomically (temporary file, then rename).
 
@@ -94,7 +106,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
         """Best-metric tracking state (empty when this saver does not track a key metric)."""
         if self._key_metric_checkpoint is None:
             return {}
-        return self._key_metric_checkpoint.state_dict()
+        return _plain(self._key_metric_checkpoint.state_dict())
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not state_dict:
