@@ -107,6 +107,22 @@ class TestBundleWorkflow(unittest.TestCase):
             torch.testing.assert_close(net_a[k], net_b[k], rtol=0, atol=0, msg=f"weight {k} differs after resume")
         self.assertEqual(a["trainer"]["epoch"], b["trainer"]["epoch"])
 
+    def test_torchrun_two_processes_gloo(self):
+        """multi_gpu_train.yaml: 2 processes on CPU with gloo, one checkpoint written by rank 0."""
+        import sys
+
+        run_dir = self.tmp / "ddp"
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+        proc = run_bundle(
+            "training",
+            ["train.yaml", "multi_gpu_train.yaml"],
+            dict(self.base, run_dir=str(run_dir), epochs=1, n_attn=1),
+            launcher=launcher,
+        )
+        self.assertTrue((run_dir / "models" / "model.pt").is_file(), proc.stdout[-2000:])
+        ckpt = torch.load(run_dir / "models" / "model_final.pt", map_location="cpu", weights_only=True)
+        self.assertFalse(any(k.startswith("module.") for k in ckpt["network"]), "DDP prefix must not leak into checkpoints")
+
     def test_bad_dataset_dir_fails_before_training(self):
         proc = run_bundle(
             "training", ["train.yaml"], dict(self.base, run_dir=str(self.tmp / "bad"), dataset_dir=str(self.tmp / "nope")), check=False
