@@ -8,6 +8,19 @@ from .handlers import AtomicCheckpointSaver, EpochSeedHandler, ResumeFromLatest,
 from .report import ClassificationReport, PredictionWriter, write_classification_report
 from .inferers import AutocastInferer, resolve_amp_dtype
 from .utils import BACKBONES, build_network, check_datalist, load_pretrained, readable_datalist, require_file, split_datalist
+from .sstl import (
+    SSTL_METHODS,
+    BackboneSaver,
+    SSTLKeys,
+    SSTLLoss,
+    SSTLNetwork,
+    SSTLTrainer,
+    moco_v2_augmentations,
+    simclr_logits,
+    sstl_datalist,
+    sstl_scalar_terms,
+)
+from .probes import ProbeHandler, SSTLProbe, extract_features, knn_probe, knn_scores, lobe_probe
 
 __all__ = [
     "BACKBONES",
@@ -26,4 +39,20 @@ __all__ = [
     "latest_checkpoint",
     "resolve_amp_dtype",
     "write_classification_report",
+    "SSTL_METHODS",
+    "BackboneSaver",
+    "SSTLKeys",
+    "SSTLLoss",
+    "SSTLNetwork",
+    "SSTLTrainer",
+    "moco_v2_augmentations",
+    "simclr_logits",
+    "sstl_datalist",
+    "sstl_scalar_terms",
+    "ProbeHandler",
+    "SSTLProbe",
+    "extract_features",
+    "knn_probe",
+    "knn_scores",
+    "lobe_probe",
 ]

@@ -18,7 +18,8 @@ class InfoNCELoss(_Loss):
 
     .. math::
 
-        L_{cons} = -\\log \\frac{\\exp(q \\cdot k_+ / \\tau)}{\\exp(q \\cdot k_+ / \\tau) + \\sum_{k_-} \\exp(q \\cdot k_- / \\tau)}
+        L_{cons} = -\\log \\frac{\\exp(q \\cdot k_+ / \\tau)}
+            {\\exp(q \\cdot k_+ / \\tau) + \\sum_{k_-} \\exp(q \\cdot k_- / \\tau)}
 
     i.e. a cross-entropy over the logits ``[q·k+, q·k-...] / τ`` returned by
     :class:`~mstl_monai.networks.nets.MoCo`, whose target is the positive's column (0 by default).

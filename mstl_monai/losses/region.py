@@ -25,7 +25,9 @@ class RegionLoss(_Loss):
     """
 
     def __init__(
-        self, region_reduction: LossReduction | str = LossReduction.SUM, reduction: LossReduction | str = LossReduction.MEAN
+        self,
+        region_reduction: LossReduction | str = LossReduction.SUM,
+        reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         region_reduction = LossReduction(region_reduction).value
@@ -53,7 +55,9 @@ class RegionLoss(_Loss):
             input = input.reshape(n // c, c, c)
             if target is not None:
                 if target.shape != (n,):
-                    raise ValueError(f"region target must have shape ({n},) for flat logits, got {tuple(target.shape)}.")
+                    raise ValueError(
+                        f"region target must have shape ({n},) for flat logits, got {tuple(target.shape)}."
+                    )
                 target = target.reshape(n // c, c)
         if input.ndim != 3:
             raise ValueError(f"region logits must have shape (B, R, C) or (B * R, C), got {tuple(input.shape)}.")

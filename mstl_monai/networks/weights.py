@@ -73,7 +73,9 @@ def extract_state_dict(obj: Any, source: str = "<checkpoint>") -> dict[str, torc
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if not isinstance(obj, Mapping):
-        raise ValueError(f"checkpoint {source} holds a {type(obj).__name__}, expected a state dict (a dict of tensors).")
+        raise ValueError(
+            f"checkpoint {source} holds a {type(obj).__name__}, expected a state dict (a dict of tensors)."
+        )
     for key in WRAPPER_KEYS:
         if key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
@@ -162,7 +164,8 @@ def _transfer(
             continue
         if key not in ours:
             report["new"].append(key)
-            if _BACKBONE_RE.match(key):
+            # old checkpoints (e.g. torchvision's 2017 ImageNet weights) have no BatchNorm step counters
+            if _BACKBONE_RE.match(key) and not key.endswith("num_batches_tracked"):
                 missing_backbone.append(key)
             continue
         value = ours[key]
@@ -190,7 +193,9 @@ def _transfer(
     if mismatched:
         problems.append(f"{len(mismatched)} tensor(s) of another shape ({'; '.join(mismatched[:4])})")
     if missing_backbone:
-        problems.append(f"{len(missing_backbone)} backbone tensor(s) missing from the checkpoint ({missing_backbone[:4]})")
+        problems.append(
+            f"{len(missing_backbone)} backbone tensor(s) missing from the checkpoint ({missing_backbone[:4]})"
+        )
     if unexpected_backbone:
         problems.append(f"{len(unexpected_backbone)} backbone tensor(s) the network lacks ({unexpected_backbone[:4]})")
     if problems:
@@ -198,8 +203,8 @@ def _transfer(
         if any(k.endswith("downsample.0.bias") for k in missing_backbone):
             hint = " The network has downsample biases: build it with bias_downsample=False (torchvision layout)."
         raise ValueError(
-            f"checkpoint {source} does not fit the network: {'; '.join(problems)}. Checkpoint: {_describe(list(ours))}; "
-            f"network: {_describe(list(dst))}.{hint}"
+            f"checkpoint {source} does not fit the network: {'; '.join(problems)}. "
+            f"Checkpoint: {_describe(list(ours))}; network: {_describe(list(dst))}.{hint}"
         )
     if dst_attn and not src_attn:
         logger.info(f"checkpoint {source} has no non-local blocks: the network's {sorted(dst_attn)} stay at identity.")

@@ -8,6 +8,7 @@ import torch
 from monai.networks import eval_mode
 from parameterized import parameterized
 
+from mstl_monai.networks import count_macs, count_parameters
 from mstl_monai.networks.blocks import NonLocalBlock
 from mstl_monai.networks.nets import (
     AttentiveResNet,
@@ -46,7 +47,8 @@ class TestPlacement(unittest.TestCase):
         for name, blk in net.attention_blocks.items():
             stage = int(name[5])
             self.assertIsInstance(blk, NonLocalBlock)
-            self.assertEqual(blk.in_channels, getattr(net, f"layer{stage}")[0].bn1.num_features * net.block_type.expansion)
+            width = getattr(net, f"layer{stage}")[0].bn1.num_features * net.block_type.expansion
+            self.assertEqual(blk.in_channels, width)
 
     def test_spec_rule_one_based(self):
         # SPEC §2: +5 = after res3 blocks 4 and 2, res4 blocks 6 and 4 (R-50) / 23 and 21, res5 block 3
@@ -74,7 +76,8 @@ class TestAttentiveResNet(unittest.TestCase):
         keys0 = set(base.state_dict())
         keys5 = set(attn.state_dict())
         self.assertEqual({k for k in keys5 if not k.startswith("attn.")}, keys0)
-        self.assertTrue(all(k.split(".")[0] in {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"} for k in keys0))
+        tv_names = {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"}
+        self.assertTrue(all(k.split(".")[0] in tv_names for k in keys0))
         self.assertFalse(any("downsample.0.bias" in k for k in keys0))
         self.assertEqual(base.conv1.stride, (2, 2))
         self.assertEqual(sum(p.numel() for p in base.parameters()), 25_557_032)  # torchvision's resnet50
@@ -166,6 +169,17 @@ class TestAttentiveResNet(unittest.TestCase):
             out = net(torch.randn(2, 1, 32, 32, 32))
         self.assertEqual(tuple(out.shape), (2, 2))
         self.assertEqual(tuple(net.attn["layer2_1"].attn_map.shape), (2, 64, 64))
+
+    def test_complexity(self):
+        base, one = attentive_resnet50(), attentive_resnet50(n_attn=1)
+        self.assertEqual(count_parameters(base), 25_557_032)
+        self.assertAlmostEqual(count_macs(base, (1, 3, 224, 224)) / 1e9, 4.09, places=2)  # torchvision's figure
+        # +1 ATTN at res3 (28 x 28, C = 512, C/2 = 256): 4 projections of 512 x 256 and the two N x N products
+        n, c, ci = 28 * 28, 512, 256
+        expected = 4 * n * c * ci + 2 * n * n * ci
+        self.assertEqual(count_macs(one, (1, 3, 224, 224)) - count_macs(base, (1, 3, 224, 224)), expected)
+        self.assertEqual(count_parameters(one) - count_parameters(base), 4 * (c * ci) + 3 * ci + c + 2 * c)
+        self.assertTrue(base.training)  # count_macs leaves the mode as it found it
 
     def test_trace(self):
         net = attentive_resnet18(n_attn=5, num_classes=2)

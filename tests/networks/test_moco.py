@@ -29,7 +29,8 @@ class TestMoCo(unittest.TestCase):
         self.assertIs(moco.encoder_q_backbone, moco.encoder_q.backbone)
         self.assertFalse(any(k.startswith("fc.") for k in moco.encoder_q_backbone.state_dict()))  # classifier removed
         head = moco.encoder_q.head  # MoCo v2 MLP: C -> C -> dim
-        self.assertEqual([(m.in_features, m.out_features) for m in head if isinstance(m, torch.nn.Linear)], [(16, 16), (16, 8)])
+        linears = [(m.in_features, m.out_features) for m in head if isinstance(m, torch.nn.Linear)]
+        self.assertEqual(linears, [(16, 16), (16, 8)])
         self.assertTrue(all(not p.requires_grad for p in moco.encoder_k.parameters()))
         for pq, pk in zip(moco.encoder_q.parameters(), moco.encoder_k.parameters()):
             torch.testing.assert_close(pq, pk)

@@ -63,6 +63,17 @@ class TestTorchvisionImport(unittest.TestCase):
                 gray.forward_features(x), ref.forward_features(x.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-5
             )
 
+    def test_without_batch_counters(self):
+        """torchvision's older ImageNet files have no num_batches_tracked: they load and give the same output."""
+        fx = _fixture(self)
+        sd = {k: v for k, v in fx["state_dict"].items() if not k.endswith("num_batches_tracked")}
+        net = AttentiveResNet("bottleneck", [1, 1, 1, 1])
+        report = load_torchvision_weights(net, sd)
+        self.assertEqual(len(report["loaded"]), len(sd))
+        self.assertTrue(all(k.endswith("num_batches_tracked") for k in report["new"]))
+        with eval_mode(net):
+            torch.testing.assert_close(net(fx["input"]), fx["output"], rtol=1e-5, atol=1e-5)
+
     @parameterized.expand([["state_dict"], ["model"], ["network"], ["net"]])
     def test_wrapped_and_prefixed(self, key):
         fx = _fixture(self)
@@ -78,7 +89,8 @@ class TestTorchvisionImport(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, r"layers \[2, 2, 2, 2\]"):
             load_torchvision_weights(AttentiveResNet("basic", [2, 2, 2, 2]), fx["state_dict"])
         with self.assertRaisesRegex(ValueError, "bias_downsample=False"):
-            load_torchvision_weights(AttentiveResNet("bottleneck", [1, 1, 1, 1], bias_downsample=True), fx["state_dict"])
+            biased = AttentiveResNet("bottleneck", [1, 1, 1, 1], bias_downsample=True)
+            load_torchvision_weights(biased, fx["state_dict"])
         with self.assertRaisesRegex(ValueError, "another shape"):
             load_torchvision_weights(AttentiveResNet("bottleneck", [1, 1, 1, 1], spatial_dims=3), fx["state_dict"])
         with self.assertWarnsRegex(UserWarning, "conv1_t_stride=2"):
@@ -186,8 +198,13 @@ class TestStageTransfer(unittest.TestCase):
         [
             ["attn_5_into_0", {"n_attn": 5}, {"n_attn": 0}, "non-local blocks"],
             ["attn_1_into_5", {"n_attn": 1}, {"n_attn": 5}, "another n_attn"],
-            ["depth", {"layers": [2, 2, 2, 2]}, {"layers": [1, 2, 2, 2]}, r"layers \[2, 2, 2, 2\].*layers \[1, 2, 2, 2\]"],
-            ["block", {"block": "bottleneck", "block_inplanes": [4, 4, 8, 8]}, {"block_inplanes": [16, 16, 32, 32]}, "bottleneck blocks"],
+            ["depth", {"layers": [2, 2, 2, 2]}, {"layers": [1, 2, 2, 2]}, r"layers \[2, 2, 2, 2\].*\[1, 2, 2, 2\]"],
+            [
+                "block",
+                {"block": "bottleneck", "block_inplanes": [4, 4, 8, 8]},
+                {"block_inplanes": [16, 16, 32, 32]},
+                "bottleneck blocks",
+            ],
             ["width", {}, {"block_inplanes": [8, 16, 16, 64]}, "another shape"],
         ]
     )

@@ -84,9 +84,9 @@ class NonLocalBlock(nn.Module):
         self.g = conv_type(in_channels, inner_channels, kernel_size=1)
         self.pool: nn.Module = Pool[Pool.MAX, spatial_dims](kernel_size=2) if sub_sample else nn.Identity()
         self.out_conv = conv_type(inner_channels, in_channels, kernel_size=1)
-        self.out_norm: nn.Module = (
-            nn.Identity() if norm is None else get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=in_channels)
-        )
+        self.out_norm: nn.Module = nn.Identity()
+        if norm is not None:
+            self.out_norm = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=in_channels)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -228,7 +228,9 @@ class MoCo(nn.Module):
             ``logits`` ``(N, 1 + K)`` (already divided by ``T``) and ``labels`` ``(N,)`` (zeros), on ``im_q``'s device.
         """
         if im_q.shape != im_k.shape:
-            raise ValueError(f"query and key batches must have the same shape, got {tuple(im_q.shape)} and {tuple(im_k.shape)}.")
+            raise ValueError(
+                f"query and key batches must have the same shape, got {tuple(im_q.shape)} and {tuple(im_k.shape)}."
+            )
         q = F.normalize(self.encoder_q(im_q), dim=1)  # N x dim
         with torch.no_grad():
             if self.training:
