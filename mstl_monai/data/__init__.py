@@ -1,5 +1,35 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""mstl_monai.data."""
+"""Datalist builders for the pipeline's data sets and a synthetic lung-CT phantom."""
 
 from __future__ import annotations
+
+from .datalists import (
+    COVID_CT_CLASSES,
+    CXR_CLASSES,
+    IMAGE_EXTENSIONS,
+    covid_ct_datalist,
+    covid_ct_datalists,
+    covidx_datalist,
+    cxr_datalist,
+    image_folder_datalist,
+    split_datalist,
+    unlabelled_datalist,
+)
+from .phantom import PHANTOM_LABELS, make_lung_phantom, write_phantom_dataset
+
+__all__ = [
+    "COVID_CT_CLASSES",
+    "CXR_CLASSES",
+    "IMAGE_EXTENSIONS",
+    "PHANTOM_LABELS",
+    "covid_ct_datalist",
+    "covid_ct_datalists",
+    "covidx_datalist",
+    "cxr_datalist",
+    "image_folder_datalist",
+    "make_lung_phantom",
+    "split_datalist",
+    "unlabelled_datalist",
+    "write_phantom_dataset",
+]

@@ -13,6 +13,8 @@ import torch
 
 __all__ = ["BACKBONES", "build_network", "load_pretrained", "check_datalist", "split_datalist", "require_file", "readable_datalist"]
 
+from mstl_monai.data.datalists import split_datalist  # noqa: E402  (re-exported for bundle configs)
+
 logger = logging.getLogger(__name__)
 
 #: backbone names accepted by :func:`build_network`
@@ -107,39 +109,6 @@ def check_datalist(datalist: Sequence[dict], num_classes: int, name: str = "data
                 f"{name} datalist item {i} ({item['image']}): label {label!r} is outside the classes 0..{num_classes - 1}."
             )
     return list(datalist)
-
-
-def split_datalist(
-    datalist: Sequence[dict], split: str, val_fraction: float = 0.1, seed: int = 0, label_key: str = "label"
-) -> list[dict]:
-    """Seeded, stratified train/val split of a labelled datalist (for data sets shipped without a val split).
-
-    Args:
-        datalist: items with a ``label_key``.
-        split: ``"train"`` or ``"val"``.
-        val_fraction: share of each class held out for validation (at least one image per class when the class
-            has two or more).
-        seed: the split depends only on the seed and the datalist's order.
-    """
-    import numpy as np
-
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}.")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}.")
-    rng = np.random.default_rng(seed)
-    by_class: dict[Any, list[int]] = {}
-    for i, item in enumerate(datalist):
-        if label_key not in item:
-            raise KeyError(f"datalist item {i} has no {label_key!r} key: {item}")
-        by_class.setdefault(item[label_key], []).append(i)
-    val_idx: set[int] = set()
-    for _, idx in sorted(by_class.items(), key=lambda kv: str(kv[0])):
-        n_val = int(round(len(idx) * val_fraction))
-        if len(idx) >= 2:
-            n_val = min(max(n_val, 1), len(idx) - 1)
-        val_idx.update(rng.permutation(idx)[:n_val].tolist())
-    return [dict(item) for i, item in enumerate(datalist) if (i in val_idx) == (split == "val")]
 
 
 def require_file(path: str | os.PathLike, what: str = "file") -> str:
