@@ -1,5 +1,27 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""mstl_monai.transforms."""
+"""mstl_monai.transforms: CT-slice loading, the boundary map, the lung quantiser and the lobe Generator."""
 
 from __future__ import annotations
+
+from .io import (
+    CT_SLICE_FORMATS,
+    DEFAULT_LUNG_WINDOW,
+    LoadCTSlice,
+    LoadCTSliceD,
+    LoadCTSliced,
+    LoadCTSliceDict,
+    lung_window,
+    sniff_ct_format,
+)
+
+__all__ = [
+    "CT_SLICE_FORMATS",
+    "DEFAULT_LUNG_WINDOW",
+    "LoadCTSlice",
+    "LoadCTSliceD",
+    "LoadCTSliceDict",
+    "LoadCTSliced",
+    "lung_window",
+    "sniff_ct_format",
+]
