@@ -100,9 +100,11 @@ class TestTorchvisionImport(unittest.TestCase):
         net = AttentiveResNet(**SMALL)
         with tempfile.TemporaryDirectory() as tmp:
             garbage = Path(tmp) / "garbage.pt"
-            garbage.write_bytes(os.urandom(256))
-            with self.assertRaisesRegex(ValueError, "garbage.pt"):
-                load_torchvision_weights(net, garbage)
+            rng = torch.Generator().manual_seed(0)
+            for i in range(50):  # damaged bytes make the unpickler raise many kinds of errors: all become ValueError
+                garbage.write_bytes(torch.randint(0, 256, (256,), generator=rng, dtype=torch.uint8).numpy().tobytes())
+                with self.assertRaisesRegex(ValueError, "garbage.pt", msg=f"draw {i}"):
+                    load_torchvision_weights(net, garbage)
             truncated = Path(tmp) / "truncated.pt"
             torch.save(net.state_dict(), truncated)
             truncated.write_bytes(truncated.read_bytes()[:2000])
