@@ -14,6 +14,8 @@ from .io import (
     lung_window,
     sniff_ct_format,
 )
+from .lobe import *  # noqa: F401,F403
+from .lobe import __all__ as _lobe_all
 
 __all__ = [
     "CT_SLICE_FORMATS",
@@ -25,3 +27,4 @@ __all__ = [
     "lung_window",
     "sniff_ct_format",
 ]
+__all__ += list(_lobe_all)

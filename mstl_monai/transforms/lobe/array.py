@@ -1,0 +1,356 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""The boundary map, the lung quantiser and the lung-lobe Generator (locate -> crop -> resize) as array transforms."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.config import NdarrayOrTensor
+from monai.transforms import RandomizableTransform, Transform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+from .functional import AIR, BODY, LUNG, boundary_map, cpu_single_thread, lung_box_from_boundary, quantize_lung
+
+__all__ = [
+    "AIR",
+    "BODY",
+    "LUNG",
+    "LOBE_NAMES",
+    "DEFAULT_LOBE_BOXES",
+    "BoundaryMap",
+    "QuantizeLung",
+    "LungQuantize",
+    "LobeRegions",
+    "LungLobeGenerator",
+    "RandLungLobeGenerator",
+]
+
+#: the five lobes, in the order of the region labels 0..4: right upper / middle / lower, left upper / lower
+LOBE_NAMES = ("ru", "rm", "rl", "lu", "ll")
+
+#: Default relative lobe boxes ``(x, y, w, h)`` as fractions of the lung box, for an axial slice in the
+#: radiological convention (rows anterior -> posterior, image left = patient right). The right lung is the
+#: left part of the box, the left lung the right part; they overlap by 10 % in the middle (mediastinum).
+#: In an axial slice the upper lobes sit in front (top of the image) and the lower lobes behind; the right
+#: middle lobe is the band in between on the right. Neighbouring boxes overlap a little.
+DEFAULT_LOBE_BOXES: dict[str, tuple[float, float, float, float]] = {
+    "ru": (0.00, 0.00, 0.55, 0.45),
+    "rm": (0.00, 0.30, 0.55, 0.40),
+    "rl": (0.00, 0.55, 0.55, 0.45),
+    "lu": (0.45, 0.00, 0.55, 0.55),
+    "ll": (0.45, 0.45, 0.55, 0.55),
+}
+
+
+class BoundaryMap(Transform):
+    """The paper's 3x3 boundary rule on a label image: a pixel is a boundary pixel when its 3x3 window holds
+    more than one distinct value.
+
+    Equal pixel for pixel to ``skimage.segmentation.find_boundaries(labels_2d, connectivity=2, mode="thick")``
+    on every 2D image. Takes (C, H, W) or (B, C, H, W) (any (..., H, W)); numpy in gives numpy out, tensors stay
+    on their device. Deterministic (cacheable).
+
+    Args:
+        dtype: output dtype (default bool).
+        single_thread: on CPU, run on one intra-op thread (faster for this small memory-bound op).
+
+    .. code-block:: python
+
+        edges = BoundaryMap()(labels)  # labels (B, 1, 512, 512) uint8 -> bool (B, 1, 512, 512)
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, dtype: torch.dtype | np.dtype | type | None = torch.bool, single_thread: bool = True) -> None:
+        self.dtype = dtype
+        self.single_thread = single_thread
+
+    def __call__(self, labels: NdarrayOrTensor) -> NdarrayOrTensor:
+        if labels.ndim < 3:
+            raise ValueError(f"BoundaryMap expects (C, H, W) or (B, C, H, W) labels, got shape {tuple(labels.shape)}.")
+        t = convert_to_tensor(labels, track_meta=False)
+        out = boundary_map(t, single_thread=self.single_thread)
+        return convert_to_dst_type(out, labels, dtype=self.dtype)[0]
+
+
+class QuantizeLung(Transform):
+    """Quantise a CT slice into ``AIR`` (0, outside the body), ``BODY`` (1) and ``LUNG`` (2) labels.
+
+    Dark pixels enclosed by the body (between bright pixels along their row and their column) are lung; dark
+    pixels reaching the image edge are air. Works on 8-bit-like slices in [0, 1] (Otsu threshold by default)
+    and on Hounsfield units (``hu=True``: fixed threshold, default -400 HU). Multi-channel images use their
+    channel mean.
+
+    Args:
+        threshold: dark/bright threshold in the image's units; ``None``: Otsu for [0, 1] images, -400 for HU.
+        hu: the image holds Hounsfield units.
+
+    .. code-block:: python
+
+        labels = QuantizeLung()(LoadCTSlice()("slice.png"))  # (1, H, W) uint8 in {0, 1, 2}
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, threshold: float | None = None, hu: bool = False) -> None:
+        self.threshold = threshold if threshold is not None else (-400.0 if hu else None)
+        self.hu = hu
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        if img.ndim < 3:
+            raise ValueError(f"QuantizeLung expects a (C, H, W) or (B, C, H, W) image, got shape {tuple(img.shape)}.")
+        t = convert_to_tensor(img, track_meta=False, dtype=torch.float32)
+        gray = t.mean(dim=-3, keepdim=True) if t.shape[-3] > 1 else t
+        out = quantize_lung(gray, self.threshold)
+        return convert_to_dst_type(out, img, dtype=torch.uint8 if isinstance(img, torch.Tensor) else np.uint8)[0]
+
+
+LungQuantize = QuantizeLung
+
+
+class LobeRegions(NamedTuple):
+    """What :class:`LungLobeGenerator` returns.
+
+    Attributes:
+        regions: (5, C, S, S) float crops, in the order of :data:`LOBE_NAMES`.
+        boxes: (5, 4) int64 boxes ``(x, y, w, h)`` in the input image's pixels.
+        labels: (5,) int64 lobe indices ``[0, 1, 2, 3, 4]``.
+        fallback: ``True`` when no lung was found and the fallback box was used.
+        lung_box: (4,) int64 lung box ``(x, y, w, h)`` (the fallback box when ``fallback``).
+    """
+
+    regions: torch.Tensor
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    fallback: bool
+    lung_box: torch.Tensor
+
+
+def _check_table(lobe_boxes: Mapping[str, Sequence[float]] | None) -> np.ndarray:
+    table = DEFAULT_LOBE_BOXES if lobe_boxes is None else lobe_boxes
+    missing = [k for k in LOBE_NAMES if k not in table]
+    extra = [k for k in table if k not in LOBE_NAMES]
+    if missing or extra:
+        raise KeyError(f"lobe_boxes needs exactly the keys {LOBE_NAMES}, missing {missing}, unknown {extra}.")
+    arr = np.asarray([table[k] for k in LOBE_NAMES], dtype=np.float64)
+    if arr.shape != (5, 4):
+        raise ValueError(f"every lobe box must be (x, y, w, h) fractions, got {dict(table)}.")
+    bad = (arr[:, 2] <= 0) | (arr[:, 3] <= 0) | (arr[:, :2] < 0).any(1) | (arr[:, :2] + arr[:, 2:] > 1.0 + 1e-9).any(1)
+    if bad.any():
+        raise ValueError(
+            f"lobe boxes must lie inside the lung box (fractions in [0, 1], w, h > 0): "
+            f"{ {LOBE_NAMES[i]: tuple(arr[i]) for i in np.flatnonzero(bad)} }."
+        )
+    return arr
+
+
+def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int]:
+    x0 = int(min(max(math.floor(x), 0), width - 1))
+    y0 = int(min(max(math.floor(y), 0), height - 1))
+    x1 = int(min(max(math.ceil(x + w), x0 + 1), width))
+    y1 = int(min(max(math.ceil(y + h), y0 + 1), height))
+    return x0, y0, x1 - x0, y1 - y0
+
+
+class LungLobeGenerator(Transform):
+    """The paper's region Generator (locate -> crop -> resize): five crops over the lung lobes ``ru, rm, rl, lu, ll``.
+
+    Locate: the slice (channel mean) is reduced to at most ``locate_size`` pixels on its longest side (area
+    average), quantised into air / body / lung (:class:`QuantizeLung`), its :class:`BoundaryMap` is taken, and
+    the lung box is the (trimmed) extent of the boundary pixels that are lung pixels. The five lobe boxes sit
+    at fixed relative positions in the lung box (``lobe_boxes``, default :data:`DEFAULT_LOBE_BOXES`). Crop and
+    resize: each box of the full-resolution image is resized to ``spatial_size``. When no lung is found (too
+    few lung boundary pixels, a box smaller than ``min_box_fraction`` of the image, e.g. a constant image), the
+    lung box falls back to ``fallback_box`` (fractions ``(x, y, w, h)`` of the image; default the whole image)
+    and ``fallback`` is ``True``. Runs on the image's device.
+
+    Args:
+        spatial_size: output size of each region (int or (H, W)).
+        lobe_boxes: table ``{name: (x, y, w, h)}`` of fractions of the lung box, keys :data:`LOBE_NAMES`.
+        threshold: quantiser threshold (``None``: Otsu per image; give e.g. -400 for images in HU).
+        locate_size: longest side the slice is reduced to for locating the lung (``None``: full resolution).
+        fallback_box: ``(x, y, w, h)`` fractions of the image used when no lung is found (``None``: whole image).
+        min_box_fraction: the lung box must span at least this fraction of the image's width and height.
+        trim: fraction of the lung boundary pixels trimmed on each side when taking the box.
+        mode: interpolation mode of the resize (``"bilinear"``, ``"nearest"``, ``"bicubic"``, ``"area"``).
+        single_thread: on CPU, run on one intra-op thread (see :func:`~.functional.cpu_single_thread`).
+
+    .. code-block:: python
+
+        out = LungLobeGenerator(spatial_size=224)(img)  # img (1, H, W) in [0, 1]
+        out.regions.shape  # (5, 1, 224, 224); out.boxes (5, 4) x, y, w, h; out.fallback False
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self,
+        spatial_size: int | Sequence[int] = 224,
+        lobe_boxes: Mapping[str, Sequence[float]] | None = None,
+        threshold: float | None = None,
+        locate_size: int | None = 128,
+        fallback_box: Sequence[float] | None = None,
+        min_box_fraction: float = 0.2,
+        trim: float = 0.01,
+        mode: str = "bilinear",
+        single_thread: bool = True,
+    ) -> None:
+        size = (spatial_size, spatial_size) if isinstance(spatial_size, int) else tuple(int(s) for s in spatial_size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"spatial_size must be a positive int or (H, W), got {spatial_size!r}.")
+        self.spatial_size = size
+        self.table = _check_table(lobe_boxes)
+        self.threshold = threshold
+        if locate_size is not None and locate_size < 8:
+            raise ValueError(f"locate_size must be >= 8 or None, got {locate_size}.")
+        self.locate_size = locate_size
+        if fallback_box is not None:
+            fb = tuple(float(v) for v in fallback_box)
+            if len(fb) != 4 or fb[2] <= 0 or fb[3] <= 0 or min(fb[:2]) < 0 or fb[0] + fb[2] > 1 or fb[1] + fb[3] > 1:
+                raise ValueError(f"fallback_box must be (x, y, w, h) fractions inside the image, got {fallback_box!r}.")
+            self.fallback_box: tuple[float, float, float, float] = fb  # type: ignore[assignment]
+        else:
+            self.fallback_box = (0.0, 0.0, 1.0, 1.0)
+        if not 0.0 <= min_box_fraction <= 1.0:
+            raise ValueError(f"min_box_fraction must be in [0, 1], got {min_box_fraction}.")
+        self.min_box_fraction = min_box_fraction
+        if not 0.0 <= trim < 0.5:
+            raise ValueError(f"trim must be in [0, 0.5), got {trim}.")
+        self.trim = trim
+        if mode not in ("bilinear", "nearest", "bicubic", "area", "nearest-exact"):
+            raise ValueError(f"mode must be bilinear, nearest, nearest-exact, bicubic or area, got {mode!r}.")
+        self.mode = mode
+        self.single_thread = single_thread
+
+    # -- locate ----------------------------------------------------------------------------------------------------
+    def locate(self, img: torch.Tensor) -> tuple[tuple[int, int, int, int], bool, dict[str, Any]]:
+        """Find the lung box of a (C, H, W) slice.
+
+        Returns:
+            ``(box, fallback, info)``: the lung box (x, y, w, h) in the image's pixels, whether the fallback was
+            used, and ``info`` with the reduced ``labels`` (H', W'), their ``boundary`` map and the ``factor``.
+        """
+        h, w = img.shape[-2:]
+        gray = img.float().mean(dim=-3, keepdim=True) if img.shape[-3] > 1 else img.float()
+        factor = 1
+        if self.locate_size is not None and max(h, w) > self.locate_size:
+            factor = math.ceil(max(h, w) / self.locate_size)
+            gray = F.avg_pool2d(gray[None], factor, stride=factor, ceil_mode=True)[0]
+        labels = quantize_lung(gray, self.threshold, single_thread=False)
+        bmap = boundary_map(labels, single_thread=False)
+        found = lung_box_from_boundary(bmap[0], labels[0], trim=self.trim, min_fraction=self.min_box_fraction)
+        info = {"labels": labels, "boundary": bmap, "factor": factor}
+        if found is None:
+            fx, fy, fw, fh = self.fallback_box
+            return _clip_box(fx * w, fy * h, fw * w, fh * h, w, h), True, info
+        x, y, bw, bh = found
+        return _clip_box(x * factor, y * factor, bw * factor, bh * factor, w, h), False, info
+
+    def lobe_boxes(
+        self, lung_box: Sequence[int], height: int, width: int, offsets: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """The five lobe boxes (5, 4) ``(x, y, w, h)`` in pixels from the lung box and the relative table.
+
+        ``offsets`` (5, 4), optional, are added to the table's fractions (x, y shift; w, h relative scale).
+        """
+        lx, ly, lw, lh = (float(v) for v in lung_box)
+        table = self.table.copy()
+        if offsets is not None:
+            table[:, :2] += offsets[:, :2] * table[:, 2:]
+            table[:, 2:] *= 1.0 + offsets[:, 2:]
+        boxes = [_clip_box(lx + fx * lw, ly + fy * lh, fw * lw, fh * lh, width, height) for fx, fy, fw, fh in table]
+        return torch.tensor(boxes, dtype=torch.int64)
+
+    def crop_resize(self, img: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Crop each (x, y, w, h) box of a (C, H, W) image and resize it to ``spatial_size``: (N, C, S, S)."""
+        x = img.float() if not img.is_floating_point() else img
+        kw = {"align_corners": False} if self.mode in ("bilinear", "bicubic") else {}
+        crops = [
+            F.interpolate(x[None, :, by : by + bh, bx : bx + bw], size=self.spatial_size, mode=self.mode, **kw)
+            for bx, by, bw, bh in boxes.tolist()
+        ]
+        return torch.cat(crops, 0)
+
+    def __call__(self, img: NdarrayOrTensor, offsets: np.ndarray | None = None) -> LobeRegions:
+        """Generate the five regions of a (C, H, W) slice; ``offsets`` (5, 4) jitter the lobe table (see
+        :meth:`lobe_boxes`)."""
+        if img.ndim != 3:
+            raise ValueError(f"LungLobeGenerator expects a (C, H, W) image, got shape {tuple(img.shape)}.")
+        t = convert_to_tensor(img, track_meta=False)
+        h, w = t.shape[-2:]
+        if h < 2 or w < 2:
+            raise ValueError(f"LungLobeGenerator needs an image of at least 2x2 pixels, got shape {tuple(t.shape)}.")
+        with cpu_single_thread(self.single_thread and t.device.type == "cpu"):
+            lung_box, fallback, _ = self.locate(t)
+            boxes = self.lobe_boxes(lung_box, h, w, offsets)
+            regions = self.crop_resize(t, boxes)
+        return _result(regions, boxes, fallback, lung_box)
+
+
+def _result(regions: torch.Tensor, boxes: torch.Tensor, fallback: bool, lung_box: Sequence[int]) -> LobeRegions:
+    dev = regions.device
+    return LobeRegions(
+        regions=regions,
+        boxes=boxes.to(dev),
+        labels=torch.arange(len(LOBE_NAMES), dtype=torch.int64, device=dev),
+        fallback=bool(fallback),
+        lung_box=torch.tensor(lung_box, dtype=torch.int64, device=dev),
+    )
+
+
+class RandLungLobeGenerator(RandomizableTransform):
+    """:class:`LungLobeGenerator` with random box jitter, for the self-supervised stage.
+
+    With probability ``prob`` the lung box and each lobe box are jittered: the position moves by up to
+    ``jitter`` of the box's size and the size scales by a factor in ``[1 - jitter, 1 + jitter]`` (uniform
+    draws from ``self.R``); otherwise the boxes are the deterministic ones. Boxes are clipped to the image.
+
+    Args:
+        spatial_size: output size of each region.
+        prob: probability of jittering.
+        jitter: maximal relative jitter (>= 0, < 1).
+        kwargs: the other arguments of :class:`LungLobeGenerator`.
+    """
+
+    backend = LungLobeGenerator.backend
+
+    def __init__(self, spatial_size: int | Sequence[int] = 224, prob: float = 1.0, jitter: float = 0.1, **kwargs) -> None:
+        RandomizableTransform.__init__(self, prob)
+        if not 0.0 <= jitter < 1.0:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter}.")
+        self.jitter = float(jitter)
+        self.generator = LungLobeGenerator(spatial_size=spatial_size, **kwargs)
+        self._offsets: np.ndarray | None = None
+        self._lung_offsets: np.ndarray | None = None
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        if not self._do_transform:
+            self._offsets = self._lung_offsets = None
+            return
+        self._lung_offsets = self.R.uniform(-self.jitter, self.jitter, size=4)
+        self._offsets = self.R.uniform(-self.jitter, self.jitter, size=(len(LOBE_NAMES), 4))
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> LobeRegions:
+        if randomize:
+            self.randomize()
+        if img.ndim != 3:
+            raise ValueError(f"RandLungLobeGenerator expects a (C, H, W) image, got shape {tuple(img.shape)}.")
+        gen = self.generator
+        t = convert_to_tensor(img, track_meta=False)
+        h, w = t.shape[-2:]
+        with cpu_single_thread(gen.single_thread and t.device.type == "cpu"):
+            lung_box, fallback, _ = gen.locate(t)
+            if self._lung_offsets is not None:
+                lx, ly, lw, lh = lung_box
+                o = self._lung_offsets
+                lung_box = _clip_box(lx + o[0] * lw, ly + o[1] * lh, lw * (1 + o[2]), lh * (1 + o[3]), w, h)
+            boxes = gen.lobe_boxes(lung_box, h, w, self._offsets)
+            regions = gen.crop_resize(t, boxes)
+        return _result(regions, boxes, fallback, lung_box)

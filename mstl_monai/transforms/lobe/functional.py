@@ -1,0 +1,240 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Functional core of the lobe Generator: the 3x3 boundary map, the lung quantiser and the lung box."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+__all__ = ["boundary_map", "sliding_window_boundary_map", "cpu_single_thread"]
+
+#: bytes of label data a CPU chunk works on (cache-sized: fresh large buffers and page faults dominate otherwise)
+_CPU_CHUNK_BYTES = 1 << 20
+
+
+@contextmanager
+def cpu_single_thread(enabled: bool = True) -> Iterator[None]:
+    """Run the enclosed CPU tensor ops on one intra-op thread, restoring the thread count afterwards.
+
+    The Generator's ops are small and memory-bound: splitting them over OpenMP threads buys nothing and, on a
+    machine whose cores are busy (DataLoader workers, other processes), the threads' barriers can cost 10-100x
+    the work itself. DataLoader worker processes already run with one thread; this makes the main process
+    behave the same. The switch costs about 20 microseconds.
+    """
+    n = torch.get_num_threads()
+    if not enabled or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _window3(src: torch.Tensor, pair: torch.Tensor, dst: torch.Tensor, op, dim: int) -> None:
+    """``dst = op`` over the 3-wide window of ``src`` along ``dim`` (-1 or -2), clipped at the borders.
+
+    ``pair`` is a work buffer shaped like ``src``. Out-of-image neighbours are ignored, which is what
+    scikit-image's grey dilation/erosion do with their default ``reflect`` border.
+    """
+    n = src.shape[dim]
+    if n == 1:
+        dst.copy_(src)
+        return
+    a, b = src.narrow(dim, 0, n - 1), src.narrow(dim, 1, n - 1)
+    p = pair.narrow(dim, 0, n - 1)
+    op(a, b, out=p)  # p[j] = op(src[j], src[j + 1])
+    dst.narrow(dim, 0, 1).copy_(p.narrow(dim, 0, 1))
+    dst.narrow(dim, n - 1, 1).copy_(p.narrow(dim, n - 2, 1))
+    if n > 2:
+        op(p.narrow(dim, 0, n - 2), p.narrow(dim, 1, n - 2), out=dst.narrow(dim, 1, n - 2))
+
+
+def boundary_map(labels: torch.Tensor, chunk_bytes: int | None = None, single_thread: bool = True) -> torch.Tensor:
+    """The paper's 3x3 boundary rule on a label image, for every 2D image in a batch.
+
+    A pixel is a boundary pixel when its 3x3 window (clipped at the image border) holds more than one
+    distinct value, i.e. when the window's maximum differs from its minimum. The result equals
+    ``skimage.segmentation.find_boundaries(label_2d, connectivity=2, mode="thick")`` for every 2D image.
+    The max/min are separable 3-wide passes done with in-place ``torch.maximum``/``torch.minimum`` into a few
+    work buffers; on CPU the batch is processed in cache-sized chunks. Runs on the tensor's device.
+
+    Args:
+        labels: label tensor of shape (..., H, W) (any integer, float or bool dtype).
+        chunk_bytes: CPU working-set size per chunk (default 1 MiB); ignored on other devices.
+        single_thread: on CPU, run on one intra-op thread (see :func:`cpu_single_thread`).
+
+    Returns:
+        a bool tensor of the same shape and device.
+    """
+    if labels.ndim < 2:
+        raise ValueError(f"boundary_map needs a (..., H, W) label tensor, got shape {tuple(labels.shape)}.")
+    if labels.dtype == torch.bool:
+        labels = labels.to(torch.uint8)
+    if labels.is_complex():
+        raise TypeError(f"boundary_map needs real-valued labels, got dtype {labels.dtype}.")
+    shape = labels.shape
+    h, w = shape[-2], shape[-1]
+    x = labels.reshape(-1, h, w)
+    n = x.shape[0]
+    out = torch.empty((n, h, w), dtype=torch.bool, device=labels.device)
+    if n == 0 or h == 0 or w == 0:
+        return out.reshape(shape)
+    if labels.device.type == "cpu":
+        per = max(1, (chunk_bytes or _CPU_CHUNK_BYTES) // max(1, h * w * x.element_size()))
+    else:
+        per = n
+    per = min(per, n)
+    with cpu_single_thread(single_thread and labels.device.type == "cpu"):
+        _boundary_chunks(x, out, per)
+    return out.reshape(shape)
+
+
+def _boundary_chunks(x: torch.Tensor, out: torch.Tensor, per: int) -> None:
+    n, h, w = x.shape
+    buf = torch.empty((4, per, h, w), dtype=x.dtype, device=x.device)
+    for s in range(0, n, per):
+        k = min(per, n - s)
+        src = x[s : s + k]
+        mx, mn, pair, tmp = buf[0, :k], buf[1, :k], buf[2, :k], buf[3, :k]
+        _window3(src, pair, tmp, torch.maximum, -1)
+        _window3(tmp, pair, mx, torch.maximum, -2)
+        _window3(src, pair, tmp, torch.minimum, -1)
+        _window3(tmp, pair, mn, torch.minimum, -2)
+        torch.ne(mx, mn, out=out[s : s + k])
+
+
+def sliding_window_boundary_map(labels) -> torch.Tensor:
+    """Literal per-pixel reference of the 3x3 rule (slow; for tests and the benchmark only).
+
+    Args:
+        labels: a 2D label array or tensor (H, W).
+
+    Returns:
+        a bool tensor (H, W): True where the clipped 3x3 window holds more than one distinct value.
+    """
+    lab = torch.as_tensor(labels).cpu()
+    if lab.ndim != 2:
+        raise ValueError(f"sliding_window_boundary_map needs a 2D label image, got shape {tuple(lab.shape)}.")
+    rows = lab.tolist()
+    h, w = len(rows), len(rows[0]) if rows else 0
+    out = [[False] * w for _ in range(h)]
+    for i in range(h):
+        for j in range(w):
+            window = set()
+            for r in range(max(i - 1, 0), min(i + 2, h)):
+                window.update(rows[r][max(j - 1, 0) : min(j + 2, w)])
+            out[i][j] = len(window) > 1
+    return torch.tensor(out, dtype=torch.bool).reshape(h, w)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the lung quantiser
+# ---------------------------------------------------------------------------------------------------------------
+#: label values written by :func:`quantize_lung`
+AIR, BODY, LUNG = 0, 1, 2
+
+
+def otsu_threshold(img: torch.Tensor, bins: int = 256, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+    """Otsu's threshold of the values of ``img`` in ``[lo, hi]`` (a 0-dim tensor on ``img``'s device)."""
+    x = img.reshape(-1).float()
+    hist = torch.histc(x, bins=bins, min=lo, max=hi)
+    centres = torch.linspace(lo, hi, bins + 1, device=x.device)
+    centres = (centres[:-1] + centres[1:]) * 0.5
+    w0 = torch.cumsum(hist, 0)
+    total = w0[-1]
+    m0 = torch.cumsum(hist * centres, 0)
+    w1 = total - w0
+    mu0 = m0 / w0.clamp_min(1)
+    mu1 = (m0[-1] - m0) / w1.clamp_min(1)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    between = torch.where((w0 > 0) & (w1 > 0), between, torch.zeros_like(between))
+    k = int(torch.argmax(between))
+    return (centres[k] + (hi - lo) / bins * 0.5).to(img.dtype if img.is_floating_point() else torch.float32)
+
+
+def _inside_along(bright: torch.Tensor, dim: int) -> torch.Tensor:
+    """True between the first and the last bright pixel of each line along ``dim`` (inclusive)."""
+    n = bright.shape[dim]
+    b = bright.to(torch.uint8)
+    first = torch.argmax(b, dim=dim, keepdim=True)
+    last = (n - 1) - torch.argmax(b.flip(dim), dim=dim, keepdim=True)
+    shape = [1] * bright.ndim
+    shape[dim] = n
+    idx = torch.arange(n, device=bright.device).reshape(shape)
+    any_b = b.amax(dim=dim, keepdim=True).bool()
+    return (idx >= first) & (idx <= last) & any_b
+
+
+def quantize_lung(
+    img: torch.Tensor, threshold: float | torch.Tensor | None = None, single_thread: bool = True
+) -> torch.Tensor:
+    """Quantise a CT slice (..., H, W) into ``AIR`` (0), ``BODY`` (1) and ``LUNG`` (2) labels (uint8).
+
+    Pixels brighter than ``threshold`` are body (tissue, bone, vessels; also a bright background). Dark
+    pixels are lung when they lie between bright pixels both along their row and along their column (i.e.
+    enclosed by the body), otherwise outside air. Everything is tensor ops on ``img``'s device.
+
+    Args:
+        img: intensities, (..., H, W); every 2D image is quantised on its own.
+        threshold: the dark/bright threshold in ``img``'s units; ``None`` takes Otsu's threshold of each image
+            (intensities expected in [0, 1]).
+        single_thread: on CPU, run on one intra-op thread (see :func:`cpu_single_thread`).
+
+    Returns:
+        a uint8 label tensor of the same shape.
+    """
+    if img.ndim < 2:
+        raise ValueError(f"quantize_lung needs a (..., H, W) image, got shape {tuple(img.shape)}.")
+    with cpu_single_thread(single_thread and img.device.type == "cpu"):
+        return _quantize(img, threshold)
+
+
+def _quantize(img: torch.Tensor, threshold: float | torch.Tensor | None) -> torch.Tensor:
+    shape = img.shape
+    x = img.reshape(-1, shape[-2], shape[-1])
+    if threshold is None:
+        t = torch.stack([otsu_threshold(xi.clamp(0, 1)) for xi in x]).reshape(-1, 1, 1).to(x.device)
+        bright = x > t
+    else:
+        bright = x > torch.as_tensor(threshold, device=x.device, dtype=x.dtype if x.is_floating_point() else None)
+    inside = _inside_along(bright, -1) & _inside_along(bright, -2)
+    labels = bright.to(torch.uint8)  # BODY where bright
+    labels.masked_fill_(inside & ~bright, LUNG)
+    return labels.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the lung box and the lobe boxes
+# ---------------------------------------------------------------------------------------------------------------
+def lung_box_from_boundary(
+    bmap: torch.Tensor, labels: torch.Tensor, trim: float = 0.01, min_fraction: float = 0.2, min_pixels: int = 16
+) -> tuple[int, int, int, int] | None:
+    """Bounding box (x, y, w, h) of the lung from the boundary map of a 2D label image, or ``None``.
+
+    The box spans the boundary pixels that are lung pixels (the lung's outline and the edges inside it),
+    trimming ``trim`` of them on each side (against stray dark spots). ``None`` (no lung found) when there are
+    fewer than ``min_pixels`` such pixels or the box is narrower/shorter than ``min_fraction`` of the image.
+    """
+    h, w = labels.shape[-2:]
+    edge = bmap & (labels == LUNG)
+    cols = edge.sum(dim=-2, dtype=torch.int32).reshape(-1)  # per column
+    rows = edge.sum(dim=-1, dtype=torch.int32).reshape(-1)  # per row
+    total = int(cols.sum())
+    if total < min_pixels:
+        return None
+    cx, cy = torch.cumsum(cols, 0), torch.cumsum(rows, 0)
+    lo, hi = torch.tensor([trim * total, (1.0 - trim) * total], device=cx.device).to(cx.dtype).chunk(2)
+    q = torch.stack([torch.searchsorted(cx, lo, right=True), torch.searchsorted(cx, hi, right=False)])
+    r = torch.stack([torch.searchsorted(cy, lo, right=True), torch.searchsorted(cy, hi, right=False)])
+    x0, x1 = (int(v) for v in q.reshape(-1).tolist())
+    y0, y1 = (int(v) for v in r.reshape(-1).tolist())
+    x1, y1 = min(x1, w - 1), min(y1, h - 1)
+    bw, bh = x1 - x0 + 1, y1 - y0 + 1
+    if bw < min_fraction * w or bh < min_fraction * h:
+        return None
+    return x0, y0, bw, bh
