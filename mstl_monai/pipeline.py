@@ -141,7 +141,7 @@ def run_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".", dry_ru
         Path(step["dir"]).mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         log_path = Path(step["dir"]) / "stage.log"
-        with open(log_path, "a") as log:
+        with open(log_path, "a", buffering=1) as log:
             proc = subprocess.Popen(step["cmd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
             assert proc.stdout is not None
             for line in proc.stdout:
