@@ -15,7 +15,7 @@ from monai.config import NdarrayOrTensor
 from monai.transforms import RandomizableTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from .functional import AIR, BODY, LUNG, boundary_map, cpu_single_thread, lung_box_from_boundary, quantize_lung
+from .functional import AIR, BODY, LUNG, THRESHOLD_METHODS, boundary_map, cpu_single_thread, lung_box_from_boundary, quantize_lung
 
 __all__ = [
     "AIR",
@@ -150,6 +150,19 @@ def _check_table(lobe_boxes: Mapping[str, Sequence[float]] | None) -> np.ndarray
     return arr
 
 
+def _open_lung(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """Morphological opening of the ``LUNG`` class with a ``size`` x ``size`` square; what it removes (thin dark
+    slits: gaps in the CT table, lines of text, thin gaps between body and table) becomes ``AIR``."""
+    lung = (labels == LUNG).float()[None]
+    pad = size // 2
+    eroded = 1.0 - F.max_pool2d(1.0 - lung, size, stride=1, padding=pad)
+    opened = F.max_pool2d(eroded, size, stride=1, padding=pad)
+    if size % 2 == 0:  # even kernels grow by one pixel: crop back
+        opened = opened[..., : lung.shape[-2], : lung.shape[-1]]
+    removed = (lung > 0) & (opened[..., : lung.shape[-2], : lung.shape[-1]] == 0)
+    return labels.masked_fill(removed[0], AIR)
+
+
 def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int]:
     x0 = int(min(max(math.floor(x), 0), width - 1))
     y0 = int(min(max(math.floor(y), 0), height - 1))
@@ -163,7 +176,8 @@ class LungLobeGenerator(Transform):
 
     Locate: the slice (channel mean) is reduced to at most ``locate_size`` pixels on its longest side (area
     average), quantised into air / body / lung (:class:`QuantizeLung`), its :class:`BoundaryMap` is taken, and
-    the lung box is the (trimmed) extent of the boundary pixels that are lung pixels. The five lobe boxes sit
+    the lung box is the (trimmed) extent of the boundary pixels that are lung pixels (after an opening of the
+    lung class that drops thin dark slits such as gaps in the CT table). The five lobe boxes sit
     at fixed relative positions in the lung box (``lobe_boxes``, default :data:`DEFAULT_LOBE_BOXES`). Crop and
     resize: each box of the full-resolution image is resized to ``spatial_size``. When no lung is found (too
     few lung boundary pixels, a box smaller than ``min_box_fraction`` of the image, e.g. a constant image), the
@@ -178,6 +192,11 @@ class LungLobeGenerator(Transform):
         fallback_box: ``(x, y, w, h)`` fractions of the image used when no lung is found (``None``: whole image).
         min_box_fraction: the lung box must span at least this fraction of the image's width and height.
         trim: fraction of the lung boundary pixels trimmed on each side when taking the box.
+        open_size: side of the square opening applied to the lung class before the boundary map, in pixels of
+            the reduced image (removes dark slits thinner than that, e.g. gaps in the CT table; 1: none).
+        open_walls: side of the square opening of the bright pixels before deciding what they enclose, in pixels
+            of the reduced image (thin bright structures such as the CT table then enclose nothing; 1: none).
+            When that finds no lung, the lung is searched once more without the opening.
         mode: interpolation mode of the resize (``"bilinear"``, ``"nearest"``, ``"bicubic"``, ``"area"``).
         single_thread: on CPU, run on one intra-op thread (see :func:`~.functional.cpu_single_thread`).
 
@@ -198,6 +217,9 @@ class LungLobeGenerator(Transform):
         fallback_box: Sequence[float] | None = None,
         min_box_fraction: float = 0.2,
         trim: float = 0.01,
+        open_size: int = 3,
+        open_walls: int = 3,
+        method: str = "otsu",
         mode: str = "bilinear",
         single_thread: bool = True,
     ) -> None:
@@ -223,6 +245,15 @@ class LungLobeGenerator(Transform):
         if not 0.0 <= trim < 0.5:
             raise ValueError(f"trim must be in [0, 0.5), got {trim}.")
         self.trim = trim
+        if open_size < 1:
+            raise ValueError(f"open_size must be >= 1, got {open_size}.")
+        self.open_size = int(open_size)
+        if open_walls < 1:
+            raise ValueError(f"open_walls must be >= 1, got {open_walls}.")
+        self.open_walls = int(open_walls)
+        if method not in THRESHOLD_METHODS:
+            raise ValueError(f"method must be one of {tuple(THRESHOLD_METHODS)}, got {method!r}.")
+        self.method = method
         if mode not in ("bilinear", "nearest", "bicubic", "area", "nearest-exact"):
             raise ValueError(f"mode must be bilinear, nearest, nearest-exact, bicubic or area, got {mode!r}.")
         self.mode = mode
@@ -242,9 +273,17 @@ class LungLobeGenerator(Transform):
         if self.locate_size is not None and max(h, w) > self.locate_size:
             factor = math.ceil(max(h, w) / self.locate_size)
             gray = F.avg_pool2d(gray[None], factor, stride=factor, ceil_mode=True)[0]
-        labels = quantize_lung(gray, self.threshold, single_thread=False)
-        bmap = boundary_map(labels, single_thread=False)
-        found = lung_box_from_boundary(bmap[0], labels[0], trim=self.trim, min_fraction=self.min_box_fraction)
+        found, labels, bmap = None, None, None
+        # first with the bright walls opened (the CT table encloses nothing); if that finds no lung (e.g. a slice
+        # in a soft-tissue window, where only bone is bright), once more with the walls as they are
+        for walls in dict.fromkeys((self.open_walls, 1)):
+            labels = quantize_lung(gray, self.threshold, single_thread=False, method=self.method, open_walls=walls)
+            if self.open_size > 1:
+                labels = _open_lung(labels, self.open_size)
+            bmap = boundary_map(labels, single_thread=False)
+            found = lung_box_from_boundary(bmap[0], labels[0], trim=self.trim, min_fraction=self.min_box_fraction)
+            if found is not None:
+                break
         info = {"labels": labels, "boundary": bmap, "factor": factor}
         if found is None:
             fx, fy, fw, fh = self.fallback_box

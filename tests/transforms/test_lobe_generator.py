@@ -1,0 +1,236 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Tests for QuantizeLung, LungLobeGenerator, LungLobeGeneratord and RandLungLobeGeneratord."""
+
+from __future__ import annotations
+
+import unittest
+
+import numpy as np
+import torch
+from monai.data import DataLoader, Dataset
+from monai.transforms import Compose, DeleteItemsd
+from parameterized import parameterized
+
+from mstl_monai.data import make_lung_phantom
+from mstl_monai.transforms import (
+    DEFAULT_LOBE_BOXES,
+    LOBE_NAMES,
+    LoadCTSliced,
+    LungLobeGenerator,
+    LungLobeGeneratord,
+    QuantizeLung,
+    QuantizeLungd,
+    RandLungLobeGenerator,
+    RandLungLobeGeneratord,
+)
+from tests.utils import require_real_data
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+def iou(a, b) -> float:
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    ix = max(0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    iy = max(0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    inter = ix * iy
+    return inter / float(aw * ah + bw * bh - inter)
+
+
+class TestQuantizeLung(unittest.TestCase):
+    @parameterized.expand([["clean", False], ["ggo", True]])
+    def test_phantom_labels(self, _, ggo):
+        img, labels = make_lung_phantom(size=192, seed=3, ggo=ggo)
+        out = QuantizeLung()(torch.as_tensor(img)[None])
+        self.assertEqual(out.dtype, torch.uint8)
+        self.assertEqual(out.shape, (1, 192, 192))
+        agree = (out[0].numpy() == labels).mean()
+        self.assertGreater(agree, 0.9)
+        # the lung class is found where the phantom's lung is
+        lung = labels == 2
+        self.assertGreater((out[0].numpy()[lung] == 2).mean(), 0.8)
+
+    def test_hu_and_numpy(self):
+        hu = np.full((1, 40, 40), -1000.0, np.float32)
+        hu[0, 5:35, 5:35] = 40.0  # body
+        hu[0, 12:28, 10:20] = -850.0  # a lung
+        out = QuantizeLung(hu=True)(hu)
+        self.assertIsInstance(out, np.ndarray)
+        self.assertEqual(out[0, 0, 0], 0)
+        self.assertEqual(out[0, 6, 6], 1)
+        self.assertEqual(out[0, 20, 15], 2)
+        d = QuantizeLungd(keys="img", output_keys="seg", hu=True)({"img": hu})
+        np.testing.assert_array_equal(d["seg"], out)
+        with self.assertRaises(KeyError):
+            QuantizeLungd(keys="img", output_keys="seg")({"img": hu, "seg": 0})
+
+
+class TestLungLobeGenerator(unittest.TestCase):
+    def test_phantom_boxes(self):
+        for seed in range(3):
+            img, labels = make_lung_phantom(size=256, seed=seed, ggo=seed == 1)
+            out = LungLobeGenerator(spatial_size=64)(torch.as_tensor(img)[None])
+            self.assertFalse(out.fallback)
+            self.assertGreater(iou(out.lung_box.tolist(), bbox(labels == 2)), 0.8, msg=f"seed {seed}")
+            self.assertEqual(out.regions.shape, (5, 1, 64, 64))
+            self.assertEqual(out.boxes.shape, (5, 4))
+            self.assertEqual(out.boxes.dtype, torch.int64)
+            np.testing.assert_array_equal(out.labels.numpy(), np.arange(5))
+            # the right lobes are on the image's left, the upper lobes above the lower ones
+            b = {n: out.boxes[i].tolist() for i, n in enumerate(LOBE_NAMES)}
+            self.assertLess(b["ru"][0], b["lu"][0])
+            self.assertLess(b["ru"][1], b["rl"][1])
+            self.assertLess(b["lu"][1], b["ll"][1])
+            self.assertLess(b["ru"][1], b["rm"][1])
+            self.assertLess(b["rm"][1], b["rl"][1])
+
+    def test_regions_are_the_crops(self):
+        img = torch.rand(2, 90, 120)
+        gen = LungLobeGenerator(spatial_size=(30, 40), mode="bilinear")
+        out = gen(img)
+        self.assertEqual(out.regions.shape, (5, 2, 30, 40))
+        for (x, y, w, h), region in zip(out.boxes.tolist(), out.regions):
+            self.assertTrue(0 <= x and 0 <= y and x + w <= 120 and y + h <= 90 and w > 0 and h > 0)
+            ref = torch.nn.functional.interpolate(img[None, :, y : y + h, x : x + w], size=(30, 40), mode="bilinear")
+            torch.testing.assert_close(region, ref[0])
+
+    def test_lobe_table_relative_positions(self):
+        gen = LungLobeGenerator()
+        boxes = gen.lobe_boxes((100, 50, 200, 100), height=300, width=400)
+        for name, row in zip(LOBE_NAMES, boxes.tolist()):
+            fx, fy, fw, fh = DEFAULT_LOBE_BOXES[name]
+            self.assertAlmostEqual(row[0], 100 + fx * 200, delta=1)
+            self.assertAlmostEqual(row[1], 50 + fy * 100, delta=1)
+            self.assertAlmostEqual(row[2], fw * 200, delta=2)
+            self.assertAlmostEqual(row[3], fh * 100, delta=2)
+        custom = {n: (0.0, 0.0, 1.0, 1.0) for n in LOBE_NAMES}
+        self.assertTrue((LungLobeGenerator(lobe_boxes=custom).lobe_boxes((10, 10, 50, 60), 100, 100) == 10).any())
+
+    @parameterized.expand(
+        [
+            ["missing", {"ru": (0, 0, 1, 1)}, KeyError],
+            ["outside", {**DEFAULT_LOBE_BOXES, "ll": (0.5, 0.5, 0.6, 0.5)}, ValueError],
+            ["zero", {**DEFAULT_LOBE_BOXES, "rm": (0.1, 0.1, 0.0, 0.5)}, ValueError],
+        ]
+    )
+    def test_bad_table(self, _, table, exc):
+        with self.assertRaises(exc):
+            LungLobeGenerator(lobe_boxes=table)
+
+    def test_bad_args(self):
+        with self.assertRaises(ValueError):
+            LungLobeGenerator(spatial_size=0)
+        with self.assertRaises(ValueError):
+            LungLobeGenerator(fallback_box=(0.5, 0.5, 0.6, 0.2))
+        with self.assertRaises(ValueError):
+            LungLobeGenerator(method="triangle")
+        with self.assertRaises(ValueError):
+            LungLobeGenerator()(torch.zeros(1, 1, 32, 32))
+
+    def test_fallback_constant_and_configured(self):
+        img = torch.full((1, 100, 80), 0.4)
+        out = LungLobeGenerator(spatial_size=16)(img)
+        self.assertTrue(out.fallback)
+        self.assertEqual(out.lung_box.tolist(), [0, 0, 80, 100])
+        self.assertEqual(out.regions.shape, (5, 1, 16, 16))
+        out2 = LungLobeGenerator(spatial_size=16, fallback_box=(0.1, 0.2, 0.8, 0.6))(torch.zeros(1, 100, 80))
+        self.assertTrue(out2.fallback)
+        self.assertEqual(out2.lung_box.tolist(), [8, 20, 64, 60])
+        # pure noise has no enclosed lung either
+        self.assertTrue(LungLobeGenerator()(torch.rand(1, 64, 64) * 0.01).fallback)
+
+    def test_devices_agree(self):
+        img, _ = make_lung_phantom(size=200, seed=5, ggo=True)
+        ref = LungLobeGenerator(spatial_size=32)(torch.as_tensor(img)[None])
+        for device in DEVICES:
+            out = LungLobeGenerator(spatial_size=32)(torch.as_tensor(img, device=device)[None])
+            self.assertEqual(out.regions.device.type, device)
+            self.assertEqual(out.boxes.device.type, device)
+            self.assertEqual(out.boxes.cpu().tolist(), ref.boxes.tolist())
+            torch.testing.assert_close(out.regions.cpu(), ref.regions, atol=1e-5, rtol=1e-5)
+
+
+class TestLungLobeGeneratord(unittest.TestCase):
+    def test_keys_of_choice(self):
+        img, _ = make_lung_phantom(size=128, seed=0)
+        t = torch.as_tensor(img)[None]
+        d = LungLobeGeneratord(keys="ct", output_key="lobes", spatial_size=48)({"ct": t, "y": 1})
+        self.assertIs(d["ct"], t)
+        self.assertEqual(d["lobes"].shape, (5, 1, 48, 48))
+        self.assertEqual(d["lobes_boxes"].shape, (5, 4))
+        self.assertEqual(d["lobes_labels"].tolist(), [0, 1, 2, 3, 4])
+        self.assertIs(d["lobes_fallback"], False)
+        with self.assertRaises(KeyError):
+            LungLobeGeneratord(keys="ct", output_key="lobes")({"ct": t, "lobes": 0})
+        with self.assertRaises(KeyError):
+            LungLobeGeneratord(keys="ct")({"ct": t, "regions_boxes": 0})
+        # two keys, two outputs
+        d2 = LungLobeGeneratord(keys=["a", "b"], output_key=["ra", "rb"], spatial_size=16)({"a": t, "b": t * 0.5})
+        self.assertEqual(d2["ra_boxes"].tolist(), d["lobes_boxes"].tolist())
+        self.assertEqual(d2["rb"].shape, (5, 1, 16, 16))
+
+    def test_real_slices_in_compose_and_dataloader(self):
+        root = require_real_data(self)
+        files = sorted((root / "covid-ct" / "CT_COVID").glob("*.png"))[:4] + sorted(
+            (root / "luna16" / "images").glob("*.png")
+        )[:4]
+        tr = Compose([LoadCTSliced(keys="image"), LungLobeGeneratord(keys="image", spatial_size=64)])
+        # slices differ in size: keep only the regions for batching
+        tr_batch = Compose([tr, DeleteItemsd(keys="image")])
+        loader = DataLoader(Dataset([{"image": str(f)} for f in files], transform=tr_batch), batch_size=4)
+        batches = list(loader)
+        self.assertEqual(len(batches), 2)
+        for b in batches:
+            self.assertEqual(tuple(b["regions"].shape), (4, 5, 1, 64, 64))
+            self.assertEqual(tuple(b["regions_labels"].shape), (4, 5))
+            self.assertEqual(b["regions_fallback"].dtype, torch.bool)
+            self.assertFalse(bool(b["regions_fallback"].any()))
+        for f in files:
+            d = tr({"image": str(f)})
+            h, w = d["image"].shape[-2:]
+            lx, ly, lw, lh = d["regions_lung_box"].tolist()
+            # a lung box on a chest slice is large but not the whole image
+            self.assertGreater(lw * lh, 0.1 * h * w, msg=f.name)
+            self.assertLess(lw * lh, 0.9 * h * w, msg=f.name)
+
+
+class TestRandLungLobeGeneratord(unittest.TestCase):
+    def setUp(self):
+        img, _ = make_lung_phantom(size=160, seed=2)
+        self.data = {"image": torch.as_tensor(img)[None]}
+
+    def test_seeded_and_jittered(self):
+        a = RandLungLobeGeneratord(keys="image", spatial_size=32, jitter=0.15).set_random_state(seed=0)
+        b = RandLungLobeGeneratord(keys="image", spatial_size=32, jitter=0.15).set_random_state(seed=0)
+        ra, rb = a(self.data), b(self.data)
+        self.assertEqual(ra["regions_boxes"].tolist(), rb["regions_boxes"].tolist())
+        torch.testing.assert_close(ra["regions"], rb["regions"])
+        again = a(self.data)  # the next draw differs
+        self.assertNotEqual(again["regions_boxes"].tolist(), ra["regions_boxes"].tolist())
+        det = LungLobeGeneratord(keys="image", spatial_size=32)(self.data)
+        self.assertNotEqual(ra["regions_boxes"].tolist(), det["regions_boxes"].tolist())
+        self.assertEqual(ra["regions_labels"].tolist(), [0, 1, 2, 3, 4])
+        for x, y, w, h in ra["regions_boxes"].tolist():
+            self.assertTrue(x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 160 and y + h <= 160)
+
+    def test_prob_zero_is_deterministic(self):
+        r = RandLungLobeGeneratord(keys="image", spatial_size=32, prob=0.0).set_random_state(seed=1)
+        det = LungLobeGeneratord(keys="image", spatial_size=32)(self.data)
+        self.assertEqual(r(self.data)["regions_boxes"].tolist(), det["regions_boxes"].tolist())
+
+    def test_array_version(self):
+        gen = RandLungLobeGenerator(spatial_size=24, jitter=0.1).set_random_state(seed=3)
+        out = gen(self.data["image"])
+        self.assertEqual(out.regions.shape, (5, 1, 24, 24))
+        with self.assertRaises(ValueError):
+            RandLungLobeGenerator(jitter=1.5)
+
+
+if __name__ == "__main__":
+    unittest.main()
