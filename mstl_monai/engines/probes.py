@@ -277,10 +277,11 @@ def _flat(result: dict[str, Any], prefix: str = "probe") -> dict[str, float]:
 
 class ProbeHandler:
     """Run an :class:`SSTLProbe` on the network's backbone before training (the incoming weights), every
-    ``interval`` epochs, and after training; log the numbers, put them in ``engine.state.metrics``
-    (``probe_knn_accuracy``, ``probe_knn_auc``, ``probe_lobe_head_accuracy``, ``probe_lobe_knn_accuracy``) and
-    write them to ``output_file`` (JSON: ``before``, ``during`` (by epoch), ``after``; atomic writes). A resumed run
-    keeps the ``before`` of its first start. With several processes the first one probes, the others wait.
+    ``interval`` epochs, and after training; log the numbers (console, and TensorBoard under ``probe/`` when
+    ``log_dir`` is given; step = epoch), keep them in ``engine.state.probe`` (``{"before": ..., "during": {epoch:
+    ...}, "after": ...}``) and write them to ``output_file`` (the same JSON plus ``delta`` = after - before; atomic
+    writes). A resumed run keeps the ``before`` of its first start. With several processes the first one probes,
+    the others wait.
 
     Args:
         probe: the probe to run (``probe(backbone, region_head) -> dict``).
@@ -288,10 +289,17 @@ class ProbeHandler:
         output_file: the JSON file, e.g. ``<run_dir>/probe.json``.
         interval: probe every ``interval`` epochs during training (0: only before and after).
         enabled: switch the handler off.
+        log_dir: TensorBoard folder for the probe scalars (``None``: no TensorBoard).
     """
 
     def __init__(
-        self, probe: Any, network: nn.Module, output_file: str | os.PathLike, interval: int = 0, enabled: bool = True
+        self,
+        probe: Any,
+        network: nn.Module,
+        output_file: str | os.PathLike,
+        interval: int = 0,
+        enabled: bool = True,
+        log_dir: str | os.PathLike | None = None,
     ) -> None:
         if interval < 0:
             raise ValueError(f"probe interval must be >= 0 epochs, got {interval}.")
@@ -300,6 +308,8 @@ class ProbeHandler:
         self.output_file = str(output_file)
         self.interval = int(interval)
         self.enabled = bool(enabled)
+        self.log_dir = None if log_dir is None else str(log_dir)
+        self._writer: Any = None
         self.logger = logger
 
     def attach(self, engine: Engine) -> None:
@@ -330,6 +340,17 @@ class ProbeHandler:
             json.dump(data, f, indent=2)
         os.replace(tmp, self.output_file)
 
+    def _tensorboard(self, flat: dict[str, float], epoch: int) -> None:
+        if self.log_dir is None:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=self.log_dir)
+        for k, v in flat.items():
+            self._writer.add_scalar(k.replace("probe_", "probe/", 1), v, epoch)
+        self._writer.flush()
+
     def _run(self, engine: Engine, when: str) -> dict[str, Any] | None:
         rank = int(idist.get_rank()) if int(idist.get_world_size()) > 1 else 0
         result = None
@@ -338,9 +359,15 @@ class ProbeHandler:
             result = self.probe(backbone, head)
             result["epoch"] = int(engine.state.epoch)
             flat = _flat(result)
-            engine.state.metrics.update(flat)
+            probes = getattr(engine.state, "probe", None) or {"before": None, "during": {}, "after": None}
+            if when == "during":
+                probes["during"][int(engine.state.epoch)] = result
+            else:
+                probes[when] = result
+            engine.state.probe = probes
             summary = ", ".join(f"{k}={v:.4f}" for k, v in flat.items())
             self.logger.info(f"SSTL-M probe ({when}, epoch {engine.state.epoch}): {summary}")
+            self._tensorboard(flat, int(engine.state.epoch))
         if int(idist.get_world_size()) > 1:
             idist.barrier()
         return result
@@ -373,5 +400,9 @@ class ProbeHandler:
             data["after"] = result
             before = data.get("before")
             if before:
-                data["delta"] = {k: result_v - before_v for k, result_v in _flat(result).items() if (before_v := _flat(before).get(k)) is not None}
+                flat_before = _flat(before)
+                data["delta"] = {k: v - flat_before[k] for k, v in _flat(result).items() if k in flat_before}
             self._write(data)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

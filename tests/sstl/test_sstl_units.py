@@ -242,7 +242,8 @@ class TestProbes(unittest.TestCase):
         self.assertAlmostEqual(data["after"]["knn"]["accuracy"], 0.8)
         self.assertEqual(list(data["during"]), ["1"])
         self.assertAlmostEqual(data["delta"]["probe_knn_accuracy"], 0.2)
-        self.assertIn("probe_knn_accuracy", trainer.state.metrics)
+        self.assertAlmostEqual(trainer.state.probe["after"]["knn"]["accuracy"], 0.8)
+        self.assertEqual(list(trainer.state.probe["during"]), [1])
 
 
 class TestBackboneSaver(unittest.TestCase):
