@@ -72,20 +72,35 @@ def _fmt(v: Any) -> str:
     return repr(v)
 
 
+def _stage_id(stage: str, st_overrides: dict) -> str:
+    """Folder name of a stage: its name plus the values of its own overrides (e.g. ``sstl_m-moco``)."""
+    if not st_overrides:
+        return stage
+    return stage + "-" + "-".join(str(v).replace("/", "_") for _, v in sorted(st_overrides.items()))
+
+
 def plan_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> list[dict]:
-    """Return, for each stage of ``chain``, its command line, output folder and the checkpoint it passes on."""
+    """Return, for each stage of ``chain``, its command line, output folder and the checkpoint it passes on.
+
+    Stage folders are shared between chains with the same network and the same earlier stages:
+    ``<output_root>/<backbone>_attn<n>/[imagenet/]stl_m/sstl_m-ours/finetune``, so a grid trains each prefix once.
+    """
     repo_root = Path(repo_root).resolve()
     bundle_dir = (repo_root / cfg["bundle_dir"]).resolve()
     out_root = (repo_root / cfg["output_root"]).resolve()
     common = dict(cfg.get("common", {}))
+    net_cfg = dict(common, **chain.get("overrides", {}))
+    folder = out_root / f"{net_cfg.get('backbone', 'resnet50')}_attn{net_cfg.get('n_attn', 0)}"
     steps: list[dict] = []
     previous_ckpt: str | None = chain.get("pretrained") or cfg.get("pretrained") or None
+    if previous_ckpt:
+        previous_ckpt = str((repo_root / previous_ckpt).resolve()) if not os.path.isabs(previous_ckpt) else previous_ckpt
+        folder = folder / ("init-" + Path(previous_ckpt).stem)
     finetune_dir: Path | None = None
     for st in chain["stages"]:
         st = {"stage": st} if isinstance(st, str) else dict(st)
         stage = st["stage"]
         files, run_id, out_ckpt = STAGES[stage]
-        stage_dir = out_root / chain["name"] / stage
         overrides: dict[str, Any] = {}
         overrides.update(common)
         overrides.update(cfg.get("stage_defaults", {}).get(stage, {}))
@@ -94,8 +109,11 @@ def plan_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> li
         if stage == "evaluate":
             if finetune_dir is None:
                 raise ValueError(f"chain {chain['name']}: 'evaluate' needs a 'finetune' stage before it.")
+            stage_dir = finetune_dir / "eval_test"
             overrides["run_dir"] = str(finetune_dir)
         else:
+            folder = folder / _stage_id(stage, st.get("overrides", {}))
+            stage_dir = folder
             overrides["run_dir"] = str(stage_dir)
             overrides["pretrained"] = previous_ckpt or ""
         if cfg.get("data_root"):
@@ -108,7 +126,7 @@ def plan_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> li
             cmd += [f"--{k}", _fmt(v)]
         step = {"chain": chain["name"], "stage": stage, "dir": str(stage_dir), "cmd": cmd, "overrides": overrides}
         if stage == "evaluate":
-            step["metrics"] = str(finetune_dir / "eval_test" / "metrics.json")
+            step["metrics"] = str(stage_dir / "metrics.json")
         if out_ckpt is not None:
             previous_ckpt = str(stage_dir / out_ckpt)
             step["checkpoint"] = previous_ckpt
