@@ -24,6 +24,7 @@ from mstl_monai.transforms import (
     RandLungLobeGenerator,
     RandLungLobeGeneratord,
 )
+from mstl_monai.transforms.lobe.functional import binary_open
 from tests.utils import require_real_data
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -69,6 +70,27 @@ class TestQuantizeLung(unittest.TestCase):
         np.testing.assert_array_equal(d["seg"], out)
         with self.assertRaises(KeyError):
             QuantizeLungd(keys="img", output_keys="seg")({"img": hu, "seg": 0})
+
+
+class TestBinaryOpen(unittest.TestCase):
+    @parameterized.expand([[1], [3], [5], [7]])
+    def test_equals_scipy(self, size):
+        from scipy import ndimage as ndi
+
+        rng = np.random.default_rng(size)
+        m = rng.random((3, 37, 52)) < 0.6
+        fp = np.ones((size, size), bool)
+        # out-of-image pixels ignored: erosion pads with True, dilation with False
+        ref = np.stack(
+            [ndi.binary_dilation(ndi.binary_erosion(a, fp, border_value=1), fp, border_value=0) for a in m]
+        )
+        np.testing.assert_array_equal(binary_open(torch.as_tensor(m), size).numpy(), ref)
+
+    def test_even_size(self):
+        with self.assertRaises(ValueError):
+            binary_open(torch.zeros(1, 5, 5, dtype=torch.bool), 4)
+        with self.assertRaises(ValueError):
+            LungLobeGenerator(open_size=4)
 
 
 class TestLungLobeGenerator(unittest.TestCase):

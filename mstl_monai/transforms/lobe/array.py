@@ -15,7 +15,17 @@ from monai.config import NdarrayOrTensor
 from monai.transforms import RandomizableTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from .functional import AIR, BODY, LUNG, THRESHOLD_METHODS, boundary_map, cpu_single_thread, lung_box_from_boundary, quantize_lung
+from .functional import (
+    AIR,
+    BODY,
+    LUNG,
+    THRESHOLD_METHODS,
+    binary_open,
+    boundary_map,
+    cpu_single_thread,
+    lung_box_from_boundary,
+    quantize_lung,
+)
 
 __all__ = [
     "AIR",
@@ -153,14 +163,9 @@ def _check_table(lobe_boxes: Mapping[str, Sequence[float]] | None) -> np.ndarray
 def _open_lung(labels: torch.Tensor, size: int) -> torch.Tensor:
     """Morphological opening of the ``LUNG`` class with a ``size`` x ``size`` square; what it removes (thin dark
     slits: gaps in the CT table, lines of text, thin gaps between body and table) becomes ``AIR``."""
-    lung = (labels == LUNG).float()[None]
-    pad = size // 2
-    eroded = 1.0 - F.max_pool2d(1.0 - lung, size, stride=1, padding=pad)
-    opened = F.max_pool2d(eroded, size, stride=1, padding=pad)
-    if size % 2 == 0:  # even kernels grow by one pixel: crop back
-        opened = opened[..., : lung.shape[-2], : lung.shape[-1]]
-    removed = (lung > 0) & (opened[..., : lung.shape[-2], : lung.shape[-1]] == 0)
-    return labels.masked_fill(removed[0], AIR)
+    lung = labels == LUNG
+    removed = lung & ~binary_open(lung, size)
+    return labels.masked_fill(removed, AIR)
 
 
 def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -174,8 +179,7 @@ def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -
 class LungLobeGenerator(Transform):
     """The paper's region Generator (locate -> crop -> resize): five crops over the lung lobes ``ru, rm, rl, lu, ll``.
 
-    Locate: the slice (channel mean) is reduced to at most ``locate_size`` pixels on its longest side (area
-    average), quantised into air / body / lung (:class:`QuantizeLung`), its :class:`BoundaryMap` is taken, and
+    Locate: the slice (channel mean) is reduced to ``locate_size`` pixels on its longest side (bilinear), quantised into air / body / lung (:class:`QuantizeLung`), its :class:`BoundaryMap` is taken, and
     the lung box is the (trimmed) extent of the boundary pixels that are lung pixels (after an opening of the
     lung class that drops thin dark slits such as gaps in the CT table). The five lobe boxes sit
     at fixed relative positions in the lung box (``lobe_boxes``, default :data:`DEFAULT_LOBE_BOXES`). Crop and
@@ -245,11 +249,11 @@ class LungLobeGenerator(Transform):
         if not 0.0 <= trim < 0.5:
             raise ValueError(f"trim must be in [0, 0.5), got {trim}.")
         self.trim = trim
-        if open_size < 1:
-            raise ValueError(f"open_size must be >= 1, got {open_size}.")
+        if open_size < 1 or open_size % 2 == 0:
+            raise ValueError(f"open_size must be an odd int >= 1, got {open_size}.")
         self.open_size = int(open_size)
-        if open_walls < 1:
-            raise ValueError(f"open_walls must be >= 1, got {open_walls}.")
+        if open_walls < 1 or open_walls % 2 == 0:
+            raise ValueError(f"open_walls must be an odd int >= 1, got {open_walls}.")
         self.open_walls = int(open_walls)
         if method not in THRESHOLD_METHODS:
             raise ValueError(f"method must be one of {tuple(THRESHOLD_METHODS)}, got {method!r}.")
@@ -265,14 +269,19 @@ class LungLobeGenerator(Transform):
 
         Returns:
             ``(box, fallback, info)``: the lung box (x, y, w, h) in the image's pixels, whether the fallback was
-            used, and ``info`` with the reduced ``labels`` (H', W'), their ``boundary`` map and the ``factor``.
+            used, and ``info`` with the reduced ``labels`` (1, H', W'), their ``boundary`` map and the ``scale``
+            (H / H', W / W').
         """
         h, w = img.shape[-2:]
         gray = img.float().mean(dim=-3, keepdim=True) if img.shape[-3] > 1 else img.float()
-        factor = 1
+        sy = sx = 1.0
         if self.locate_size is not None and max(h, w) > self.locate_size:
-            factor = math.ceil(max(h, w) / self.locate_size)
-            gray = F.avg_pool2d(gray[None], factor, stride=factor, ceil_mode=True)[0]
+            scale = self.locate_size / max(h, w)
+            hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
+            # bilinear without antialiasing at a 1/4 scale averages the 2x2 centre of each 4x4 block: a cheap
+            # low-pass reduction (5x faster than an area average)
+            gray = F.interpolate(gray[None], size=(hs, ws), mode="bilinear", align_corners=False)[0]
+            sy, sx = h / hs, w / ws
         found, labels, bmap = None, None, None
         # first with the bright walls opened (the CT table encloses nothing); if that finds no lung (e.g. a slice
         # in a soft-tissue window, where only bone is bright), once more with the walls as they are
@@ -284,12 +293,12 @@ class LungLobeGenerator(Transform):
             found = lung_box_from_boundary(bmap[0], labels[0], trim=self.trim, min_fraction=self.min_box_fraction)
             if found is not None:
                 break
-        info = {"labels": labels, "boundary": bmap, "factor": factor}
+        info = {"labels": labels, "boundary": bmap, "scale": (sy, sx)}
         if found is None:
             fx, fy, fw, fh = self.fallback_box
             return _clip_box(fx * w, fy * h, fw * w, fh * h, w, h), True, info
         x, y, bw, bh = found
-        return _clip_box(x * factor, y * factor, bw * factor, bh * factor, w, h), False, info
+        return _clip_box(x * sx, y * sy, bw * sx, bh * sy, w, h), False, info
 
     def lobe_boxes(
         self, lung_box: Sequence[int], height: int, width: int, offsets: np.ndarray | None = None

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["boundary_map", "sliding_window_boundary_map", "cpu_single_thread"]
 
@@ -36,23 +35,22 @@ def cpu_single_thread(enabled: bool = True) -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-def _window3(src: torch.Tensor, pair: torch.Tensor, dst: torch.Tensor, op, dim: int) -> None:
+def _window3(src: torch.Tensor, dst: torch.Tensor, op, dim: int) -> None:
     """``dst = op`` over the 3-wide window of ``src`` along ``dim`` (-1 or -2), clipped at the borders.
 
-    ``pair`` is a work buffer shaped like ``src``. Out-of-image neighbours are ignored, which is what
-    scikit-image's grey dilation/erosion do with their default ``reflect`` border.
+    Out-of-image neighbours are ignored, which is what scikit-image's grey dilation/erosion do with their
+    default ``reflect`` border. Three calls: ``dst[j] = op(src[j], src[j + 1])``, ``dst[-1] = src[-1]``, then
+    ``dst[j] = op(dst[j], src[j - 1])`` (elementwise in place).
     """
     n = src.shape[dim]
     if n == 1:
         dst.copy_(src)
         return
-    a, b = src.narrow(dim, 0, n - 1), src.narrow(dim, 1, n - 1)
-    p = pair.narrow(dim, 0, n - 1)
-    op(a, b, out=p)  # p[j] = op(src[j], src[j + 1])
-    dst.narrow(dim, 0, 1).copy_(p.narrow(dim, 0, 1))
-    dst.narrow(dim, n - 1, 1).copy_(p.narrow(dim, n - 2, 1))
-    if n > 2:
-        op(p.narrow(dim, 0, n - 2), p.narrow(dim, 1, n - 2), out=dst.narrow(dim, 1, n - 2))
+    head, tail = src.narrow(dim, 0, n - 1), src.narrow(dim, 1, n - 1)
+    op(head, tail, out=dst.narrow(dim, 0, n - 1))
+    dst.narrow(dim, n - 1, 1).copy_(src.narrow(dim, n - 1, 1))
+    rest = dst.narrow(dim, 1, n - 1)
+    op(rest, head, out=rest)
 
 
 def boundary_map(labels: torch.Tensor, chunk_bytes: int | None = None, single_thread: bool = True) -> torch.Tensor:
@@ -61,7 +59,7 @@ def boundary_map(labels: torch.Tensor, chunk_bytes: int | None = None, single_th
     A pixel is a boundary pixel when its 3x3 window (clipped at the image border) holds more than one
     distinct value, i.e. when the window's maximum differs from its minimum. The result equals
     ``skimage.segmentation.find_boundaries(label_2d, connectivity=2, mode="thick")`` for every 2D image.
-    The max/min are separable 3-wide passes done with in-place ``torch.maximum``/``torch.minimum`` into a few
+    The max/min are separable 3-wide passes done with in-place ``torch.maximum``/``torch.minimum`` into three
     work buffers; on CPU the batch is processed in cache-sized chunks. Runs on the tensor's device.
 
     Args:
@@ -97,15 +95,15 @@ def boundary_map(labels: torch.Tensor, chunk_bytes: int | None = None, single_th
 
 def _boundary_chunks(x: torch.Tensor, out: torch.Tensor, per: int) -> None:
     n, h, w = x.shape
-    buf = torch.empty((4, per, h, w), dtype=x.dtype, device=x.device)
+    buf = torch.empty((3, per, h, w), dtype=x.dtype, device=x.device)
     for s in range(0, n, per):
         k = min(per, n - s)
         src = x[s : s + k]
-        mx, mn, pair, tmp = buf[0, :k], buf[1, :k], buf[2, :k], buf[3, :k]
-        _window3(src, pair, tmp, torch.maximum, -1)
-        _window3(tmp, pair, mx, torch.maximum, -2)
-        _window3(src, pair, tmp, torch.minimum, -1)
-        _window3(tmp, pair, mn, torch.minimum, -2)
+        mx, mn, tmp = buf[0, :k], buf[1, :k], buf[2, :k]
+        _window3(src, tmp, torch.maximum, -1)
+        _window3(tmp, mx, torch.maximum, -2)
+        _window3(src, tmp, torch.minimum, -1)
+        _window3(tmp, mn, torch.minimum, -2)
         torch.ne(mx, mn, out=out[s : s + k])
 
 
@@ -181,16 +179,15 @@ def multiotsu_low_threshold(img: torch.Tensor, bins: int = 64, lo: float = 0.0, 
 
 
 def _inside_along(bright: torch.Tensor, dim: int) -> torch.Tensor:
-    """True between the first and the last bright pixel of each line along ``dim`` (inclusive)."""
-    n = bright.shape[dim]
-    b = bright.to(torch.uint8)
-    first = torch.argmax(b, dim=dim, keepdim=True)
-    last = (n - 1) - torch.argmax(b.flip(dim), dim=dim, keepdim=True)
-    shape = [1] * bright.ndim
-    shape[dim] = n
-    idx = torch.arange(n, device=bright.device).reshape(shape)
-    any_b = b.amax(dim=dim, keepdim=True).bool()
-    return (idx >= first) & (idx <= last) & any_b
+    """True between the first and the last bright pixel of each line along ``dim`` (inclusive).
+
+    With ``c`` the running count of bright pixels: a bright pixel lies at or before ``j`` when ``c[j] > 0`` and
+    at or after ``j`` when ``c[j] - b[j]`` is less than the line's total.
+    """
+    b = bright.to(torch.int32)
+    c = torch.cumsum(b, dim, dtype=torch.int32)
+    total = c.narrow(dim, c.shape[dim] - 1, 1)
+    return (c > 0) & ((c - b) < total)
 
 
 #: automatic thresholds of :func:`quantize_lung`
@@ -231,13 +228,27 @@ def quantize_lung(
         return _quantize(img, threshold, method, open_walls)
 
 
+def _square_filter(x: torch.Tensor, op, size: int) -> torch.Tensor:
+    """``op`` (torch.maximum / torch.minimum) over a clipped ``size`` x ``size`` square of a (N, H, W) tensor."""
+    out = x.clone()
+    tmp = torch.empty_like(x)
+    for _ in range(size // 2):  # a (2r+1) square is r separable 3-wide passes along each axis
+        _window3(out, tmp, op, -1)
+        _window3(tmp, out, op, -2)
+    return out
+
+
 def binary_open(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """Morphological opening of a (N, H, W) bool mask with a ``size`` x ``size`` square (border: no padding effect)."""
-    m = mask.float()[:, None]
-    pad = size // 2
-    eroded = 1.0 - F.max_pool2d(1.0 - m, size, stride=1, padding=pad)[..., : m.shape[-2], : m.shape[-1]]
-    opened = F.max_pool2d(eroded, size, stride=1, padding=pad)[..., : m.shape[-2], : m.shape[-1]]
-    return opened[:, 0] > 0
+    """Morphological opening of a (N, H, W) bool mask with an odd ``size`` x ``size`` square.
+
+    Out-of-image pixels are ignored (like the boundary map), so the image border does not erode the mask.
+    """
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"binary_open needs an odd size >= 1, got {size}.")
+    if size == 1:
+        return mask.clone()
+    m = mask.to(torch.uint8)
+    return _square_filter(_square_filter(m, torch.minimum, size), torch.maximum, size).bool()
 
 
 def _quantize(

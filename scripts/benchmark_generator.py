@@ -1,0 +1,153 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Speed of the boundary map and of the lobe Generator (issue section 5), measured in one run on the same inputs.
+
+1. ``BoundaryMap`` on a batch of 32 uint8 label images of 512x512 (air / body / lung labels made from real
+   LUNA16 slices when ``--data-root`` has them, otherwise from the synthetic phantom) against
+   ``skimage.segmentation.find_boundaries(connectivity=2, mode="thick")`` image by image and against a literal
+   per-pixel sliding-window reference (timed on ``--literal-images`` images and scaled to the batch); all three
+   outputs are compared pixel for pixel.
+2. The whole Generator (locate + 5 crops + resize to 224) per image against decoding the same PNG (bytes already
+   in memory, PIL decode to a numpy array).
+
+Times are medians of ``--repeats`` runs. With a GPU the boundary map and the Generator are also timed there.
+
+Usage::
+
+    python scripts/benchmark_generator.py --data-root ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage.segmentation import find_boundaries
+
+from mstl_monai.transforms import BoundaryMap, LungLobeGenerator, QuantizeLung, sliding_window_boundary_map
+from mstl_monai.transforms.lobe.functional import cpu_single_thread
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timeit(fn, repeats: int, sync: bool = False) -> float:
+    """Median wall time of ``fn()`` in seconds (one warm-up call first)."""
+    fn()
+    if sync:
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def png_inputs(root: Path, n: int) -> tuple[list[bytes], str]:
+    """The bytes of ``n`` 512x512 PNG slices (LUNA16) or phantom PNGs written to memory."""
+    files = sorted((root / "luna16" / "images").glob("*.png"))[:n] if root.is_dir() else []
+    if len(files) == n:
+        return [f.read_bytes() for f in files], f"LUNA16 slices from {root / 'luna16'}"
+    from mstl_monai.data import make_lung_phantom
+
+    blobs = []
+    for i in range(n):
+        img, _ = make_lung_phantom(size=512, seed=i, ggo=i % 2 == 1)
+        buf = io.BytesIO()
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(buf, format="PNG")
+        blobs.append(buf.getvalue())
+    return blobs, "synthetic lung phantoms (no real data found)"
+
+
+def decode(blob: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(blob)) as im:
+        return np.asarray(im.convert("L") if im.mode not in ("L", "I;16", "I") else im)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--literal-images", type=int, default=1, help="images the literal reference is timed on")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    blobs, source = png_inputs(args.data_root, args.batch)
+    # the slices as LoadCTSlice gives them (8-bit gray -> [0, 1] float32, (1, H, W)), decoded from memory
+    imgs = [torch.as_tensor(decode(blob).astype(np.float32) / 255.0)[None] for blob in blobs]
+    labels = torch.stack([QuantizeLung()(im) for im in imgs])  # (B, 1, 512, 512) uint8
+    b, _, h, w = labels.shape
+    print(f"inputs: {b} label maps {h}x{w} uint8 from {source}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} intra-op threads (the transforms run their CPU ops on one)")
+
+    # ---- 1. boundary map -----------------------------------------------------------------------------------------
+    bm = BoundaryMap()
+    lab_np = labels[:, 0].numpy()
+    ours = bm(labels)
+    sk = np.stack([find_boundaries(a, connectivity=2, mode="thick") for a in lab_np])
+    if not np.array_equal(ours[:, 0].numpy(), sk):
+        raise RuntimeError("BoundaryMap differs from skimage.find_boundaries")
+    t_ours = timeit(lambda: bm(labels), args.repeats)
+    t_sk = timeit(lambda: [find_boundaries(a, connectivity=2, mode="thick") for a in lab_np], max(1, args.repeats // 2))
+    k = max(1, min(args.literal_images, b))
+    t0 = time.perf_counter()
+    lit = [sliding_window_boundary_map(lab_np[i]).numpy() for i in range(k)]
+    t_lit = (time.perf_counter() - t0) / k * b
+    if not all(np.array_equal(lit[i], sk[i]) for i in range(k)):
+        raise RuntimeError("the literal sliding-window reference differs from skimage.find_boundaries")
+    print(f"\nboundary map, batch of {b} x {h}x{w} uint8 (outputs identical pixel for pixel):")
+    print(f"  BoundaryMap (torch, CPU)       {t_ours * 1e3:9.2f} ms")
+    print(f"  skimage find_boundaries         {t_sk * 1e3:9.2f} ms   -> BoundaryMap is {t_sk / t_ours:6.1f}x faster")
+    print(
+        f"  literal per-pixel 3x3 window    {t_lit * 1e3:9.0f} ms   -> BoundaryMap is {t_lit / t_ours:6.0f}x faster"
+        f"  (timed on {k} image(s), scaled to {b})"
+    )
+
+    # ---- 2. the Generator against PNG decoding --------------------------------------------------------------------
+    gen = LungLobeGenerator(spatial_size=224)
+    # interleaved rounds, so that both sides see the same machine load; medians over the rounds
+    t_dec, t_gen, t_loc = [], [], []
+    for _ in range(args.repeats + 1):
+        t_dec.append(timeit(lambda: [decode(x) for x in blobs], 1) / b)
+        t_gen.append(timeit(lambda: [gen(im) for im in imgs], 1) / b)
+        with cpu_single_thread():
+            t_loc.append(timeit(lambda: [gen.locate(im) for im in imgs], 1) / b)
+    t_dec, t_gen, t_loc = (statistics.median(v[1:]) for v in (t_dec, t_gen, t_loc))
+    fallbacks = sum(gen(im).fallback for im in imgs)
+    print(f"\nGenerator per {h}x{w} image (locate + 5 crops + resize to 224), {fallbacks}/{b} fell back:")
+    print(f"  PNG decode (PIL, from memory)   {t_dec * 1e3:9.3f} ms")
+    print(f"  LungLobeGenerator               {t_gen * 1e3:9.3f} ms   -> {t_gen / t_dec:5.2f}x the decode cost")
+    print(f"    of which locate               {t_loc * 1e3:9.3f} ms")
+
+    # ---- GPU ------------------------------------------------------------------------------------------------------
+    if torch.cuda.is_available():
+        dev = torch.device("cuda")
+        lab_g = labels.to(dev)
+        out_g = bm(lab_g)
+        same = torch.equal(out_g.cpu(), ours)
+        t_g = timeit(lambda: bm(lab_g), args.repeats, sync=True)
+        imgs_g = [im.to(dev) for im in imgs]
+        boxes_same = all(torch.equal(gen(a).boxes.cpu(), gen(c).boxes) for a, c in zip(imgs_g, imgs))
+        t_gg = timeit(lambda: [gen(im) for im in imgs_g], args.repeats, sync=True) / b
+        print(f"\nGPU ({torch.cuda.get_device_name(dev)}):")
+        print(f"  BoundaryMap batch               {t_g * 1e3:9.3f} ms   (identical to CPU: {same})")
+        print(f"  LungLobeGenerator per image     {t_gg * 1e3:9.3f} ms   (same boxes as CPU: {boxes_same})")
+    else:
+        print("\nGPU: none available")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
