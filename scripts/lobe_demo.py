@@ -75,7 +75,8 @@ def draw(ax_img, ax_map, img: torch.Tensor, gen: LungLobeGenerator, title: str) 
     rgb[bmap & (labels == LUNG)] = (1.0, 0.25, 0.25)
     sy, sx = info["scale"]
     ax_map.imshow(rgb, interpolation="nearest")
-    ax_map.add_patch(Rectangle((lx / sx - 0.5, ly / sy - 0.5), lw / sx, lh / sy, fill=False, ec="white", lw=1.0, ls="--"))
+    box = Rectangle((lx / sx - 0.5, ly / sy - 0.5), lw / sx, lh / sy, fill=False, ec="white", lw=1.0, ls="--")
+    ax_map.add_patch(box)
     ax_map.set_title(f"boundary map ({bmap.shape[1]}x{bmap.shape[0]})", fontsize=6)
     for ax in (ax_img, ax_map):
         ax.set_xticks([])

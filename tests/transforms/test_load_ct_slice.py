@@ -18,7 +18,7 @@ from parameterized import parameterized
 from PIL import Image
 
 from mstl_monai.transforms import LoadCTSlice, LoadCTSliced
-from tests.utils import DATA_ROOT, require_real_data
+from tests.utils import require_real_data
 
 RNG = np.random.default_rng(0)
 GRAY8 = RNG.integers(0, 256, size=(23, 31), dtype=np.uint8)

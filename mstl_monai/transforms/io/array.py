@@ -280,7 +280,12 @@ class LoadCTSlice(Transform):
             raise ValueError(f"NIfTI file {path!r} has shape {data.shape}, expected a 2D or 3D volume.")
         arr, ops = _canonical_axial(sl, affine[:3, axes[0]], affine[:3, axes[1]])
         arr = arr.astype(np.float32)
-        meta = {"original_shape": tuple(data.shape), "orientation_ops": ops, "slice_axis": ax, "original_affine": affine}
+        meta = {
+            "original_shape": tuple(data.shape),
+            "orientation_ops": ops,
+            "slice_axis": ax,
+            "original_affine": affine,
+        }
         is_hu = self.hu if self.hu is not None else bool(arr.min(initial=0.0) < -500.0)
         if is_hu:
             meta.update({"hu_window": (self.a_min, self.a_max), "hu_range": (float(arr.min()), float(arr.max()))})

@@ -179,9 +179,12 @@ def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -
 class LungLobeGenerator(Transform):
     """The paper's region Generator (locate -> crop -> resize): five crops over the lung lobes ``ru, rm, rl, lu, ll``.
 
-    Locate: the slice (channel mean) is reduced to ``locate_size`` pixels on its longest side (bilinear), quantised into air / body / lung (:class:`QuantizeLung`), its :class:`BoundaryMap` is taken, and
+    Locate: the slice (channel mean) is reduced to ``locate_size`` pixels on its longest side (bilinear),
+    quantised into air / body / lung (:class:`QuantizeLung`), its :class:`BoundaryMap` is taken, and
     the lung box is the (trimmed) extent of the boundary pixels that are lung pixels (after an opening of the
-    lung class that drops thin dark slits such as gaps in the CT table). The five lobe boxes sit
+    lung class that drops thin dark slits such as gaps in the CT table; the bright walls are first opened too,
+    so that the thin CT table encloses nothing, and the search is repeated without that when it finds no lung,
+    e.g. on slices shown in a soft-tissue window). The five lobe boxes sit
     at fixed relative positions in the lung box (``lobe_boxes``, default :data:`DEFAULT_LOBE_BOXES`). Crop and
     resize: each box of the full-resolution image is resized to ``spatial_size``. When no lung is found (too
     few lung boundary pixels, a box smaller than ``min_box_fraction`` of the image, e.g. a constant image), the
@@ -376,7 +379,9 @@ class RandLungLobeGenerator(RandomizableTransform):
 
     backend = LungLobeGenerator.backend
 
-    def __init__(self, spatial_size: int | Sequence[int] = 224, prob: float = 1.0, jitter: float = 0.1, **kwargs) -> None:
+    def __init__(
+        self, spatial_size: int | Sequence[int] = 224, prob: float = 1.0, jitter: float = 0.1, **kwargs
+    ) -> None:
         RandomizableTransform.__init__(self, prob)
         if not 0.0 <= jitter < 1.0:
             raise ValueError(f"jitter must be in [0, 1), got {jitter}.")
