@@ -98,6 +98,13 @@ class TestSSTLBundle(unittest.TestCase):
         if (DATA_ROOT / "covid-ct").is_dir():
             cls.root = mini_covid_ct(cls.tmp / "data")
         cls.base = dict(TINY, data_root=str(cls.tmp / "data"))
+        # an STL-M-like checkpoint (3-way CXR head) as the incoming weights of the `ours` run
+        from mstl_monai.engines import build_network
+
+        torch.manual_seed(3)
+        cls.stl_m = build_network("resnet18", n_attn=1, n_input_channels=1, num_classes=3)
+        cls.stl_m_path = cls.tmp / "stl_m_model.pt"
+        torch.save(cls.stl_m.state_dict(), cls.stl_m_path)
 
     @classmethod
     def tearDownClass(cls):
@@ -109,8 +116,11 @@ class TestSSTLBundle(unittest.TestCase):
     @parameterized.expand([["ours"], ["moco"], ["simclr"]])
     def test_method_runs_and_hands_over(self, method):
         run_dir = self.tmp / f"run_{method}"
-        proc = run_sstl(dict(self.base, method=method, run_dir=str(run_dir), epochs=2))
+        pretrained = str(self.stl_m_path) if method == "ours" else ""
+        proc = run_sstl(dict(self.base, method=method, run_dir=str(run_dir), epochs=2, pretrained=pretrained))
         log = proc.stdout + proc.stderr
+        if pretrained:
+            self.assertIn(f"loaded stage checkpoint {pretrained}", log)
         # every term logged, finite
         seen: dict[str, list[float]] = {}
         for name, value in _TERM_RE.findall(log):
