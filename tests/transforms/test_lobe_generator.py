@@ -164,8 +164,11 @@ class TestLungLobeGenerator(unittest.TestCase):
         out2 = LungLobeGenerator(spatial_size=16, fallback_box=(0.1, 0.2, 0.8, 0.6))(torch.zeros(1, 100, 80))
         self.assertTrue(out2.fallback)
         self.assertEqual(out2.lung_box.tolist(), [8, 20, 64, 60])
-        # pure noise has no enclosed lung either
-        self.assertTrue(LungLobeGenerator()(torch.rand(1, 64, 64) * 0.01).fallback)
+        # a body without lungs (a bright disc on dark air, with a little seeded noise) has no lung either
+        yy, xx = torch.meshgrid(torch.arange(160.0), torch.arange(160.0), indexing="ij")
+        body = (((yy - 80) ** 2 + (xx - 80) ** 2) < 60**2).float() * 0.8 + 0.1
+        noise = torch.rand(1, 160, 160, generator=torch.Generator().manual_seed(0)) * 0.05
+        self.assertTrue(LungLobeGenerator()(body[None] + noise).fallback)
 
     def test_devices_agree(self):
         img, _ = make_lung_phantom(size=200, seed=5, ggo=True)
