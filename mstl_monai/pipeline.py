@@ -181,6 +181,9 @@ def run_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".", dry_ru
             info["metrics"] = metrics
             results_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy(step["metrics"], results_dir / "metrics.json")
+            preds = Path(step["metrics"]).with_name("predictions.csv")
+            if preds.is_file():
+                shutil.copy(preds, results_dir / "predictions.csv")
             (results_dir / "chain.json").write_text(
                 json.dumps({"chain": chain, "common": cfg.get("common", {}), "stage_defaults": cfg.get("stage_defaults", {})}, indent=2)
             )
