@@ -175,13 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         def step(net=net, opt=opt, use_regions=use_regions):
             opt.zero_grad(set_to_none=True)
             out = inferer(v1, net, v2, regions if use_regions else None)
-            loss = loss_fn(out["cons_logits"], out["cons_labels"], out.get("region_logits"), labels if use_regions else None)
+            region_labels = labels if use_regions else None
+            loss = loss_fn(out["cons_logits"], out["cons_labels"], out.get("region_logits"), region_labels)
             loss.backward()
             opt.step()
 
         step_s[method] = _median_time(step, args.iters, args.warmup, device)
         nets[method] = (net, opt, step)
-        print(f"  {method:7s} step {step_s[method] * 1000:8.1f} ms  {args.batch / step_s[method]:7.1f} images/s", flush=True)
+        ms, ips = step_s[method] * 1000, args.batch / step_s[method]
+        print(f"  {method:7s} step {ms:8.1f} ms  {ips:7.1f} images/s", flush=True)
 
     # ------------------------------------------------------------ the region branch against 5 extra passes
     net_ours = nets["ours"][0]
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         for b in [first] + list(_take(it, 3)):
             opt.zero_grad(set_to_none=True)
             out = inferer(b["view1"].to(device), net, b["view2"].to(device), b["regions"].to(device))
-            loss_fn(out["cons_logits"], out["cons_labels"], out["region_logits"], b["regions_labels"].to(device).long()).backward()
+            region_labels = b["regions_labels"].to(device).long()
+            loss_fn(out["cons_logits"], out["cons_labels"], out["region_logits"], region_labels).backward()
             opt.step()
             _sync(device)
             n_loader_steps += 1
@@ -249,18 +252,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {m} | {step_s[m] * 1000:.1f} | {b / step_s[m]:.1f} |")
     print()
     print(f"region branch (ours - moco):              {branch_s * 1000:8.1f} ms per step")
-    print(f"5 extra fwd/bwd passes (one lobe each):   {five_s * 1000:8.1f} ms  (one pass {one_pass_s * 1000:.1f} ms on {b} crops)")
+    print(f"5 extra fwd/bwd passes (one lobe each):   {five_s * 1000:8.1f} ms  "
+          f"(one pass {one_pass_s * 1000:.1f} ms on {b} crops)")
     print(f"1 batched fwd/bwd pass on all {5 * b} crops: {batched_s * 1000:8.1f} ms")
     ok = branch_s <= five_s
     print(f"region branch <= five extra passes:       {'yes' if ok else 'NO'} ({branch_s / five_s:.2f}x)")
     print()
+    ours_s = step_s["ours"]
     print(f"decode + resize (cached once):            {load_s * 1000:8.2f} ms per image")
-    print(f"lobe Generator per batch of {b}:            {gen_s * 1000:8.1f} ms = {100 * gen_s / step_s['ours']:.1f}% of the ours step"
+    print(f"lobe Generator per batch of {b}:            {gen_s * 1000:8.1f} ms"
+          f" = {100 * gen_s / ours_s:.1f}% of the ours step"
           f" ({gen_s / b * 1000:.2f} ms per image; {n_fallback}/{b} fell back)")
-    print(f"all random transforms per batch:          {tr_s * 1000:8.1f} ms = {100 * tr_s / step_s['ours']:.1f}% of the ours step"
-          f" (Generator + 2 MoCo v2 views + normalise)")
-    print(f"ours step fed by the DataLoader ({args.num_workers} workers): {fed_s * 1000:8.1f} ms vs {step_s['ours'] * 1000:.1f} ms"
-          f" on a prepared batch: stall {stall_s * 1000:.1f} ms ({100 * stall_s / step_s['ours']:.1f}%)")
+    print(f"all random transforms per batch:          {tr_s * 1000:8.1f} ms"
+          f" = {100 * tr_s / ours_s:.1f}% of the ours step"
+          " (Generator + 2 MoCo v2 views + normalise)")
+    print(f"ours step fed by the DataLoader ({args.num_workers} workers): {fed_s * 1000:8.1f} ms"
+          f" vs {ours_s * 1000:.1f} ms on a prepared batch:"
+          f" stall {stall_s * 1000:.1f} ms ({100 * stall_s / ours_s:.1f}%)")
     keeps_up = tr_s / max(args.num_workers, 1) <= step_s["ours"]
     print(f"workers keep up (transforms / workers <= step): {'yes' if keeps_up else 'NO'}")
     if args.json:

@@ -110,7 +110,9 @@ def knn_scores(
         ``(N_query, num_classes)`` float32 scores.
     """
     if train_feats.ndim != 2 or query_feats.ndim != 2 or train_feats.shape[1] != query_feats.shape[1]:
-        raise ValueError(f"features must be (N, D) with the same D, got {tuple(train_feats.shape)} and {tuple(query_feats.shape)}.")
+        raise ValueError(
+            f"features must be (N, D) with the same D, got {tuple(train_feats.shape)} and {tuple(query_feats.shape)}."
+        )
     if train_labels.shape != train_feats.shape[:1]:
         raise ValueError(f"train_labels must have shape ({train_feats.shape[0]},), got {tuple(train_labels.shape)}.")
     if k < 1:
@@ -140,7 +142,12 @@ def knn_probe(
     num_classes = int(max(train_labels.max(), val_labels.max())) + 1 if num_classes is None else int(num_classes)
     scores = knn_scores(train_feats, train_labels, val_feats, k=k, temperature=temperature, num_classes=num_classes)
     acc = float((scores.argmax(dim=1) == val_labels).float().mean())
-    out: dict[str, Any] = {"accuracy": acc, "k": min(int(k), train_feats.shape[0]), "n_train": len(train_labels), "n_val": len(val_labels)}
+    out: dict[str, Any] = {
+        "accuracy": acc,
+        "k": min(int(k), train_feats.shape[0]),
+        "n_train": len(train_labels),
+        "n_val": len(val_labels),
+    }
     if num_classes == 2 and len(torch.unique(val_labels)) == 2:
         out["auc"] = float(compute_roc_auc(scores[:, 1], val_labels))
     return out
@@ -187,7 +194,9 @@ def lobe_probe(
         out["head_accuracy"] = float((pred == labels).float().mean())
         out["head_per_lobe"] = [float((pred[labels == i] == i).float().mean()) for i in range(n_lobes)]
     if memory_loader is not None:
-        mem_feats, mem_labels = extract_features(backbone, memory_loader, device, regions_key, labels_key, amp, amp_dtype)
+        mem_feats, mem_labels = extract_features(
+            backbone, memory_loader, device, regions_key, labels_key, amp, amp_dtype
+        )
         scores = knn_scores(mem_feats, mem_labels, feats, k=k, num_classes=max(n_lobes, int(mem_labels.max()) + 1))
         out["knn_accuracy"] = float((scores.argmax(dim=1) == labels).float().mean())
     return out
@@ -231,7 +240,9 @@ class SSTLProbe:
         from mstl_monai.engines.inferers import resolve_amp_dtype
 
         if len(train_dataset) == 0 or len(val_dataset) == 0:
-            raise ValueError(f"probe data sets must not be empty (train: {len(train_dataset)}, val: {len(val_dataset)}).")
+            raise ValueError(
+                f"probe data sets must not be empty (train: {len(train_dataset)}, val: {len(val_dataset)})."
+            )
         self.train_dataset = train_dataset
         self.val_dataset = val_dataset
         self.device = torch.device(device)

@@ -437,7 +437,9 @@ class SSTLNetwork(nn.Module):
             raise ValueError(f"regions must have shape (B, R, C, *spatial), got {tuple(regions.shape)}.")
         b, r = regions.shape[:2]
         if r != self.num_regions:
-            raise ValueError(f"expected {self.num_regions} regions per image, got regions of shape {tuple(regions.shape)}.")
+            raise ValueError(
+                f"expected {self.num_regions} regions per image, got regions of shape {tuple(regions.shape)}."
+            )
         bb = self.backbone
         feats = bb.forward_head(bb.forward_features(regions.reshape(b * r, *regions.shape[2:])), pre_logits=True)
         return self.region_head(feats).reshape(b, r, -1)  # type: ignore[misc]
@@ -459,7 +461,9 @@ class SSTLNetwork(nn.Module):
             logits, labels = self.moco(view1, view2)
         else:
             if view1.shape != view2.shape:
-                raise ValueError(f"the two views must have the same shape, got {tuple(view1.shape)} and {tuple(view2.shape)}.")
+                raise ValueError(
+                    f"the two views must have the same shape, got {tuple(view1.shape)} and {tuple(view2.shape)}."
+                )
             if view1.shape[0] < 2:
                 raise ValueError(f"SimCLR needs at least 2 images per batch for negatives, got {view1.shape[0]}.")
             z = self.simclr.project(torch.cat([view1, view2], dim=0))  # type: ignore[union-attr]
@@ -589,7 +593,9 @@ class SSTLTrainer(Trainer):
 
     def _get(self, batchdata: dict, key: str) -> torch.Tensor:
         if key not in batchdata:
-            raise KeyError(f"SSTL-M batch has no {key!r} key (keys: {sorted(batchdata)}); check the training transforms.")
+            raise KeyError(
+                f"SSTL-M batch has no {key!r} key (keys: {sorted(batchdata)}); check the training transforms."
+            )
         value = batchdata[key]
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value)
@@ -597,7 +603,9 @@ class SSTLTrainer(Trainer):
             value = value.as_tensor()
         return value.to(device=self.state.device, non_blocking=self.non_blocking)
 
-    def prepare_sstl_batch(self, batchdata: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def prepare_sstl_batch(
+        self, batchdata: dict
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Move the views (and, when the method uses them, the lobe crops and labels) to the device."""
         if not isinstance(batchdata, dict):
             raise TypeError(f"SSTL-M batches must be dicts, got {type(batchdata).__name__}.")
@@ -610,7 +618,8 @@ class SSTLTrainer(Trainer):
                 self._small_regions_warned = True
                 self.logger.warning(
                     f"lobe crops of {tuple(regions.shape[-2:])} px reach layer4 as 1x1 maps; on CPU with bf16 autocast "
-                    "oneDNN's stride-2 conv then returns NaN weight gradients (seen with torch 2.13): use region_size >= 32."
+                    "oneDNN's stride-2 conv then returns NaN weight gradients (seen with torch 2.13): "
+                    "use region_size >= 32."
                 )
         return view1, view2, regions, labels
 
