@@ -25,8 +25,10 @@ from mstl_monai.engines import (
     knn_scores,
     load_pretrained,
     simclr_logits,
+    sstl_datalist,
     sstl_scalar_terms,
 )
+from tests.utils import DATA_ROOT, require_real_data
 
 
 _THREADS = torch.get_num_threads()
@@ -59,6 +61,26 @@ def _batches(n: int, b: int = 4, size: int = 32, region: int = 32, seed: int = 0
         }
         for _ in range(n)
     ]
+
+
+class TestSSTLDatalist(unittest.TestCase):
+    def test_train_images_only_without_labels(self):
+        require_real_data(self)
+        from mstl_monai.data import covid_ct_datalist
+
+        root = DATA_ROOT / "covid-ct"
+        items = sstl_datalist(root)
+        self.assertEqual(len(items), 425)  # 191 + 234 official training slices
+        self.assertTrue(all(set(d) == {"image", "source"} for d in items), "no label may reach the SSL stage")
+        held_out = {d["image"] for split in ("val", "test") for d in covid_ct_datalist(root, split)}
+        self.assertFalse(held_out & {d["image"] for d in items}, "val/test images must never be SSL training data")
+        with_luna = sstl_datalist(root, use_luna16=True)
+        self.assertEqual(len(with_luna), 625)
+        self.assertEqual(sum(d["source"] == "luna16" for d in with_luna), 200)
+        with self.assertRaisesRegex(FileNotFoundError, "nowhere"):
+            sstl_datalist(DATA_ROOT / "nowhere")
+        with self.assertRaisesRegex(FileNotFoundError, "luna"):
+            sstl_datalist(root, use_luna16=True, luna16_dir=DATA_ROOT / "no_luna")
 
 
 class TestSSTLLoss(unittest.TestCase):
