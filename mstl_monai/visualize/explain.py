@@ -65,7 +65,6 @@ def explain_files(
         attention_heatmap,
         box_area_fraction,
         grad_cam,
-        heatmap_mass_in_box,
         save_explanation_figure,
     )
 
@@ -97,8 +96,8 @@ def explain_files(
             "lung_box": " ".join(map(str, box)),
             "lung_fallback": bool(lobes.fallback),
             "box_area_fraction": box_area_fraction(box, cam.shape),
-            "gradcam_mass_in_lung_box": heatmap_mass_in_box(cam, box),
-            "attention_mass_in_lung_box": heatmap_mass_in_box(attn, box) if attn is not None else float("nan"),
+            "gradcam_mass_in_lung_box": _mass(cam, box),
+            "attention_mass_in_lung_box": _mass(attn, box),
         }
         rows.append(row)
         if figures:
@@ -123,6 +122,7 @@ def explain_files(
         "n_lung_found": len(ok),
         "n_skipped": len(skipped),
         "skipped": skipped,
+        "n_zero_gradcam": int(sum(np.isnan(r["gradcam_mass_in_lung_box"]) for r in rows)),
         "mean_box_area_fraction": mean("box_area_fraction"),
         "mean_gradcam_mass_in_lung_box": mean("gradcam_mass_in_lung_box"),
         "mean_attention_mass_in_lung_box": mean("attention_mass_in_lung_box"),
@@ -131,6 +131,15 @@ def explain_files(
     with open(os.path.join(output_dir, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=2)
     return summary
+
+
+def _mass(heatmap: np.ndarray | None, box: list[int]) -> float:
+    """Share of the map's mass in the box; NaN for no map or an all-zero map (Grad-CAM's ReLU can zero it)."""
+    from mstl_monai.visualize import heatmap_mass_in_box
+
+    if heatmap is None or float(np.sum(heatmap)) <= 0.0:
+        return float("nan")
+    return heatmap_mass_in_box(heatmap, box)
 
 
 def _collect(inputs: list[str]) -> list[str]:
