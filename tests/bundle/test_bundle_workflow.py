@@ -126,6 +126,25 @@ class TestBundleWorkflow(unittest.TestCase):
         ckpt = torch.load(run_dir / "models" / "model_final.pt", map_location="cpu", weights_only=True)
         self.assertFalse(any(k.startswith("module.") for k in ckpt["network"]), "DDP prefix must not leak into checkpoints")
 
+    def test_stl_n_image_folder_then_finetune(self):
+        """STL-N on an image-folder data set (RGB, 3-channel network), its checkpoint feeding a 1-channel finetune."""
+        folder = self.tmp / "natural"
+        for cls, src in (("class_a", "CT_COVID"), ("class_b", "CT_NonCOVID")):
+            (folder / cls).mkdir(parents=True)
+            for p in sorted((self.data / src).glob("*.png"))[:5]:
+                shutil.copy(p, folder / cls / p.name)
+        stl_n = self.tmp / "stl_n"
+        ov = dict(self.base, n_attn=0, epochs=1, val_fraction=0.4, num_classes=2)
+        proc = run_bundle("training", ["train.yaml", "stl_n.yaml"], dict(ov, run_dir=str(stl_n), dataset_dir=str(folder)))
+        sd = torch.load(stl_n / "models" / "model.pt", map_location="cpu", weights_only=True)
+        self.assertEqual(tuple(sd["conv1.weight"].shape)[1], 3, proc.stdout[-1000:])
+        ft = self.tmp / "ft_from_stl_n"
+        proc = run_bundle(
+            "training", ["train.yaml"], dict(self.base, n_attn=0, epochs=1, run_dir=str(ft), pretrained=str(stl_n / "models" / "model.pt"))
+        )
+        self.assertIn("1 adapted", proc.stdout + proc.stderr)  # conv1: RGB filters summed for the 1-channel CT net
+        self.assertTrue((ft / "models" / "model.pt").is_file())
+
     def test_bad_dataset_dir_fails_before_training(self):
         proc = run_bundle(
             "training", ["train.yaml"], dict(self.base, run_dir=str(self.tmp / "bad"), dataset_dir=str(self.tmp / "nope")), check=False
