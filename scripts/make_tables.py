@@ -208,6 +208,7 @@ def leep_table(results: Path) -> tuple[str, list[list]]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results", default="results/cpu_scale")
+    p.add_argument("--readme", default=None, help="also put the tables between the README's results markers")
     a = p.parse_args(argv)
     results = Path(a.results)
     rows = load_results(results)
@@ -229,6 +230,15 @@ def main(argv=None) -> int:
     for name, table in csvs.items():
         with open(results / f"{name}.csv", "w", newline="") as f:
             csv.writer(f).writerows(table)
+    if a.readme:
+        start, end = "<!-- results:start -->", "<!-- results:end -->"
+        text = Path(a.readme).read_text()
+        if start not in text or end not in text:
+            raise SystemExit(f"{a.readme} has no {start} ... {end} markers")
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        body = md.replace("### ", "#### ").replace(f"`{'roc.png'}`", f"`{results / 'roc.png'}`")
+        Path(a.readme).write_text(head + start + "\n" + body + end + tail)
     print(md)
     return 0
 
