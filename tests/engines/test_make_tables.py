@@ -1,0 +1,62 @@
+"""scripts/make_tables.py builds the paper's tables from the pipeline's result files (no made-up cells)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tempfile
+import unittest
+from pathlib import Path
+
+from tests.utils import REPO_ROOT
+
+_spec = importlib.util.spec_from_file_location("make_tables", REPO_ROOT / "scripts" / "make_tables.py")
+make_tables = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_tables)
+
+
+def _metric(v):
+    return {"value": v, "ci_low": v - 0.05, "ci_high": v + 0.05}
+
+
+def _write(root: Path, name: str, stages: list, n_attn: int, acc: float):
+    d = root / name
+    d.mkdir(parents=True)
+    m = {k: _metric(acc) for k in ("accuracy", "f1", "auc", "sensitivity", "specificity")}
+    m["n"] = 203
+    (d / "metrics.json").write_text(json.dumps(m))
+    chain = {"name": name, "overrides": {"n_attn": n_attn}, "stages": stages}
+    (d / "chain.json").write_text(json.dumps({"chain": chain, "common": {"backbone": "resnet18"}}))
+
+
+class TestMakeTables(unittest.TestCase):
+    def test_tables_from_results(self):
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            _write(root, "scratch", ["finetune", "evaluate"], 5, 0.60)
+            _write(root, "stlm", ["stl_m", "finetune", "evaluate"], 5, 0.65)
+            _write(root, "ours", ["stl_m", {"stage": "sstl_m", "overrides": {"method": "ours"}}, "finetune", "evaluate"], 5, 0.70)
+            _write(root, "moco", ["stl_m", {"stage": "sstl_m", "overrides": {"method": "moco"}}, "finetune", "evaluate"], 5, 0.68)
+            (root / "leep.json").write_text(json.dumps({"resnet18_attn5": {"none": -0.69, "stl_m": -0.65}}))
+            readme = root / "README.md"
+            readme.write_text("x\n<!-- results:start -->\nold\n<!-- results:end -->\ny\n")
+            self.assertEqual(make_tables.main(["--results", d, "--readme", str(readme)]), 0)
+            md = (root / "tables.md").read_text()
+            self.assertIn("| resnet18 | +5 ATTNs | 70.0 [65.0, 75.0]", md)  # Table 2: with all stages
+            self.assertIn("+10.0", md)  # improvement over no transfer
+            self.assertIn("68.0 / 68.0 / 68.0 | not run | 70.0 / 70.0 / 70.0", md)  # Table 3: MoCo, SimCLR, ours
+            self.assertIn("-0.690", md)
+            self.assertIn("n/a (no natural-image data", md)
+            text = readme.read_text()
+            self.assertNotIn("old", text)
+            self.assertTrue(text.startswith("x\n") and text.endswith("y\n"))
+            self.assertTrue((root / "table2.csv").is_file())
+
+    def test_no_results(self):
+        with tempfile.TemporaryDirectory() as d:
+            with self.assertRaises(SystemExit):
+                make_tables.main(["--results", d])
+
+
+if __name__ == "__main__":
+    unittest.main()
