@@ -176,6 +176,10 @@ def run_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".", dry_ru
             if not Path(step["checkpoint"]).is_file():
                 raise RuntimeError(f"{tag} finished but wrote no checkpoint {step['checkpoint']}; log: {log_path}")
             info["checkpoint"] = step["checkpoint"]
+        probe = Path(step["dir"]) / "probe.json"
+        if step["stage"] == "sstl_m" and probe.is_file():
+            results_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(probe, results_dir / "sstl_m_probe.json")
         if "metrics" in step:
             metrics = json.loads(Path(step["metrics"]).read_text())
             info["metrics"] = metrics
