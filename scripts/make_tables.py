@@ -219,6 +219,28 @@ def main(argv=None) -> int:
     md += lmd
     if lrows:
         csvs["table6"] = lrows
+    probes = ["\n### SSTL-M: is it learning? (k-NN probe of frozen features on COVID19-CT val; lobe task on held-out val crops, chance 20 %)\n",
+              "| chain | method | k-NN acc before → after | k-NN AUC before → after | lobe head acc before → after | lobe k-NN acc before → after |",
+              "|---|---|---|---|---|---|"]
+    n_probes = 0
+    for r in rows:
+        f = results / r["chain"] / "sstl_m_probe.json"
+        if not f.is_file():
+            continue
+        pr = json.loads(f.read_text())
+        before, after = pr.get("before", {}), pr.get("after", {})
+
+        def pair(section: str, key: str) -> str:
+            x, y = before.get(section, {}).get(key), after.get(section, {}).get(key)
+            return f"{100 * x:.1f} → {100 * y:.1f}" if x is not None and y is not None else "-"
+
+        probes.append(
+            f"| {r['chain']} | {r['method']} | {pair('knn', 'accuracy')} | {pair('knn', 'auc')} | "
+            f"{pair('lobe', 'head_accuracy')} | {pair('lobe', 'knn_accuracy')} |"
+        )
+        n_probes += 1
+    if n_probes:
+        md += "\n".join(probes) + "\n"
     runs = ["\n### Runs\n", "| chain | stages | method | seconds | n test |", "|---|---|---|---|---|"]
     for r in rows:
         runs.append(f"| {r['chain']} | {' → '.join(r['stages']) or 'none'} | {r['method'] or '-'} | {r['seconds'] or '-'} | {r['metrics'].get('n')} |")
