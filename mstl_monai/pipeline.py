@@ -149,7 +149,7 @@ def run_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".", dry_ru
         tag = f"[{chain['name']} {i}/{len(steps)} {step['stage']}]"
         done = _done_file(step)
         if done.is_file():
-            info = json.loads(done.read_text())
+            info = dict(json.loads(done.read_text()), chain=chain["name"])  # a shared stage counts for this chain too
             print(f"{tag} already done in {info.get('seconds', 0):.0f}s: skipped", flush=True)
             rows.append(info)
             continue
