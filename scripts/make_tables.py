@@ -243,7 +243,8 @@ def main(argv=None) -> int:
         md += "\n".join(probes) + "\n"
     runs = ["\n### Runs\n", "| chain | stages | method | seconds | n test |", "|---|---|---|---|---|"]
     for r in rows:
-        runs.append(f"| {r['chain']} | {' → '.join(r['stages']) or 'none'} | {r['method'] or '-'} | {f"{r['seconds']:.0f}" if r['seconds'] else '-'} | {r['metrics'].get('n')} |")
+        secs = f"{r['seconds']:.0f}" if r["seconds"] else "-"
+        runs.append(f"| {r['chain']} | {' → '.join(r['stages']) or 'none'} | {r['method'] or '-'} | {secs} | {r['metrics'].get('n')} |")
     md += "\n".join(runs) + "\n"
     roc = save_roc(rows, results)
     if roc is not None:
