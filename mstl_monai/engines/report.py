@@ -18,6 +18,16 @@ if TYPE_CHECKING:
 __all__ = ["ClassificationReport", "PredictionWriter", "write_classification_report"]
 
 
+def _items(engine: Engine) -> tuple[list[dict], list[dict]]:
+    """The engine's outputs and batch as lists of per-image dicts (MONAI decollates them unless told not to)."""
+    outputs, batch = engine.state.output, engine.state.batch
+    if isinstance(outputs, dict):
+        outputs = [dict(zip(outputs, vals)) for vals in zip(*outputs.values())]
+    if isinstance(batch, dict):
+        batch = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
+    return list(outputs), list(batch or [])
+
+
 def _as_index(label: Any) -> int:
     t = torch.as_tensor(label)
     return int(t.argmax()) if t.numel() > 1 else int(t.reshape(-1)[0])
@@ -135,16 +145,11 @@ class ClassificationReport:
         self._probs: list[np.ndarray] = []
 
     def _collect(self, engine: Engine) -> None:
-        outputs = engine.state.output
-        batch = engine.state.batch
-        if isinstance(outputs, dict):  # not decollated
-            outputs = [dict(zip(outputs, vals)) for vals in zip(*outputs.values())]
-        if isinstance(batch, dict):
-            batch = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
+        outputs, batch = _items(engine)
         for i, out in enumerate(outputs):
             self._probs.append(torch.as_tensor(out["pred"]).detach().float().cpu().reshape(-1).numpy())
             self._labels.append(_as_index(out["label"]))
-            item = batch[i] if batch is not None and i < len(batch) else {}
+            item = batch[i] if i < len(batch) else {}
             name = item.get(self.name_key) if isinstance(item, dict) else None
             if name is None:
                 img = out.get("image")
@@ -225,11 +230,7 @@ class PredictionWriter:
         self.rows = 0
 
     def __call__(self, engine: Engine) -> None:
-        outputs, batch = engine.state.output, engine.state.batch
-        if isinstance(outputs, dict):
-            outputs = [dict(zip(outputs, vals)) for vals in zip(*outputs.values())]
-        if isinstance(batch, dict):
-            batch = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
+        outputs, batch = _items(engine)
         lines = []
         for i, out in enumerate(outputs):
             p = torch.as_tensor(out["pred"]).detach().float().cpu().reshape(-1).numpy()

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["BACKBONES", "build_network", "load_pretrained", "check_datalist", "split_datalist", "require_file", "readable_datalist"]
+__all__ = ["BACKBONES", "build_network", "load_pretrained", "check_datalist", "split_datalist", "require_file", "readable_datalist", "collect_files"]
 
 from mstl_monai.data.datalists import split_datalist  # noqa: E402  (re-exported for bundle configs)
 
@@ -121,6 +121,22 @@ def require_file(path: str | os.PathLike, what: str = "file") -> str:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
 
 
+def collect_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Expand files and folders into a list of files: folders are searched recursively (sorted) for image files,
+    including extension-less files (DICOM); files named directly are kept as given, checked later by the loader."""
+    files: list[str] = []
+    for entry in inputs:
+        entry = str(entry)
+        if os.path.isdir(entry):
+            for root, _, names in sorted(os.walk(entry)):
+                files.extend(
+                    os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_SUFFIXES) or "." not in n
+                )
+        else:
+            files.append(entry)
+    return files
+
+
 def readable_datalist(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     loader: Any,
@@ -140,16 +156,7 @@ def readable_datalist(
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    files: list[str] = []
-    for entry in inputs:
-        entry = str(entry)
-        if os.path.isdir(entry):
-            for root, _, names in sorted(os.walk(entry)):
-                files.extend(
-                    os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_SUFFIXES) or "." not in n
-                )
-        else:
-            files.append(entry)
+    files = collect_files(inputs)
     good, skipped = [], []
     for f in files:
         try:

@@ -142,19 +142,6 @@ def _mass(heatmap: np.ndarray | None, box: list[int]) -> float:
     return heatmap_mass_in_box(heatmap, box)
 
 
-def _collect(inputs: list[str]) -> list[str]:
-    from mstl_monai.engines.utils import IMAGE_SUFFIXES
-
-    files: list[str] = []
-    for entry in inputs:
-        if os.path.isdir(entry):
-            for root, _, names in sorted(os.walk(entry)):
-                files += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_SUFFIXES)]
-        else:
-            files.append(entry)
-    return files
-
-
 def main(argv: list[str] | None = None) -> int:
     from mstl_monai.engines import build_network, load_pretrained
 
@@ -177,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     report = load_pretrained(net, a.ckpt, exclude_prefixes=())
     if report is not None and report.get("new"):
         raise ValueError(f"checkpoint {a.ckpt} does not hold the whole network: missing {report['new'][:5]} ...")
-    files = _collect(a.input)
+    from mstl_monai.engines.utils import collect_files
+
+    files = collect_files(a.input)
     if a.max_files:
         files = files[: a.max_files]
     summary = explain_files(
