@@ -185,6 +185,91 @@ def save_roc(rows: list[dict], results: Path) -> Path | None:
     return save_roc_curve(curves, results / "roc.png", title="COVID19-CT test")
 
 
+LEEP_STAGES = (("none", "none"), ("stl_n", "STL-N"), ("stl_m", "STL-M"))  # leep.json key, x tick
+
+
+def _leep_nets(data: dict) -> list[tuple[str, int, dict]]:
+    """``leep.json`` (``{"<backbone>_attn<n>": {"none": .., "stl_n": .., "stl_m": ..}}``) as sorted (bb, n, row)."""
+    nets = []
+    for key, v in data.items():
+        bb, n = key.rsplit("_attn", 1)
+        nets.append((bb, int(n), v))
+    return sorted(nets, key=lambda t: (t[0], t[1]))
+
+
+def save_leep_plot(rows: list[dict], results: Path) -> Path | None:
+    """Fig. 3: LEEP per network over the transfer stages, and LEEP vs the test accuracy it should predict.
+
+    Left: one line per network over none -> STL-N -> STL-M (a stage missing from ``leep.json`` is skipped and the
+    line bridges it dotted; a tick no network has reads "n/a"). Right: LEEP of the STL-M source model vs the test
+    accuracy (95% CI bars) of that network's STL-M -> finetune chain (filled), and of the random-init model vs its
+    no-transfer chain (hollow), joined per network. Returns ``None`` when there is no ``leep.json``.
+    """
+    f = results / "leep.json"
+    if not f.is_file():
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from mstl_monai.metrics.io import atomic_write
+
+    nets = _leep_nets(json.loads(f.read_text()))
+    fig = Figure(figsize=(10.5, 4.2))
+    FigureCanvasAgg(fig)
+    ax, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    colors = [f"C{i}" for i in range(10)]
+    plotted = 0
+    for i, (bb, n, v) in enumerate(nets):
+        label, color = f"{bb} {VARIANT.get(n, f'+{n} ATTNs')}", colors[i % len(colors)]
+        pts = [(x, v[k]) for x, (k, _) in enumerate(LEEP_STAGES) if v.get(k) is not None]
+        if not pts:
+            continue
+        ax.plot([x for x, _ in pts], [y for _, y in pts], ls="none", marker="o", color=color, label=label)
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            ax.plot([x0, x1], [y0, y1], color=color, lw=1.6, ls="-" if x1 == x0 + 1 else ":")
+        plotted += 1
+        # right panel: LEEP of the source model vs the accuracy of the chain that starts from it
+        pair = []
+        for key, stages, fill in (("none", (), False), ("stl_m", ("stl_m",), True)):
+            m = _find(rows, bb, n, stages)
+            acc = m.get("accuracy") if m else None
+            if v.get(key) is None or not isinstance(acc, dict) or acc.get("value") is None:
+                continue
+            y = 100 * acc["value"]
+            err = [[y - 100 * acc.get("ci_low", acc["value"])], [100 * acc.get("ci_high", acc["value"]) - y]]
+            ax2.errorbar([v[key]], [y], yerr=err, fmt="o", color=color, mfc=color if fill else "white", capsize=3,
+                         label=label if fill else None)
+            pair.append((v[key], y))
+            if fill:
+                ax2.annotate(
+                    label, (v[key], y), textcoords="offset points", xytext=(5, 5), fontsize="x-small", color=color
+                )
+        if len(pair) == 2:
+            ax2.plot([pair[0][0], pair[1][0]], [pair[0][1], pair[1][1]], color=color, lw=0.8, alpha=0.6)
+    have = {k for _, _, v in nets for k, _ in LEEP_STAGES if v.get(k) is not None}
+    ax.set_xticks(range(len(LEEP_STAGES)))
+    ax.set_xticklabels([t if k in have else f"{t}\n(n/a)" for k, t in LEEP_STAGES])
+    ax.set_xlim(-0.3, len(LEEP_STAGES) - 0.7)
+    ax.set_xlabel("source model (transfer stages so far)")
+    ax.set_ylabel("LEEP on COVID19-CT train")
+    ax.set_title("LEEP per transfer stage (higher = more transferable)", fontsize="small")
+    if plotted:
+        ax.legend(loc="best", fontsize="small")
+    ax.grid(alpha=0.3)
+    ax2.set_xlabel("LEEP of the source model")
+    ax2.set_ylabel("test accuracy after finetuning (%, 95% CI)")
+    ax2.margins(x=0.25, y=0.1)
+    ax2.set_title("LEEP vs accuracy (filled: STL-M → finetune; hollow: no transfer)", fontsize="small")
+    if not ax2.has_data():
+        ax2.text(0.5, 0.5, "no STL-M → finetune chain results", ha="center", va="center", transform=ax2.transAxes)
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    out = results / "leep.png"
+    with atomic_write(out, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=150)
+    return out
+
+
 def leep_table(results: Path) -> tuple[str, list[list]]:
     f = results / "leep.json"
     if not f.is_file():
@@ -249,6 +334,9 @@ def main(argv=None) -> int:
     roc = save_roc(rows, results)
     if roc is not None:
         md += f"\nROC curves: `{roc.name}`.\n"
+    leep_png = save_leep_plot(rows, results)
+    if leep_png is not None:
+        md += f"\nLEEP per transfer stage and LEEP vs finetuned accuracy (Fig. 3): `{leep_png.name}`.\n"
     (results / "tables.md").write_text(md)
     for name, table in csvs.items():
         with open(results / f"{name}.csv", "w", newline="") as f:
@@ -260,7 +348,9 @@ def main(argv=None) -> int:
             raise SystemExit(f"{a.readme} has no {start} ... {end} markers")
         head, rest = text.split(start, 1)
         tail = rest.split(end, 1)[1]
-        body = md.replace("### ", "#### ").replace(f"`{'roc.png'}`", f"`{results / 'roc.png'}`")
+        body = md.replace("### ", "#### ")
+        for png in ("roc.png", "leep.png"):
+            body = body.replace(f"`{png}`", f"`{results / png}`")
         Path(a.readme).write_text(head + start + "\n" + body + end + tail)
     print(md)
     return 0

@@ -52,6 +52,42 @@ class TestMakeTables(unittest.TestCase):
             self.assertTrue(text.startswith("x\n") and text.endswith("y\n"))
             self.assertTrue((root / "table2.csv").is_file())
 
+    def test_leep_plot_and_plus_one_attn(self):
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            for n in (0, 1):
+                _write(root, f"scratch{n}", ["finetune", "evaluate"], n, 0.60)
+                _write(root, f"stlm{n}", ["stl_m", "finetune", "evaluate"], n, 0.64 + 0.02 * n)
+            _write(
+                root,
+                "ours1",
+                ["stl_m", {"stage": "sstl_m", "overrides": {"method": "ours"}}, "finetune", "evaluate"],
+                1,
+                0.72,
+            )
+            leep = {
+                "resnet18_attn0": {"none": -0.69, "stl_m": -0.66},
+                "resnet18_attn1": {"none": -0.69, "stl_m": -0.64},
+            }
+            (root / "leep.json").write_text(json.dumps(leep))
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            png = root / "leep.png"
+            self.assertTrue(png.is_file())
+            self.assertGreater(png.stat().st_size, 1000)
+            self.assertEqual(png.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+            md = (root / "tables.md").read_text()
+            self.assertIn("`leep.png`", md)
+            self.assertIn("| resnet18 | +1 ATTN | 72.0 [67.0, 77.0]", md)  # Table 2 row of the +1 ATTN network
+            self.assertIn("| resnet18 | +1 ATTN | not run | not run | 72.0 / 72.0 / 72.0 |", md)  # Table 3
+            self.assertIn("| resnet18 | +1 ATTN | 60.0 [55.0, 65.0] | n/a", md)  # Table 5
+            self.assertIn("| resnet18 | +1 ATTN | -0.690 |", md)  # Table 6
+            # no leep.json: no plot, no mention
+            (root / "leep.json").unlink()
+            png.unlink()
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            self.assertFalse(png.exists())
+            self.assertNotIn("leep.png", (root / "tables.md").read_text())
+
     def test_no_results(self):
         with tempfile.TemporaryDirectory() as d:
             with self.assertRaises(SystemExit):

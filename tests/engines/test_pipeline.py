@@ -1,15 +1,19 @@
-"""The pipeline runner's planning: shared stage folders, checkpoint hand-over, config errors, DONE skipping."""
+"""The pipeline runner's planning: shared stage folders, checkpoint hand-over, config errors, DONE skipping, grids."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 import unittest
 from pathlib import Path
 
 import yaml
+from parameterized import parameterized
 
-from mstl_monai.pipeline import load_pipeline_config, plan_chain, run_chain
+from mstl_monai.pipeline import SSTL_METHODS, expand_grid, load_pipeline_config, main, plan_chain, run_chain
+from tests.utils import REPO_ROOT
 
 
 def _cfg(tmp: Path, chains: list[dict]) -> dict:
@@ -65,6 +69,225 @@ class TestPlan(unittest.TestCase):
             rows = run_chain(cfg, cfg["chains"][0], d)  # nothing is run: both stages are done
             self.assertEqual([r["stage"] for r in rows], ["finetune", "evaluate"])
 
+
+# the 15 chains configs/cpu_scale.yaml listed by hand before it had a grid (results/cpu_scale/<name>/ use these names)
+CPU_CHAINS = [
+    f"r18_{v}_{s}"
+    for v in ("base", "attn1", "attn5")
+    for s in ("scratch", "stlm", "stlm_sstl_ours", "stlm_sstl_moco", "stlm_sstl_simclr")
+]
+
+
+def _grid_cfg(tmp: Path, grid, chains=None) -> dict:
+    p = tmp / "grid.yaml"
+    body = {"common": {"backbone": "resnet18"}, "grid": grid}
+    if chains is not None:
+        body["chains"] = chains
+    p.write_text(yaml.safe_dump(body))
+    return load_pipeline_config(p)
+
+
+class TestGrid(unittest.TestCase):
+    @parameterized.expand(
+        [
+            ("scratch", ["none"], ["ours"], ["r18_base_scratch"]),
+            ("stlm", ["stl_m"], ["ours"], ["r18_base_stlm"]),
+            ("sstl", ["stl_m+sstl_m"], ["moco", "simclr"], ["r18_base_stlm_sstl_moco", "r18_base_stlm_sstl_simclr"]),
+            (
+                "methods_only_for_sstl",
+                ["none", "stl_m"],
+                ["ours", "moco", "simclr"],
+                ["r18_base_scratch", "r18_base_stlm"],
+            ),
+            ("default_method", ["stl_m+sstl_m"], None, ["r18_base_stlm_sstl_ours"]),
+        ]
+    )
+    def test_names(self, _, stage_sets, methods, expected):
+        grid = {"backbones": ["resnet18"], "n_attn": [0], "stage_sets": stage_sets}
+        if methods is not None:
+            grid["methods"] = methods
+        chains, skipped = expand_grid(grid)
+        self.assertEqual([c["name"] for c in chains], expected)
+        self.assertEqual(skipped, [])
+        for c in chains:
+            self.assertEqual(c["stages"][-2:], ["finetune", "evaluate"])
+
+    @parameterized.expand(
+        [
+            # backbones, n_attn, stage sets, methods, chains, skipped (STL-N unavailable)
+            ("cpu", ["resnet18"], [0, 1, 5], ["none", "stl_m", "stl_m+sstl_m"], ["ours", "moco", "simclr"], 15, 0),
+            (
+                "paper_all",
+                ["resnet50", "resnet101"],
+                [0, 1, 5],
+                ["none", "stl_n", "stl_m", "stl_n+stl_m", "stl_n+stl_m+sstl_m", "stl_m+sstl_m"],
+                ["ours", "moco", "simclr"],
+                2 * 3 * 5,
+                2 * 3 * 5,
+            ),
+            ("one_method", ["resnet50"], [5], ["stl_n+stl_m+sstl_m", "stl_m+sstl_m"], ["ours"], 1, 1),
+        ]
+    )
+    def test_counts(self, _, backbones, n_attn, stage_sets, methods, n_chains, n_skipped):
+        grid = {
+            "backbones": backbones,
+            "n_attn": n_attn,
+            "stage_sets": stage_sets,
+            "methods": methods,
+            "stl_n": "unavailable",
+        }
+        chains, skipped = expand_grid(grid)
+        self.assertEqual(len(chains), n_chains)
+        self.assertEqual(len(skipped), n_skipped)
+        self.assertEqual(len({c["name"] for c in chains}), n_chains)  # names are unique
+
+    def test_cpu_scale_config(self):
+        cfg = load_pipeline_config(REPO_ROOT / "configs" / "cpu_scale.yaml")
+        self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(CPU_CHAINS))
+        chain = next(c for c in cfg["chains"] if c["name"] == "r18_attn5_stlm_sstl_moco")
+        self.assertEqual(chain["overrides"], {"backbone": "resnet18", "n_attn": 5})
+        self.assertEqual(
+            chain["stages"], ["stl_m", {"stage": "sstl_m", "overrides": {"method": "moco"}}, "finetune", "evaluate"]
+        )
+        steps = plan_chain(cfg, chain, REPO_ROOT)
+        self.assertTrue(steps[1]["dir"].endswith("resnet18_attn5/stl_m/sstl_m-moco"))  # shared with the finished runs
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(main(["--config", str(REPO_ROOT / "configs" / "cpu_scale.yaml"), "--list"]), 0)
+        self.assertEqual(out.getvalue().split(), [c["name"] for c in cfg["chains"]])
+
+    def test_paper_scale_config(self):
+        cfg = load_pipeline_config(REPO_ROOT / "configs" / "paper_scale.yaml")
+        names = [c["name"] for c in cfg["chains"]]
+        self.assertEqual(len(names), 60)
+        self.assertEqual(cfg["_grid_skipped"], [])
+        chain = next(c for c in cfg["chains"] if c["name"] == "r101_attn1_stln_stlm_sstl_simclr")
+        self.assertEqual(chain["pretrained"], "resnet101-63fe2227.pth")
+        self.assertEqual(chain["stages"][0], "stl_m")
+        self.assertNotIn("pretrained", next(c for c in cfg["chains"] if c["name"] == "r50_attn5_stlm"))
+
+    def test_stl_n_unavailable_is_skipped(self):
+        with tempfile.TemporaryDirectory() as d:
+            grid = {
+                "backbones": ["resnet18"],
+                "n_attn": [0, 5],
+                "stage_sets": ["none", "stl_n", "stl_n+stl_m"],
+                "stl_n": {"unavailable": "no ImageNet here"},
+            }
+            cfg = _grid_cfg(Path(d), grid)
+            self.assertEqual([c["name"] for c in cfg["chains"]], ["r18_base_scratch", "r18_attn5_scratch"])
+            self.assertEqual(
+                [s["name"] for s in cfg["_grid_skipped"]],
+                ["r18_base_stln", "r18_base_stln_stlm", "r18_attn5_stln", "r18_attn5_stln_stlm"],
+            )
+            self.assertEqual({s["reason"] for s in cfg["_grid_skipped"]}, {"no ImageNet here"})
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                main(["--config", str(Path(d) / "grid.yaml"), "--list"])
+            self.assertEqual(out.getvalue().split(), ["r18_base_scratch", "r18_attn5_scratch"])
+            self.assertIn("STL-N n/a: no ImageNet here", err.getvalue())
+            self.assertIn("r18_attn5_stln_stlm", err.getvalue())
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                main(["--config", str(Path(d) / "grid.yaml"), "--dry-run", "--repo-root", d])
+            self.assertIn("STL-N n/a: no ImageNet here", out.getvalue())
+            with self.assertRaisesRegex(SystemExit, "STL-N n/a"):
+                main(["--config", str(Path(d) / "grid.yaml"), "--chains", "r18_base_stln", "--repo-root", d])
+
+    def test_stl_n_pretrained_and_stage(self):
+        with tempfile.TemporaryDirectory() as d:
+            grid = {
+                "backbones": ["resnet18", "resnet50"],
+                "n_attn": [1],
+                "stage_sets": ["stl_n", "stl_n+stl_m+sstl_m"],
+                "methods": ["ours"],
+                "stl_n": {"pretrained": {"resnet18": "w/r18.pth", "resnet50": "w/r50.pth"}},
+            }
+            cfg = _grid_cfg(Path(d), grid)
+            by = {c["name"]: c for c in cfg["chains"]}
+            self.assertEqual(
+                sorted(by),
+                ["r18_attn1_stln", "r18_attn1_stln_stlm_sstl_ours", "r50_attn1_stln", "r50_attn1_stln_stlm_sstl_ours"],
+            )
+            self.assertEqual(by["r50_attn1_stln"]["pretrained"], "w/r50.pth")
+            self.assertEqual(by["r50_attn1_stln"]["stages"], ["finetune", "evaluate"])
+            steps = plan_chain(cfg, by["r18_attn1_stln_stlm_sstl_ours"], d)
+            self.assertTrue(steps[0]["dir"].endswith("resnet18_attn1/init-r18/stl_m"))
+            self.assertEqual(steps[0]["overrides"]["pretrained"], str((Path(d) / "w/r18.pth").resolve()))
+            chains, _ = expand_grid(dict(grid, stl_n={"stage": "stl_n"}))
+            self.assertEqual(
+                chains[1]["stages"],
+                ["stl_n", "stl_m", {"stage": "sstl_m", "overrides": {"method": "ours"}}, "finetune", "evaluate"],
+            )
+            self.assertNotIn("pretrained", chains[1])
+            with self.assertRaisesRegex(ValueError, "resnet50"):
+                expand_grid(dict(grid, stl_n={"pretrained": {"resnet18": "w/r18.pth"}}))
+            with self.assertRaisesRegex(ValueError, "stl_n"):
+                expand_grid({k: v for k, v in grid.items() if k != "stl_n"})
+
+    def test_dedupe_with_hand_chains(self):
+        with tempfile.TemporaryDirectory() as d:
+            hand = [
+                {
+                    "name": "r18_base_stlm",
+                    "overrides": {"n_attn": 0, "seed": 7},
+                    "stages": ["stl_m", "finetune", "evaluate"],
+                },
+                {"name": "extra", "stages": ["finetune", "evaluate"]},
+            ]
+            cfg = _grid_cfg(Path(d), {"backbones": ["resnet18"], "n_attn": [0], "stage_sets": ["none", "stl_m"]}, hand)
+            names = [c["name"] for c in cfg["chains"]]
+            self.assertEqual(
+                names, ["r18_base_stlm", "extra", "r18_base_scratch"]
+            )  # hand chains first, then the grid's new ones
+            self.assertEqual(cfg["chains"][0]["overrides"]["seed"], 7)  # the hand-listed chain wins
+            # a list of grids, overlapping: each name once
+            cfg = _grid_cfg(
+                Path(d),
+                [
+                    {"backbones": ["resnet18"], "n_attn": [0], "stage_sets": ["none"]},
+                    {"backbones": ["resnet18"], "n_attn": [0, 5], "stage_sets": ["none"]},
+                ],
+                [],
+            )
+            self.assertEqual([c["name"] for c in cfg["chains"]], ["r18_base_scratch", "r18_attn5_scratch"])
+
+    @parameterized.expand(
+        [
+            ("reversed", "stl_m+stl_n"),
+            ("unknown", "stl_x"),
+            ("twice", "sstl_m+sstl_m"),
+            ("typo", "stlm+sstl_m"),
+            ("empty", ""),
+        ]
+    )
+    def test_bad_stage_set(self, _, stage_set):
+        with tempfile.TemporaryDirectory() as d:
+            with self.assertRaises(ValueError) as cm:
+                _grid_cfg(Path(d), {"backbones": ["resnet18"], "n_attn": [0], "stage_sets": ["none", stage_set]})
+            self.assertIn(repr(stage_set), str(cm.exception))
+            self.assertIn("grid", str(cm.exception))
+
+    def test_grid_config_errors(self):
+        with tempfile.TemporaryDirectory() as d:
+            base = {"backbones": ["resnet18"], "n_attn": [0], "stage_sets": ["stl_m+sstl_m"]}
+            with self.assertRaisesRegex(ValueError, "mocov2"):
+                _grid_cfg(Path(d), dict(base, methods=["mocov2"]))
+            with self.assertRaisesRegex(ValueError, "stage_set"):
+                _grid_cfg(Path(d), {"backbones": ["resnet18"], "n_attn": [0], "stage_set": ["none"]})
+            with self.assertRaisesRegex(ValueError, "n_attn"):
+                _grid_cfg(Path(d), dict(base, n_attn=["five"]))
+            with self.assertRaisesRegex(ValueError, "bad stl_n"):
+                _grid_cfg(Path(d), dict(base, stl_n="maybe"))
+            p = Path(d) / "empty.yaml"
+            p.write_text(yaml.safe_dump({"chains": []}))
+            with self.assertRaises(ValueError):  # neither chains nor a grid
+                load_pipeline_config(p)
+
+    def test_methods_match_the_engine(self):
+        from mstl_monai.engines.sstl import SSTL_METHODS as ENGINE_METHODS
+
+        self.assertEqual(tuple(SSTL_METHODS), tuple(ENGINE_METHODS))
 
 if __name__ == "__main__":
     unittest.main()
