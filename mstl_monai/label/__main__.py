@@ -1,0 +1,83 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Command line for the MONAI Label app.
+
+.. code-block:: bash
+
+    python -m mstl_monai.label init  --app-dir APP --checkpoint MODEL.pt [--image-size 128 --resize-size 146]
+    python -m mstl_monai.label start --app-dir APP --studies FOLDER [--host 127.0.0.1 --port 8000] [-- monailabel args]
+
+``init`` writes the app folder (see :func:`mstl_monai.label.prepare_app`); ``start`` runs
+``monailabel start_server --app APP --studies FOLDER --conf models <name>`` from the same environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mstl_monai.label.prepare import DEFAULT_MODEL_NAME, prepare_app
+
+
+def _kv(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--set wants KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), yaml.safe_load(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mstl_monai.label", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("init", help="write a MONAI Label app folder serving a checkpoint")
+    i.add_argument("--app-dir", required=True)
+    i.add_argument("--checkpoint", default=None, help="finetuned model.pt (omit: random init, train before use)")
+    i.add_argument("--bundle", default=None, help="bundle folder to copy (default: the repository's bundle/)")
+    i.add_argument("--name", default=DEFAULT_MODEL_NAME)
+    i.add_argument("--image-size", type=int, default=224)
+    i.add_argument("--resize-size", type=int, default=256)
+    i.add_argument("--backbone", default="resnet18", help="only without --checkpoint")
+    i.add_argument("--n-attn", type=int, default=5, help="only without --checkpoint")
+    i.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="further bundle settings")
+    i.add_argument("--force", action="store_true", help="replace the app's current models/model.pt")
+    s = sub.add_parser("start", help="start the MONAI Label server for an app folder")
+    s.add_argument("--app-dir", required=True)
+    s.add_argument("--studies", required=True, help="folder of CT slices (the datastore)")
+    s.add_argument("--name", default=DEFAULT_MODEL_NAME)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    args, extra = p.parse_known_args(argv)
+    if args.cmd == "init":
+        if extra:
+            p.error(f"unknown arguments {extra}")
+        model_dir = prepare_app(
+            args.app_dir, args.checkpoint, args.bundle, args.name, args.image_size, args.resize_size,
+            args.backbone, args.n_attn, dict(args.set), args.force,
+        )
+        print(f"app ready: {Path(args.app_dir).resolve()} (bundle {model_dir})")
+        print(f"start it:  python -m mstl_monai.label start --app-dir {args.app_dir} --studies FOLDER")
+        return 0
+    if not (Path(args.app_dir) / "main.py").is_file():
+        p.error(f"{args.app_dir} is not an app folder (no main.py): run `init` first.")
+    if not Path(args.studies).is_dir():
+        p.error(f"studies folder {args.studies} does not exist.")
+    try:
+        import monailabel  # noqa: F401
+    except ImportError:
+        p.error("monailabel is not installed here: run `bash scripts/setup_label_env.sh` and use .venv-label/bin/python.")
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(Path(args.app_dir).resolve()),
+           "--studies", str(Path(args.studies).resolve()), "--host", args.host, "--port", str(args.port),
+           "--conf", "models", args.name] + [a for a in extra if a != "--"]
+    # MONAI Label starts its workers (training, batch inference) with `python` from PATH: make it this one
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    print(" ".join(cmd), flush=True)
+    os.execv(sys.executable, cmd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Prepare a MONAI Label app folder that serves this plugin's bundle (no MONAI Label import needed here).
+
+A MONAI Label app is a folder with a ``main.py``; ours holds a two-line ``main.py`` that imports
+:class:`mstl_monai.label.app.MSTLLabelApp`, and a copy of the bundle under ``model/<name>/`` whose
+``configs/inference.yaml`` and ``configs/train.yaml`` carry the network settings of the checkpoint it serves
+(read from the checkpoint itself) and whose ``models/model.pt`` is that checkpoint as a plain state dict. The
+bundle in the repository is never written to; ``/train`` replaces the app's ``models/model.pt`` atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "network_config_from_state_dict",
+    "parse_class_label",
+    "prepare_app",
+    "save_state_dict_atomic",
+]
+
+#: the model name the app registers (MONAI Label infers the task type from "classification" in the name)
+DEFAULT_MODEL_NAME = "mstl_covid_classification"
+
+# blocks per stage -> backbone, for basic (two 3x3 convs) and bottleneck (conv3) blocks
+_BASIC = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}
+_BOTTLENECK = {(3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101", (3, 8, 36, 3): "resnet152"}
+
+#: training settings for ``/train`` (a few labelled images, finetuning an already trained classifier), unless
+#: ``overrides`` says otherwise: the bundle's own defaults are the paper's large-batch from-scratch recipe
+TRAIN_DEFAULTS = {"learning_rate": 0.01, "batch_size": 16, "lr_milestones": [10000], "num_workers": 0, "progress": False}
+
+MAIN_PY = '''"""MONAI Label app for mstl-monai (written by `python -m mstl_monai.label init`)."""
+
+from mstl_monai.label.app import MSTLLabelApp  # noqa: F401  (MONAI Label finds the MONAILabelApp subclass here)
+'''
+
+
+def network_config_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "<checkpoint>") -> dict:
+    """Read ``backbone``, ``n_attn``, ``in_channels`` and ``num_classes`` off an attentive ResNet state dict.
+
+    Args:
+        state: a flat state dict of :func:`mstl_monai.engines.build_network`'s network (torchvision key names,
+            non-local blocks under ``attn.<stage>_<block>``).
+        source: the checkpoint's name, for error messages.
+
+    Raises:
+        ValueError: when the keys are not those of an (attentive) ResNet classifier; the message names ``source``.
+    """
+    for key in ("conv1.weight", "fc.weight"):
+        if key not in state:
+            raise ValueError(f"{source} is not a ResNet classifier checkpoint: it has no {key!r}.")
+    blocks = []
+    for stage in range(1, 5):
+        ids = {int(m.group(1)) for k in state for m in [re.match(rf"layer{stage}\.(\d+)\.", k)] if m}
+        blocks.append(len(ids))
+    bottleneck = any(re.match(r"layer1\.0\.conv3\.weight$", k) for k in state)
+    table = _BOTTLENECK if bottleneck else _BASIC
+    backbone = table.get(tuple(blocks))
+    if backbone is None:
+        raise ValueError(f"{source}: {'bottleneck' if bottleneck else 'basic'} blocks per stage {blocks} match no supported ResNet.")
+    attn = {k.split(".")[1] for k in state if k.startswith("attn.")}
+    return {
+        "backbone": backbone,
+        "n_attn": len(attn),
+        "in_channels": int(state["conv1.weight"].shape[1]),
+        "num_classes": int(state["fc.weight"].shape[0]),
+    }
+
+
+def parse_class_label(text: str | bytes, class_names: list[str], source: str = "<label>") -> int:
+    """Parse an image-level class label: JSON ``{"label": "COVID"}`` / ``{"label": 1}`` or the bare name or index.
+
+    Class names match case-insensitively (MONAI Label lower-cases the names it reports in ``/info``).
+
+    Raises:
+        ValueError: empty text, or a label that is not one of ``class_names`` (nor an index into it); the
+            message names ``source`` and lists the classes.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{source}: a class label must be UTF-8 text or JSON, got binary data.") from None
+    text = text.strip()
+    if not text:
+        raise ValueError(f"{source}: the label is empty; use one of {class_names}.")
+    value: Any = text
+    if text[:1] in "{[\"" or text.lstrip("-").isdigit():
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source}: the label is not valid JSON ({e.msg}); send e.g. {{\"label\": \"{class_names[-1]}\"}}.") from None
+    if isinstance(value, dict):
+        if "label" not in value:
+            raise ValueError(f"{source}: the label JSON has no 'label' key (keys: {sorted(value)}).")
+        value = value["label"]
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{source}: label {value!r} is not one of {class_names}.")
+    if isinstance(value, int):
+        if 0 <= value < len(class_names):
+            return value
+        raise ValueError(f"{source}: label index {value} is outside 0..{len(class_names) - 1} ({class_names}).")
+    lower = [c.lower() for c in class_names]
+    if value.strip().lower() in lower:
+        return lower.index(value.strip().lower())
+    raise ValueError(f"{source}: label {value!r} is not one of {class_names}.")
+
+
+def save_state_dict_atomic(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Write a plain state dict so that readers only ever see the old or the new complete file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(dict(state), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _set_top_level(config_file: Path, values: Mapping[str, Any]) -> None:
+    with open(config_file) as f:
+        cfg = yaml.safe_load(f)
+    cfg.update(values)
+    with open(config_file, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False, width=120)
+
+
+def prepare_app(
+    app_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
+    bundle_dir: str | os.PathLike | None = None,
+    name: str = DEFAULT_MODEL_NAME,
+    image_size: int = 224,
+    resize_size: int = 256,
+    backbone: str = "resnet18",
+    n_attn: int = 5,
+    overrides: Mapping[str, Any] | None = None,
+    force: bool = False,
+) -> Path:
+    """Create (or refresh) a MONAI Label app folder serving the bundle with ``checkpoint``.
+
+    Args:
+        app_dir: the app folder to write (``main.py`` and ``model/<name>/``).
+        checkpoint: a finetuned classifier checkpoint (the bundle's ``models/model.pt`` or any file
+            :func:`~mstl_monai.networks.weights.extract_state_dict` reads). Its network settings (backbone, ATTN
+            count, channels, classes) are read from its keys. ``None``: start from a randomly initialised
+            ``backbone``/``n_attn`` network (train with ``/train`` before trusting its answers).
+        bundle_dir: the bundle to copy (default: the repository's ``bundle/``).
+        name: model name served by MONAI Label.
+        image_size: crop size the checkpoint was trained with.
+        resize_size: longest-side resize before the crop.
+        backbone: backbone when ``checkpoint`` is ``None``.
+        n_attn: non-local blocks when ``checkpoint`` is ``None``.
+        overrides: further top-level settings for both configs (e.g. ``{"batch_size": 8, "epochs": 20}``).
+        force: replace an existing ``models/model.pt`` of the app (otherwise it is kept: it may hold training
+            done through ``/train``).
+
+    Returns:
+        The app's bundle folder ``<app_dir>/model/<name>``.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` or the bundle's configs do not exist.
+        ValueError: the checkpoint is unreadable or does not fit the network it describes.
+    """
+    from mstl_monai.engines import build_network
+    from mstl_monai.networks.weights import extract_state_dict, read_checkpoint
+
+    app_dir = Path(app_dir)
+    bundle_dir = Path(bundle_dir) if bundle_dir else Path(__file__).resolve().parents[2] / "bundle"
+    configs = bundle_dir / "configs"
+    for f in ("inference.yaml", "train.yaml", "metadata.json", "logging.conf"):
+        if not (configs / f).is_file():
+            raise FileNotFoundError(f"bundle {bundle_dir} has no configs/{f}; pass the bundle folder (--bundle).")
+    if checkpoint is not None:
+        state = extract_state_dict(read_checkpoint(checkpoint), str(checkpoint))
+        net_cfg = network_config_from_state_dict(state, str(checkpoint))
+    else:
+        state, net_cfg = None, {"backbone": backbone, "n_attn": int(n_attn), "in_channels": 1, "num_classes": 2}
+    net = build_network(
+        net_cfg["backbone"], n_attn=net_cfg["n_attn"], n_input_channels=net_cfg["in_channels"], num_classes=net_cfg["num_classes"]
+    )
+    if state is not None:
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"checkpoint {checkpoint} does not fit a {net_cfg} network: {str(e).splitlines()[0]}") from e
+    with open(configs / "metadata.json") as f:
+        metadata = json.load(f)
+    class_names = [v for _, v in sorted(metadata["network_data_format"]["outputs"]["pred"]["channel_def"].items(), key=lambda kv: int(kv[0]))]
+    if len(class_names) != net_cfg["num_classes"]:
+        raise ValueError(
+            f"checkpoint {checkpoint} has {net_cfg['num_classes']} classes but the bundle's metadata names {len(class_names)}: {class_names}."
+        )
+
+    model_dir = app_dir / "model" / name
+    (model_dir / "configs").mkdir(parents=True, exist_ok=True)
+    for f in ("inference.yaml", "train.yaml", "metadata.json", "logging.conf", "multi_gpu_train.yaml"):
+        if (configs / f).is_file():
+            shutil.copy(configs / f, model_dir / "configs" / f)
+    for extra in ("docs", "LICENSE"):
+        src = bundle_dir / extra
+        if src.is_dir():
+            shutil.copytree(src, model_dir / extra, dirs_exist_ok=True)
+        elif src.is_file():
+            shutil.copy(src, model_dir / extra)
+    settings = {
+        "backbone": net_cfg["backbone"],
+        "n_attn": net_cfg["n_attn"],
+        "in_channels": net_cfg["in_channels"],
+        "num_classes": net_cfg["num_classes"],
+        "class_names": class_names,
+        "image_size": int(image_size),
+        "resize_size": int(resize_size),
+    }
+    settings.update(overrides or {})
+    for f in ("inference.yaml", "train.yaml"):
+        extra = TRAIN_DEFAULTS if f == "train.yaml" else {}
+        _set_top_level(model_dir / "configs" / f, dict(extra, **settings))
+    model_pt = model_dir / "models" / "model.pt"
+    if force or not model_pt.is_file():
+        save_state_dict_atomic(net.state_dict(), model_pt)
+    (app_dir / "main.py").write_text(MAIN_PY)
+    (model_dir / "app_settings.json").write_text(
+        json.dumps(dict(settings, source_checkpoint=str(checkpoint) if checkpoint else None), indent=2)
+    )
+    return model_dir

@@ -1,0 +1,239 @@
+"""MONAI Label end to end: a real server on 127.0.0.1 with a datastore of real COVID19-CT slices.
+
+The server runs in the label environment (``.venv-label``, made by ``scripts/setup_label_env.sh``; override with
+``MSTL_LABEL_PYTHON``), this test in the core one, talking plain HTTP. In CI a missing label environment fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mstl_monai.data import covid_ct_datalist
+from tests.utils import REPO_ROOT, require_real_data
+
+MODEL = "mstl_covid_classification"
+
+
+def _label_python(testcase: unittest.TestCase) -> str:
+    py = os.environ.get("MSTL_LABEL_PYTHON", str(REPO_ROOT / ".venv-label" / "bin" / "python"))
+    if not os.path.isfile(py):
+        msg = f"MONAI Label environment {py} is missing: run `bash scripts/setup_label_env.sh`"
+        if os.environ.get("CI"):
+            testcase.fail(msg)
+        testcase.skipTest(msg)
+    return py
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _multipart(fields: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f"--{boundary}\r\n".encode())
+        if isinstance(value, tuple):
+            filename, data = value
+            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode())
+            out.write(b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n")
+        else:
+            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+class Client:
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def call(self, method: str, path: str, fields=None, json_body=None, timeout=300) -> tuple[int, bytes, str]:
+        data, headers = None, {}
+        if fields is not None:
+            data, ctype = _multipart(fields)
+            headers["Content-Type"] = ctype
+        elif json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read(), r.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(), e.headers.get("Content-Type", "")
+
+    def json(self, method: str, path: str, **kw) -> tuple[int, dict]:
+        code, body, _ = self.call(method, path, **kw)
+        try:
+            return code, json.loads(body)
+        except json.JSONDecodeError:
+            return code, {"raw": body.decode(errors="replace")}
+
+
+class TestLabelServer(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.tmp = tempfile.mkdtemp(prefix="mstl-label-")
+        cls.proc = None
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        if cls.proc is not None and cls.proc.poll() is None:
+            os.killpg(cls.proc.pid, signal.SIGTERM)
+            try:
+                cls.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(cls.proc.pid, signal.SIGKILL)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def _start(self, py: str, app: Path, studies: Path) -> Client:
+        port = _free_port()
+        log = open(Path(self.tmp) / "server.log", "w")
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        cmd = [py, "-m", "mstl_monai.label", "start", "--app-dir", str(app), "--studies", str(studies), "--port", str(port)]
+        type(self).proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT), start_new_session=True)
+        client = Client(f"http://127.0.0.1:{port}")
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                self.fail(f"server exited with {self.proc.returncode}:\n{self._log()}")
+            try:
+                if client.call("GET", "/info/", timeout=10)[0] == 200:
+                    return client
+            except OSError:
+                pass
+            time.sleep(2)
+        self.fail(f"server did not answer /info/ within 300 s:\n{self._log()}")
+
+    def _log(self) -> str:
+        return (Path(self.tmp) / "server.log").read_text()[-6000:]
+
+    def test_serve_label_train_infer(self) -> None:
+        data_root = require_real_data(self)
+        py = _label_python(self)
+        # a datastore of six real test slices, three per class
+        studies = Path(self.tmp) / "studies"
+        studies.mkdir()
+        test = covid_ct_datalist(data_root / "covid-ct", "test")
+        picked = [d for d in test if d["label"] == 1][:3] + [d for d in test if d["label"] == 0][:3]
+        ids = []
+        for i, d in enumerate(picked):
+            image_id = f"{'covid' if d['label'] == 1 else 'noncovid'}_{i}"
+            shutil.copyfile(d["image"], studies / f"{image_id}.png")
+            ids.append(image_id)
+        sizes = {i: Image.open(studies / f"{i}.png").size for i in ids}
+        # the app: a fresh R-18 +5 ATTNs at 64 px, so that one CPU epoch takes seconds
+        app = Path(self.tmp) / "app"
+        init = subprocess.run(
+            [py, "-m", "mstl_monai.label", "init", "--app-dir", str(app), "--image-size", "64", "--resize-size", "72",
+             "--backbone", "resnet18", "--n-attn", "5", "--set", "batch_size=2"],
+            capture_output=True, text=True, cwd=str(REPO_ROOT),
+        )
+        self.assertEqual(init.returncode, 0, init.stderr[-3000:])
+        model_pt = app / "model" / MODEL / "models" / "model.pt"
+        before_md5 = hashlib.md5(model_pt.read_bytes()).hexdigest()
+        c = self._start(py, app, studies)
+
+        # /info: a classification model with the bundle's classes
+        code, info = c.json("GET", "/info/")
+        self.assertEqual(code, 200)
+        self.assertEqual(info["models"][MODEL]["type"], "classification")
+        self.assertEqual(info["models"][MODEL]["labels"], {"non-covid": 0, "covid": 1})
+        self.assertIn(MODEL, info["trainers"])
+
+        # label two images (one per class)
+        for image_id, name in ((ids[0], "COVID"), (ids[3], "non-COVID")):
+            code, res = c.json("PUT", f"/datastore/label?image={image_id}", fields={"label": ("l.json", json.dumps({"label": name}).encode())})
+            self.assertEqual(code, 200, res)
+
+        # bad requests: 4xx with a message naming the culprit, and the server keeps serving
+        bad = [
+            (c.json("POST", f"/infer/{MODEL}?image=no_such_image&output=json"), 404, "no_such_image"),
+            (c.json("POST", f"/infer/{MODEL}?output=json", fields={"file": ("notes.txt", b"not an image")}), 415, "not a supported image"),
+            (c.json("POST", f"/infer/{MODEL}?output=json", fields={"file": ("fake.png", b"\x89PNG\r\n\x1a\n garbage")}), 415, "not a readable image"),
+            (c.json("PUT", "/datastore/?image=fake", fields={"file": ("fake.png", b"plain text")}), 415, "fake"),
+            (c.json("PUT", f"/datastore/label?image={ids[1]}", fields={"label": ("l.json", b'{"label": "pneumonia"}')}), 422, "pneumonia"),
+            (c.json("PUT", "/datastore/label?image=no_such_image", fields={"label": ("l.json", b'{"label": "COVID"}')}), 404, "no_such_image"),
+            (c.json("POST", f"/infer/{MODEL}?image={ids[0]}&output=json", fields={"params": '{"heatmap": "lime"}'}), 422, "lime"),
+            (c.json("POST", f"/infer/nope?image={ids[0]}&output=json"), 404, "nope"),
+        ]
+        for (code, res), want, text in bad:
+            self.assertEqual(code, want, res)
+            self.assertIn(text, res.get("detail", ""), res)
+        self.assertEqual(c.call("GET", "/info/")[0], 200)
+        code, ds = c.json("GET", "/datastore/?output=all")
+        labelled = {k: v["labels"]["final"]["info"]["label"] for k, v in ds["objects"].items() if "final" in v["labels"]}
+        self.assertEqual(labelled, {ids[0]: 1, ids[3]: 0})  # the bad label did not land
+        self.assertNotIn("fake", ds["objects"])
+
+        # /infer before training
+        code, res0 = c.json("POST", f"/infer/{MODEL}?image={ids[1]}&output=json")
+        self.assertEqual(code, 200, res0)
+        p0 = res0["class_probabilities"]
+        self.assertEqual(set(p0), {"non-covid", "covid"})
+        self.assertAlmostEqual(sum(p0.values()), 1.0, places=4)
+
+        # /train one epoch, wait for it, then the weights file has changed
+        code, res = c.json("POST", f"/train/{MODEL}", json_body={"max_epochs": 1})
+        self.assertEqual(code, 200, res)
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            code, _ = c.json("GET", "/train/?check_if_running=true")
+            if code != 200:
+                break
+            time.sleep(3)
+        code, status = c.json("GET", "/train/")
+        self.assertEqual(status.get("status"), "DONE", json.dumps(status)[-3000:])
+        self.assertNotEqual(hashlib.md5(model_pt.read_bytes()).hexdigest(), before_md5)
+        code, info = c.json("GET", "/info/")
+        stats = info["train_stats"][MODEL]
+        self.assertEqual(stats["max_epochs"], 1)
+        self.assertGreaterEqual(stats["train_images"], 1)
+        self.assertGreaterEqual(stats["val_images"], 1)
+
+        # the next /infer uses the new weights
+        code, res1 = c.json("POST", f"/infer/{MODEL}?image={ids[1]}&output=json")
+        self.assertEqual(code, 200, res1)
+        self.assertNotAlmostEqual(res1["class_probabilities"]["covid"], p0["covid"], places=5)
+
+        # heat maps as PNG images on the slice's own grid
+        for method, fmt, mode in (("gradcam", "map", "L"), ("attention", "overlay", "RGB")):
+            params = json.dumps({"heatmap": method, "heatmap_format": fmt})
+            code, body, ctype = c.call("POST", f"/infer/{MODEL}?image={ids[2]}&output=image", fields={"params": params})
+            self.assertEqual(code, 200, body[:500])
+            self.assertIn("image/png", ctype)
+            img = Image.open(io.BytesIO(body))
+            self.assertEqual(img.size, sizes[ids[2]])
+            self.assertEqual(img.mode, mode)
+            if fmt == "map":
+                arr = np.asarray(img)
+                self.assertGreater(int(arr.max()), 0)
+        # JSON and heat map together (multipart), as MONAI Label clients ask with output=all
+        code, body, ctype = c.call("POST", f"/infer/{MODEL}?image={ids[2]}&output=all", fields={"params": '{"heatmap": "gradcam"}'})
+        self.assertEqual(code, 200)
+        self.assertIn("multipart", ctype)
+        self.assertIn(b'"heatmap"', body)
+        self.assertEqual(c.call("GET", "/info/")[0], 200)
+
+
+if __name__ == "__main__":
+    unittest.main()
