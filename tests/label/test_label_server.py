@@ -17,15 +17,13 @@ import subprocess
 import tempfile
 import time
 import unittest
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from mstl_monai.data import covid_ct_datalist
+from mstl_monai.label.client import LabelClient
 from tests.utils import REPO_ROOT, require_real_data
 
 MODEL = "mstl_covid_classification"
@@ -47,48 +45,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _multipart(fields: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for name, value in fields.items():
-        out.write(f"--{boundary}\r\n".encode())
-        if isinstance(value, tuple):
-            filename, data = value
-            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode())
-            out.write(b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n")
-        else:
-            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
-
-
-class Client:
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def call(self, method: str, path: str, fields=None, json_body=None, timeout=300) -> tuple[int, bytes, str]:
-        data, headers = None, {}
-        if fields is not None:
-            data, ctype = _multipart(fields)
-            headers["Content-Type"] = ctype
-        elif json_body is not None:
-            data = json.dumps(json_body).encode()
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, r.read(), r.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as e:
-            return e.code, e.read(), e.headers.get("Content-Type", "")
-
-    def json(self, method: str, path: str, **kw) -> tuple[int, dict]:
-        code, body, _ = self.call(method, path, **kw)
-        try:
-            return code, json.loads(body)
-        except json.JSONDecodeError:
-            return code, {"raw": body.decode(errors="replace")}
-
-
 class TestLabelServer(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
@@ -105,13 +61,13 @@ class TestLabelServer(unittest.TestCase):
                 os.killpg(cls.proc.pid, signal.SIGKILL)
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def _start(self, py: str, app: Path, studies: Path) -> Client:
+    def _start(self, py: str, app: Path, studies: Path) -> LabelClient:
         port = _free_port()
         log = open(Path(self.tmp) / "server.log", "w")
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         cmd = [py, "-m", "mstl_monai.label", "start", "--app-dir", str(app), "--studies", str(studies), "--port", str(port)]
         type(self).proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT), start_new_session=True)
-        client = Client(f"http://127.0.0.1:{port}")
+        client = LabelClient(f"http://127.0.0.1:{port}")
         deadline = time.time() + 300
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -1,0 +1,74 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""A dependency-free HTTP client for the MONAI Label server (standard library only, so it runs in the core
+environment too; MONAI Label's own ``MONAILabelClient`` needs the label environment).
+
+.. code-block:: python
+
+    c = LabelClient("http://127.0.0.1:8000")
+    code, res = c.json("POST", "/infer/mstl_covid_classification?image=slice_001&output=json")
+    code, png, ctype = c.call("POST", "/infer/mstl_covid_classification?image=slice_001&output=image",
+                              fields={"params": '{"heatmap": "gradcam"}'})
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+__all__ = ["LabelClient", "multipart"]
+
+
+def multipart(fields: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, str]:
+    """Encode form fields (``name -> text`` or ``name -> (filename, bytes)``) as ``multipart/form-data``."""
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f"--{boundary}\r\n".encode())
+        if isinstance(value, tuple):
+            filename, data = value
+            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode())
+            out.write(b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n")
+        else:
+            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+class LabelClient:
+    """Minimal MONAI Label REST client: ``call`` returns ``(status, body, content type)``, 4xx/5xx included.
+
+    Args:
+        base: the server's address, e.g. ``http://127.0.0.1:8000``.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+
+    def call(
+        self, method: str, path: str, fields: dict | None = None, json_body: Any = None, timeout: float = 300
+    ) -> tuple[int, bytes, str]:
+        data, headers = None, {}
+        if fields is not None:
+            data, headers["Content-Type"] = multipart(fields)
+        elif json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read(), r.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(), e.headers.get("Content-Type", "")
+
+    def json(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict]:
+        """Like :meth:`call`, with the body parsed as JSON (``{"raw": text}`` when it is not JSON)."""
+        code, body, _ = self.call(method, path, **kwargs)
+        try:
+            return code, json.loads(body)
+        except json.JSONDecodeError:
+            return code, {"raw": body.decode(errors="replace")}
