@@ -359,6 +359,8 @@ def run_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".", dry_ru
         if done.is_file():
             info = dict(json.loads(done.read_text()), chain=chain["name"])  # a shared stage counts for this chain too
             print(f"{tag} already done in {info.get('seconds', 0):.0f}s: skipped", flush=True)
+            if not dry_run:  # keep results/ in step with runs/ (e.g. a stage finished by an older version)
+                info.update(_publish(step, chain, cfg, results_dir))
             rows.append(info)
             continue
         print(f"{tag} {' '.join(shlex.quote(c) for c in step['cmd'])}", flush=True)
@@ -384,21 +386,7 @@ def run_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".", dry_ru
             if not Path(step["checkpoint"]).is_file():
                 raise RuntimeError(f"{tag} finished but wrote no checkpoint {step['checkpoint']}; log: {log_path}")
             info["checkpoint"] = step["checkpoint"]
-        probe = Path(step["dir"]) / "probe.json"
-        if step["stage"] == "sstl_m" and probe.is_file():
-            results_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(probe, results_dir / "sstl_m_probe.json")
-        if "metrics" in step:
-            metrics = json.loads(Path(step["metrics"]).read_text())
-            info["metrics"] = metrics
-            results_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(step["metrics"], results_dir / "metrics.json")
-            preds = Path(step["metrics"]).with_name("predictions.csv")
-            if preds.is_file():
-                shutil.copy(preds, results_dir / "predictions.csv")
-            (results_dir / "chain.json").write_text(
-                json.dumps({"chain": chain, "common": cfg.get("common", {}), "stage_defaults": cfg.get("stage_defaults", {})}, indent=2)
-            )
+        info.update(_publish(step, chain, cfg, results_dir))
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=2))
         os.replace(tmp, done)
@@ -408,6 +396,26 @@ def run_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".", dry_ru
         results_dir.mkdir(parents=True, exist_ok=True)
         (results_dir / "timing.json").write_text(json.dumps(timing, indent=2))
     return rows
+
+
+def _publish(step: dict, chain: dict, cfg: dict, results_dir: Path) -> dict:
+    """Copy a finished stage's small result files into ``results_dir``; return ``{"metrics": ...}`` for evaluate."""
+    out: dict = {}
+    probe = Path(step["dir"]) / "probe.json"
+    if step["stage"] == "sstl_m" and probe.is_file():
+        results_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(probe, results_dir / "sstl_m_probe.json")
+    if "metrics" in step and Path(step["metrics"]).is_file():
+        out["metrics"] = json.loads(Path(step["metrics"]).read_text())
+        results_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(step["metrics"], results_dir / "metrics.json")
+        preds = Path(step["metrics"]).with_name("predictions.csv")
+        if preds.is_file():
+            shutil.copy(preds, results_dir / "predictions.csv")
+        (results_dir / "chain.json").write_text(
+            json.dumps({"chain": chain, "common": cfg.get("common", {}), "stage_defaults": cfg.get("stage_defaults", {})}, indent=2)
+        )
+    return out
 
 
 def _worth_printing(line: str) -> bool:
