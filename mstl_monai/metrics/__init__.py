@@ -15,8 +15,11 @@ from .io import atomic_write, read_predictions_csv, to_jsonable, write_metrics_j
 from .leep import LEEPMetric, compute_leep, labels_to_indices
 from .leep_handler import LEEP
 from .plots import save_roc_curve
+from .selection import GuardedROCAUC, GuardedROCAUCMetric, predicted_class_fractions
 
 __all__ = [
+    "GuardedROCAUC",
+    "GuardedROCAUCMetric",
     "LEEP",
     "LEEPMetric",
     "METRIC_NAMES",
@@ -26,6 +29,7 @@ __all__ = [
     "classification_metrics",
     "compute_leep",
     "labels_to_indices",
+    "predicted_class_fractions",
     "read_predictions_csv",
     "roc_curve_points",
     "save_roc_curve",
