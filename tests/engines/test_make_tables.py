@@ -96,3 +96,19 @@ class TestMakeTables(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestSelectionTable(unittest.TestCase):
+    def test_guarded_chain_is_its_own_cell(self):
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            _write(root, "scratch", ["finetune", "evaluate"], 5, 0.52)
+            guarded = [{"stage": "finetune", "overrides": {"selection_min_class_fraction": 0.1}}, "evaluate"]
+            _write(root, "scratch_guard", guarded, 5, 0.66)
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            md = (root / "tables.md").read_text()
+            # the guarded run neither replaces nor is mistaken for the plain cell of Table 5
+            self.assertIn("| resnet18 | +5 ATTNs | 52.0 [47.0, 57.0] |", md)
+            self.assertIn("### Checkpoint selection", md)
+            self.assertIn("| resnet18 | +5 ATTNs | none | 52.0 [47.0, 57.0] / 52.0 [47.0, 57.0] / 52.0 [47.0, 57.0] | 66.0", md)
+            self.assertTrue((root / "selection.csv").is_file())
