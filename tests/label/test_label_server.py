@@ -80,6 +80,16 @@ class TestLabelServer(unittest.TestCase):
             time.sleep(2)
         self.fail(f"server did not answer /info/ within 300 s:\n{self._log()}")
 
+    def _train(self, c: LabelClient, epochs: int) -> dict:
+        code, res = c.json("POST", f"/train/{MODEL}", json_body={"max_epochs": epochs})
+        self.assertEqual(code, 200, res)
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if c.json("GET", "/train/?check_if_running=true")[0] != 200:
+                break
+            time.sleep(2)
+        return c.json("GET", "/train/")[1]
+
     def _log(self) -> str:
         return (Path(self.tmp) / "server.log").read_text()[-6000:]
 
@@ -116,10 +126,16 @@ class TestLabelServer(unittest.TestCase):
         self.assertEqual(info["models"][MODEL]["labels"], {"non-covid": 0, "covid": 1})
         self.assertIn(MODEL, info["trainers"])
 
-        # label two images (one per class)
-        for image_id, name in ((ids[0], "COVID"), (ids[3], "non-COVID")):
-            code, res = c.json("PUT", f"/datastore/label?image={image_id}", fields={"label": ("l.json", json.dumps({"label": name}).encode())})
-            self.assertEqual(code, 200, res)
+        # label one image: /train refuses to start on a single class, and the served weights stay as they were
+        code, res = c.json("PUT", f"/datastore/label?image={ids[0]}", fields={"label": ("l.json", b'{"label": "COVID"}')})
+        self.assertEqual(code, 200, res)
+        status = self._train(c, 1)
+        self.assertEqual(status.get("status"), "ERROR", json.dumps(status)[-2000:])
+        self.assertIn("at least two classes", json.dumps(status.get("details", [])))
+        self.assertEqual(hashlib.md5(model_pt.read_bytes()).hexdigest(), before_md5)
+        # a second label (the other class, as a bare class name)
+        code, res = c.json("PUT", f"/datastore/label?image={ids[3]}", fields={"label": ("l.txt", b"non-COVID")})
+        self.assertEqual(code, 200, res)
 
         # bad requests: 4xx with a message naming the culprit, and the server keeps serving
         bad = [
@@ -149,15 +165,7 @@ class TestLabelServer(unittest.TestCase):
         self.assertAlmostEqual(sum(p0.values()), 1.0, places=4)
 
         # /train one epoch, wait for it, then the weights file has changed
-        code, res = c.json("POST", f"/train/{MODEL}", json_body={"max_epochs": 1})
-        self.assertEqual(code, 200, res)
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            code, _ = c.json("GET", "/train/?check_if_running=true")
-            if code != 200:
-                break
-            time.sleep(3)
-        code, status = c.json("GET", "/train/")
+        status = self._train(c, 1)
         self.assertEqual(status.get("status"), "DONE", json.dumps(status)[-3000:])
         self.assertNotEqual(hashlib.md5(model_pt.read_bytes()).hexdigest(), before_md5)
         code, info = c.json("GET", "/info/")
