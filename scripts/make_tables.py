@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 # the paper's numbers (acc, F1, AUC in %), SPEC.md section 7
 PAPER_T2 = {  # all three stages then finetune, and without transfer
     ("resnet50", 0): ((88.2, 88.7, 90.3), (83.7, 84.1, 84.6)),
@@ -45,6 +47,7 @@ PAPER_T6 = {  # LEEP: none -> STL-N -> +STL-M
     ("resnet101", 1): (-0.904, -0.887, -0.872), ("resnet101", 5): (-0.907, -0.880, -0.865),
 }
 VARIANT = {0: "baseline", 1: "+1 ATTN", 5: "+5 ATTNs"}
+METHOD_NAMES = {"moco": "MoCo", "simclr": "SimCLR", "ours": "ours"}
 NO_STL_N = "n/a (no natural-image data or ImageNet checkpoint here)"
 
 
@@ -84,6 +87,7 @@ def load_results(results: Path) -> list[dict]:
         info["metrics"] = json.loads(m.read_text())
         t = d / "timing.json"
         info["seconds"] = sum(v for v in json.loads(t.read_text()).values() if v) if t.is_file() else None
+        info["predictions"] = d / "predictions.csv" if (d / "predictions.csv").is_file() else None
         rows.append(info)
     return rows
 
@@ -101,12 +105,52 @@ def _val(m: dict | None, key: str) -> float | None:
     return 100 * m[key]["value"]
 
 
-def _find(rows, backbone, n_attn, stages, method=None, guard=0.0):
+def _find_row(rows, backbone, n_attn, stages, method=None, guard=0.0):
     for r in rows:
         same = r["backbone"] == backbone and r["n_attn"] == n_attn and r["stages"] == tuple(stages)
         if same and r["method"] == method and r.get("guard", 0.0) == guard:
-            return r["metrics"]
+            return r
     return None
+
+
+def _find(rows, backbone, n_attn, stages, method=None, guard=0.0):
+    r = _find_row(rows, backbone, n_attn, stages, method, guard)
+    return r["metrics"] if r else None
+
+
+_PAIRED: dict = {}
+
+
+def _paired(ra: dict, rb: dict) -> dict | None:
+    """Paired bootstrap of the differences a - b on the test images both chains scored (None without predictions)."""
+    if not ra or not rb or not ra.get("predictions") or not rb.get("predictions"):
+        return None
+    key = (str(ra["predictions"]), str(rb["predictions"]))
+    if key not in _PAIRED:
+        from mstl_monai.metrics import paired_bootstrap_difference
+        from mstl_monai.metrics.io import read_predictions_csv
+
+        na, ya, pa, _ = read_predictions_csv(ra["predictions"])
+        nb, yb, pb, _ = read_predictions_csv(rb["predictions"])
+        pos_b = {(str(n), int(y)): i for i, (n, y) in enumerate(zip(nb, yb))}
+        try:
+            order = [pos_b[(str(n), int(y))] for n, y in zip(na, ya)]
+        except KeyError:
+            _PAIRED[key] = None  # not the same test images
+            return None
+        _PAIRED[key] = paired_bootstrap_difference(ya, pa[:, 1], pb[order, 1], n_bootstrap=1000, seed=0)
+    return _PAIRED[key]
+
+
+def _delta(ra: dict | None, rb: dict | None, key: str) -> str:
+    """``a - b`` in points, with its paired 95% CI when both chains saved their predictions."""
+    a, b = _val(ra["metrics"] if ra else None, key), _val(rb["metrics"] if rb else None, key)
+    if a is None or b is None:
+        return "-"
+    d = _paired(ra, rb)
+    if d is None or not np.isfinite(d[key]["ci_low"]):
+        return f"{a - b:+.1f}"
+    return f"{a - b:+.1f} [{100 * d[key]['ci_low']:+.1f}, {100 * d[key]['ci_high']:+.1f}]"
 
 
 def _paper(t: tuple | None) -> str:
@@ -119,17 +163,17 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
     # Table 2/4: all stages available vs no transfer
     full = ("stl_m", "sstl_m")
     md.append("### Table 2/4: all available stages then finetune vs no transfer (COVID19-CT test, %, 95% bootstrap CI)\n")
-    md.append(f"STL-N: {NO_STL_N}. Our chain is STL-M → SSTL-M (ours) → finetune.\n")
+    md.append(
+        f"STL-N: {NO_STL_N}. Our chain is STL-M → SSTL-M (ours) → finetune. Δ = with − without, in points, with a paired"
+        " bootstrap 95% CI over the test images (both models scored on the same resamples).\n"
+    )
     hdr = ["backbone", "variant", "acc", "F1", "AUC", "acc w/o", "F1 w/o", "AUC w/o", "Δacc", "ΔF1", "ΔAUC", "paper (with)*", "paper (w/o)*"]
     md += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     rows_csv = [hdr]
     for bb, n in nets:
-        w = _find(rows, bb, n, full, "ours")
-        wo = _find(rows, bb, n, ())
-        deltas = []
-        for k in ("accuracy", "f1", "auc"):
-            a, b = _val(w, k), _val(wo, k)
-            deltas.append(f"{a - b:+.1f}" if a is not None and b is not None else "-")
+        rw, rwo = _find_row(rows, bb, n, full, "ours"), _find_row(rows, bb, n, ())
+        w, wo = (rw["metrics"] if rw else None), (rwo["metrics"] if rwo else None)
+        deltas = [_delta(rw, rwo, k) for k in ("accuracy", "f1", "auc")]
         paper = PAPER_T2.get((bb, n)) or PAPER_T2.get(("resnet50", n))
         line = [bb, VARIANT.get(n, str(n))] + [_cell(w, k) for k in ("accuracy", "f1", "auc")]
         line += [_cell(wo, k) for k in ("accuracy", "f1", "auc")] + deltas
@@ -138,19 +182,22 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
         rows_csv.append(line)
     csvs["table2"] = rows_csv
     # Table 3: SSTL-M methods after STL-M
-    md.append("\n### Table 3: SSTL-M method after STL-M (acc / F1 / AUC, %)\n")
-    hdr = ["backbone", "variant", "MoCo", "SimCLR", "ours", "paper MoCo", "paper SimCLR", "paper ours"]
+    md.append("\n### Table 3: SSTL-M method after STL-M, then finetune (%, 95% bootstrap CI)\n")
+    md.append("ΔAUC vs ours = ours − this method, paired bootstrap 95% CI.\n")
+    hdr = ["backbone", "variant", "SSTL-M", "acc", "F1", "AUC", "ΔAUC vs ours", "paper acc / F1 / AUC*"]
     md += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     rows_csv = [hdr]
     for bb, n in nets:
-        cells = []
-        for meth in ("moco", "simclr", "ours"):
-            m = _find(rows, bb, n, full, meth)
-            cells.append(" / ".join(_cell(m, k).split(" [")[0] for k in ("accuracy", "f1", "auc")) if m else "not run")
         paper = PAPER_T3.get((bb, n)) or PAPER_T3.get(("resnet50", n))
-        line = [bb, VARIANT.get(n, str(n))] + cells + ([_paper(p) for p in paper] if paper else ["-"] * 3)
-        md.append("| " + " | ".join(line) + " |")
-        rows_csv.append(line)
+        ours = _find_row(rows, bb, n, full, "ours")
+        for j, meth in enumerate(("moco", "simclr", "ours")):
+            r = _find_row(rows, bb, n, full, meth)
+            m = r["metrics"] if r else None
+            vs = _delta(ours, r, "auc") if meth != "ours" else "-"
+            line = [bb, VARIANT.get(n, str(n)), METHOD_NAMES[meth]] + [_cell(m, k) for k in ("accuracy", "f1", "auc")]
+            line += [vs, _paper(paper[j]) if paper else "-"]
+            md.append("| " + " | ".join(line) + " |")
+            rows_csv.append(line)
     csvs["table3"] = rows_csv
     # Table 5: one supervised stage
     md.append("\n### Table 5: one supervised stage only (acc, %, 95% CI)\n")

@@ -9,6 +9,7 @@ from .classification import (
     binary_roc_auc,
     bootstrap_classification_metrics,
     classification_metrics,
+    paired_bootstrap_difference,
     roc_curve_points,
 )
 from .io import atomic_write, read_predictions_csv, to_jsonable, write_metrics_json, write_predictions_csv
@@ -29,6 +30,7 @@ __all__ = [
     "classification_metrics",
     "compute_leep",
     "labels_to_indices",
+    "paired_bootstrap_difference",
     "predicted_class_fractions",
     "read_predictions_csv",
     "roc_curve_points",

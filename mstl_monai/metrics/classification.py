@@ -12,6 +12,7 @@ from mstl_monai.metrics.leep import _to_numpy, labels_to_indices
 
 __all__ = [
     "METRIC_NAMES",
+    "paired_bootstrap_difference",
     "binary_roc_auc",
     "classification_metrics",
     "bootstrap_classification_metrics",
@@ -229,6 +230,80 @@ def bootstrap_classification_metrics(
         "n_single_class": n_single,
         "n_valid": n_valid,
     }
+    return out
+
+
+def paired_bootstrap_difference(
+    y_true: NdarrayOrTensor,
+    prob_a: NdarrayOrTensor,
+    prob_b: NdarrayOrTensor,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    threshold: float = 0.5,
+) -> dict:
+    """Difference ``metric(a) - metric(b)`` of two models scored on the same images, with a paired bootstrap CI.
+
+    Each resample draws the images once and scores both models on it, so the interval reflects the difference
+    itself (the models share the hard and easy images), not two independent intervals. An interval that
+    excludes 0 says the difference is unlikely to be resampling noise of this test set; it says nothing about
+    training noise (another seed may give another model).
+
+    Args:
+        y_true: ``(n,)`` labels in {0, 1}.
+        prob_a: ``(n,)`` probability of class 1 from model a.
+        prob_b: ``(n,)`` probability of class 1 from model b, for the same images in the same order.
+        n_bootstrap: number of resamples (>= 1).
+        seed: seed of the numpy ``Generator``.
+        ci: confidence level in (0, 1).
+        threshold: decision threshold on both models' probabilities.
+
+    Returns:
+        ``{name: {"value", "ci_low", "ci_high", "p_le_0"}}`` for each of ``METRIC_NAMES``, where ``p_le_0`` is the
+        share of resampled differences <= 0 (near 0: a is better; near 1: b is better), plus ``"n"`` and
+        ``"bootstrap"`` as :func:`bootstrap_classification_metrics`.
+
+    Raises:
+        ValueError: when the inputs differ in length, and as :func:`bootstrap_classification_metrics`.
+    """
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be a positive integer, got {n_bootstrap}.")
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1), got {ci}.")
+    y, pa = _binary_inputs(y_true, prob_a)
+    _, pb = _binary_inputs(y_true, prob_b)
+    if pa.shape != pb.shape:
+        raise ValueError(f"prob_a and prob_b must score the same images, got {pa.shape} and {pb.shape}.")
+    n = y.size
+    point_a = classification_metrics(y, pa, threshold=threshold)
+    point_b = classification_metrics(y, pb, threshold=threshold)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _MAX_CHUNK_ELEMENTS // n)
+    diffs: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_NAMES}
+    done = 0
+    while done < int(n_bootstrap):
+        b = min(chunk, int(n_bootstrap) - done)
+        idx = rng.integers(0, n, size=(b, n))
+        flat = (np.arange(b)[:, None] * n + idx).ravel()
+        counts = np.bincount(flat, minlength=b * n).reshape(b, n)
+        ra = _metrics_from_counts(counts, y, pa, float(threshold))
+        rb = _metrics_from_counts(counts, y, pb, float(threshold))
+        for k in METRIC_NAMES:
+            diffs[k].append(ra[k] - rb[k])
+        done += b
+    lo_q, hi_q = 100.0 * (1.0 - ci) / 2.0, 100.0 * (1.0 + ci) / 2.0
+    out: dict = {}
+    n_valid: dict[str, int] = {}
+    for k in METRIC_NAMES:
+        vals = np.concatenate(diffs[k])
+        vals = vals[np.isfinite(vals)]
+        n_valid[k] = int(vals.size)
+        lo, hi = np.percentile(vals, [lo_q, hi_q]) if vals.size else (float("nan"), float("nan"))
+        p_le_0 = float((vals <= 0).mean()) if vals.size else float("nan")
+        value = float(point_a[k]) - float(point_b[k])
+        out[k] = {"value": value, "ci_low": float(lo), "ci_high": float(hi), "p_le_0": p_le_0}
+    out["n"] = n
+    out["bootstrap"] = {"n_bootstrap": int(n_bootstrap), "seed": seed, "ci": ci, "threshold": float(threshold), "n_valid": n_valid}
     return out
 
 

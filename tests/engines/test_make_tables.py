@@ -44,7 +44,8 @@ class TestMakeTables(unittest.TestCase):
             md = (root / "tables.md").read_text()
             self.assertIn("| resnet18 | +5 ATTNs | 70.0 [65.0, 75.0]", md)  # Table 2: with all stages
             self.assertIn("+10.0", md)  # improvement over no transfer
-            self.assertIn("68.0 / 68.0 / 68.0 | not run | 70.0 / 70.0 / 70.0", md)  # Table 3: MoCo, SimCLR, ours
+            self.assertIn("| resnet18 | +5 ATTNs | MoCo | 68.0 [63.0, 73.0] | 68.0 [63.0, 73.0] | 68.0 [63.0, 73.0] | +2.0 |", md)
+            self.assertIn("| resnet18 | +5 ATTNs | SimCLR | not run | not run | not run | - |", md)  # Table 3
             self.assertIn("-0.690", md)
             self.assertIn("n/a (no natural-image data", md)
             text = readme.read_text()
@@ -78,7 +79,7 @@ class TestMakeTables(unittest.TestCase):
             md = (root / "tables.md").read_text()
             self.assertIn("`leep.png`", md)
             self.assertIn("| resnet18 | +1 ATTN | 72.0 [67.0, 77.0]", md)  # Table 2 row of the +1 ATTN network
-            self.assertIn("| resnet18 | +1 ATTN | not run | not run | 72.0 / 72.0 / 72.0 |", md)  # Table 3
+            self.assertIn("| resnet18 | +1 ATTN | ours | 72.0 [67.0, 77.0]", md)  # Table 3
             self.assertIn("| resnet18 | +1 ATTN | 60.0 [55.0, 65.0] | n/a", md)  # Table 5
             self.assertIn("| resnet18 | +1 ATTN | -0.690 |", md)  # Table 6
             # no leep.json: no plot, no mention
@@ -96,6 +97,36 @@ class TestMakeTables(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestPairedDeltas(unittest.TestCase):
+    def test_delta_with_paired_ci(self):
+        import numpy as np
+
+        from mstl_monai.metrics import write_predictions_csv
+
+        rng = np.random.default_rng(0)
+        y = rng.integers(0, 2, 100)
+        p_good = np.clip(0.5 + 0.4 * (2 * y - 1) + rng.normal(0, 0.2, 100), 0, 1)
+        p_bad = rng.uniform(0, 1, 100)
+        names = [f"img{i}.png" for i in range(100)]
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            _write(root, "scratch", ["finetune", "evaluate"], 5, 0.50)
+            _write(root, "ours", ["stl_m", {"stage": "sstl_m", "overrides": {"method": "ours"}}, "finetune", "evaluate"], 5, 0.90)
+            write_predictions_csv(root / "ours" / "predictions.csv", names, y, np.stack([1 - p_good, p_good], 1))
+            # the same images in another order: the deltas pair them by name
+            order = rng.permutation(100)
+            write_predictions_csv(
+                root / "scratch" / "predictions.csv", [names[i] for i in order], y[order], np.stack([1 - p_bad, p_bad], 1)[order]
+            )
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            row = next(line for line in (root / "tables.md").read_text().splitlines() if line.startswith("| resnet18 | +5 ATTNs | 90.0"))
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            d_acc = cells[8]  # "+40.0 [+a, +b]" from metrics.json values, CI from the paired resamples
+            self.assertRegex(d_acc, r"^\+40\.0 \[\+\d+\.\d, \+\d+\.\d\]$")
+            lo = float(d_acc.split("[")[1].split(",")[0])
+            self.assertGreater(lo, 0.0)
 
 
 class TestSelectionTable(unittest.TestCase):
