@@ -73,6 +73,8 @@ __all__ = [
     "grid_chain_name",
     "skipped_lines",
     "plan_chain",
+    "chain_spec",
+    "results_up_to_date",
     "run_chain",
     "main",
 ]
@@ -348,11 +350,63 @@ def _done_file(step: dict) -> Path:
     return Path(step["dir"]) / "DONE.json"
 
 
-def run_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".", dry_run: bool = False) -> list[dict]:
-    """Run the stages of one chain in order; skip finished ones; return a summary row per stage."""
+_PATH_KEYS = ("run_dir", "pretrained", "data_root")
+
+
+def chain_spec(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> list[tuple[str, dict]]:
+    """What a chain computes, independent of where the repository lies: each stage with its settings, paths
+    made relative to the output root (so a fresh clone elsewhere recognises results made here)."""
+    out_root = (Path(repo_root).resolve() / cfg["output_root"]).resolve()
+    spec = []
+    for step in plan_chain(cfg, chain, repo_root):
+        ov = {}
+        for k, v in step["overrides"].items():
+            if k in _PATH_KEYS and isinstance(v, str) and v:
+                p = Path(v)
+                v = os.path.relpath(p, out_root) if p.is_relative_to(out_root) else p.name
+            ov[k] = v
+        spec.append((step["stage"], ov))
+    return spec
+
+
+def results_up_to_date(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> bool:
+    """Whether ``<results_dir>/<chain>/`` (kept in git) holds the metrics of exactly this chain, so that it need not
+    run again: ``metrics.json`` exists and the settings saved beside it in ``chain.json`` plan the same stages."""
+    results_dir = Path(repo_root) / cfg["results_dir"] / chain["name"]
+    saved = results_dir / "chain.json"
+    if not (results_dir / "metrics.json").is_file() or not saved.is_file():
+        return False
+    try:
+        old = json.loads(saved.read_text())
+        old_cfg = dict(cfg, common=old.get("common", {}), stage_defaults=old.get("stage_defaults", {}))
+        return chain_spec(old_cfg, old["chain"], repo_root) == chain_spec(cfg, chain, repo_root)
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def run_chain(
+    cfg: dict, chain: dict, repo_root: str | os.PathLike = ".", dry_run: bool = False, rerun: bool = False
+) -> list[dict]:
+    """Run the stages of one chain in order; skip finished ones; return a summary row per stage.
+
+    A chain whose results are already in ``results_dir`` (kept in git) for the same settings is skipped as a whole,
+    even where ``runs/`` is empty (a fresh clone): a grid can be completed over several sessions. ``rerun``
+    turns that off (stages with ``DONE.json`` in ``runs/`` are still skipped).
+    """
     rows = []
     steps = plan_chain(cfg, chain, repo_root)
     results_dir = Path(repo_root) / cfg["results_dir"] / chain["name"]
+    if not rerun and results_up_to_date(cfg, chain, repo_root):
+        metrics = json.loads((results_dir / "metrics.json").read_text())
+        timing_file = results_dir / "timing.json"
+        timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+        print(f"[{chain['name']}] results for these settings are in {results_dir}: skipped (--rerun to train again)", flush=True)
+        for step in steps:
+            row = {"chain": chain["name"], "stage": step["stage"], "seconds": timing.get(step["stage"]) or 0}
+            if step["stage"] == "evaluate":
+                row["metrics"] = metrics
+            rows.append(row)
+        return rows
     for i, step in enumerate(steps, 1):
         tag = f"[{chain['name']} {i}/{len(steps)} {step['stage']}]"
         done = _done_file(step)
@@ -452,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo-root", default=".", help="folder the config's relative paths start from")
     parser.add_argument("--dry-run", action="store_true", help="print the stage commands without running them")
     parser.add_argument(
+        "--rerun", action="store_true", help="train chains again even when results/ holds their metrics for these settings"
+    )
+    parser.add_argument(
         "--list", action="store_true", help="print the chain names (hand-listed, then the grid's) one per line and exit"
     )
     args = parser.parse_args(argv)
@@ -480,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     all_rows: list[dict] = []
     t0 = time.time()
     for chain in chains:
-        all_rows += run_chain(cfg, chain, args.repo_root, dry_run=args.dry_run)
+        all_rows += run_chain(cfg, chain, args.repo_root, dry_run=args.dry_run, rerun=args.rerun)
     if not args.dry_run:
         table = _summary_table(all_rows)
         if notes:

@@ -12,7 +12,15 @@ from pathlib import Path
 import yaml
 from parameterized import parameterized
 
-from mstl_monai.pipeline import SSTL_METHODS, expand_grid, load_pipeline_config, main, plan_chain, run_chain
+from mstl_monai.pipeline import (
+    SSTL_METHODS,
+    expand_grid,
+    load_pipeline_config,
+    main,
+    plan_chain,
+    results_up_to_date,
+    run_chain,
+)
 from tests.utils import REPO_ROOT
 
 
@@ -20,6 +28,48 @@ def _cfg(tmp: Path, chains: list[dict]) -> dict:
     p = tmp / "grid.yaml"
     p.write_text(yaml.safe_dump({"common": {"backbone": "resnet18"}, "stage_defaults": {"finetune": {"epochs": 3}}, "chains": chains}))
     return load_pipeline_config(p)
+
+
+class TestResultsInGit(unittest.TestCase):
+    """Chains whose results/ files (kept in git) match the settings are not trained again, even in a fresh clone."""
+
+    def _publish(self, root: Path, cfg: dict, chain: dict) -> Path:
+        out = root / cfg["results_dir"] / chain["name"]
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps({"accuracy": {"value": 0.7, "ci_low": 0.6, "ci_high": 0.8}, "n": 203}))
+        saved = {"chain": chain, "common": cfg.get("common", {}), "stage_defaults": cfg.get("stage_defaults", {})}
+        (out / "chain.json").write_text(json.dumps(saved))
+        (out / "timing.json").write_text(json.dumps({"finetune": 12.5, "evaluate": 1.0}))
+        return out
+
+    def test_skip_and_invalidate(self):
+        with tempfile.TemporaryDirectory() as d, tempfile.TemporaryDirectory() as other:
+            chain = {"name": "a", "overrides": {"n_attn": 5}, "stages": ["finetune", "evaluate"]}
+            cfg = _cfg(Path(d), [chain])
+            self.assertFalse(results_up_to_date(cfg, chain, d))
+            self._publish(Path(d), cfg, chain)
+            self.assertTrue(results_up_to_date(cfg, chain, d))
+            # nothing in runs/ and no bundle is called: the chain is taken from results/
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                rows = run_chain(cfg, chain, d)
+            self.assertIn("skipped", buf.getvalue())
+            self.assertEqual([r["stage"] for r in rows], ["finetune", "evaluate"])
+            self.assertEqual(rows[1]["metrics"]["accuracy"]["value"], 0.7)
+            self.assertEqual(rows[0]["seconds"], 12.5)
+            # the same settings with the repository somewhere else (a fresh clone) still match
+            cfg2 = _cfg(Path(other), [chain])
+            self._publish(Path(other), cfg2, chain)
+            self.assertTrue(results_up_to_date(cfg2, chain, other))
+            # other settings (a stage default, a chain override) do not
+            changed = dict(cfg, stage_defaults={"finetune": {"epochs": 4}})
+            self.assertFalse(results_up_to_date(changed, chain, d))
+            self.assertFalse(results_up_to_date(cfg, dict(chain, overrides={"n_attn": 1}), d))
+            # --rerun ignores results/
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                rows = run_chain(cfg, chain, d, dry_run=True, rerun=True)
+            self.assertNotIn("results for these settings", buf.getvalue())
 
 
 class TestPlan(unittest.TestCase):
@@ -143,7 +193,8 @@ class TestGrid(unittest.TestCase):
 
     def test_cpu_scale_config(self):
         cfg = load_pipeline_config(REPO_ROOT / "configs" / "cpu_scale.yaml")
-        self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(CPU_CHAINS))
+        guarded = ["r18_attn5_scratch_guard", "r18_attn5_stlm_sstl_simclr_guard"]  # hand-listed, before the grid
+        self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(CPU_CHAINS + guarded))
         chain = next(c for c in cfg["chains"] if c["name"] == "r18_attn5_stlm_sstl_moco")
         self.assertEqual(chain["overrides"], {"backbone": "resnet18", "n_attn": 5})
         self.assertEqual(
