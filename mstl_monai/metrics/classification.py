@@ -147,6 +147,37 @@ def classification_metrics(
     return out
 
 
+def _check_bootstrap_args(n_bootstrap: int, ci: float) -> int:
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be a positive integer, got {n_bootstrap}.")
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1), got {ci}.")
+    return int(n_bootstrap)
+
+
+def _resample_counts(n: int, n_bootstrap: int, seed: int):
+    """Yield ``(B, n)`` arrays: how often each of ``n`` images is drawn in each of ``B`` resamples (in chunks)."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _MAX_CHUNK_ELEMENTS // n)
+    done = 0
+    while done < n_bootstrap:
+        b = min(chunk, n_bootstrap - done)
+        idx = rng.integers(0, n, size=(b, n))
+        flat = (np.arange(b)[:, None] * n + idx).ravel()
+        yield np.bincount(flat, minlength=b * n).reshape(b, n)
+        done += b
+
+
+def _percentile_ci(chunks: list[np.ndarray], ci: float) -> tuple[float, float, np.ndarray]:
+    """``(low, high, finite values)`` of the pooled resampled values (``nan`` bounds when none is finite)."""
+    vals = np.concatenate(chunks)
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        return float("nan"), float("nan"), vals
+    lo, hi = np.percentile(vals, [100.0 * (1.0 - ci) / 2.0, 100.0 * (1.0 + ci) / 2.0])
+    return float(lo), float(hi), vals
+
+
 def bootstrap_classification_metrics(
     y_true: NdarrayOrTensor,
     prob_pos: NdarrayOrTensor,
@@ -180,25 +211,14 @@ def bootstrap_classification_metrics(
     Raises:
         ValueError: for invalid ``n_bootstrap`` or ``ci``, and as :func:`classification_metrics`.
     """
-    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap must be a positive integer, got {n_bootstrap}.")
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must be in (0, 1), got {ci}.")
-    n_bootstrap = int(n_bootstrap)
+    n_bootstrap = _check_bootstrap_args(n_bootstrap, ci)
     y, p = _binary_inputs(y_true, prob_pos)
     n = y.size
     point = classification_metrics(y, p, threshold=threshold)
 
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // n)
     samples: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_NAMES}
     n_single = 0
-    done = 0
-    while done < n_bootstrap:
-        b = min(chunk, n_bootstrap - done)
-        idx = rng.integers(0, n, size=(b, n))
-        flat = (np.arange(b)[:, None] * n + idx).ravel()
-        counts = np.bincount(flat, minlength=b * n).reshape(b, n)
+    for counts in _resample_counts(n, n_bootstrap, seed):
         res = _metrics_from_counts(counts, y, p, float(threshold))
         single = (res["tp"] + res["fn"] == 0) | (res["tn"] + res["fp"] == 0)
         n_single += int(single.sum())
@@ -207,20 +227,13 @@ def bootstrap_classification_metrics(
             if k in _NEED_BOTH_CLASSES:
                 vals = np.where(single, np.nan, vals)
             samples[k].append(vals)
-        done += b
 
-    lo_q, hi_q = 100.0 * (1.0 - ci) / 2.0, 100.0 * (1.0 + ci) / 2.0
     out: dict = {}
     n_valid: dict[str, int] = {}
     for k in METRIC_NAMES:
-        vals = np.concatenate(samples[k])
-        vals = vals[np.isfinite(vals)]
+        lo, hi, vals = _percentile_ci(samples[k], ci)
         n_valid[k] = int(vals.size)
-        if vals.size:
-            lo, hi = np.percentile(vals, [lo_q, hi_q])
-        else:
-            lo = hi = float("nan")
-        out[k] = {"value": float(point[k]), "ci_low": float(lo), "ci_high": float(hi)}
+        out[k] = {"value": float(point[k]), "ci_low": lo, "ci_high": hi}
     out["n"] = n
     out["bootstrap"] = {
         "n_bootstrap": n_bootstrap,
@@ -266,10 +279,7 @@ def paired_bootstrap_difference(
     Raises:
         ValueError: when the inputs differ in length, and as :func:`bootstrap_classification_metrics`.
     """
-    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap must be a positive integer, got {n_bootstrap}.")
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must be in (0, 1), got {ci}.")
+    n_bootstrap = _check_bootstrap_args(n_bootstrap, ci)
     y, pa = _binary_inputs(y_true, prob_a)
     _, pb = _binary_inputs(y_true, prob_b)
     if pa.shape != pb.shape:
@@ -277,31 +287,19 @@ def paired_bootstrap_difference(
     n = y.size
     point_a = classification_metrics(y, pa, threshold=threshold)
     point_b = classification_metrics(y, pb, threshold=threshold)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // n)
     diffs: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_NAMES}
-    done = 0
-    while done < int(n_bootstrap):
-        b = min(chunk, int(n_bootstrap) - done)
-        idx = rng.integers(0, n, size=(b, n))
-        flat = (np.arange(b)[:, None] * n + idx).ravel()
-        counts = np.bincount(flat, minlength=b * n).reshape(b, n)
+    for counts in _resample_counts(n, n_bootstrap, seed):
         ra = _metrics_from_counts(counts, y, pa, float(threshold))
         rb = _metrics_from_counts(counts, y, pb, float(threshold))
         for k in METRIC_NAMES:
             diffs[k].append(ra[k] - rb[k])
-        done += b
-    lo_q, hi_q = 100.0 * (1.0 - ci) / 2.0, 100.0 * (1.0 + ci) / 2.0
     out: dict = {}
     n_valid: dict[str, int] = {}
     for k in METRIC_NAMES:
-        vals = np.concatenate(diffs[k])
-        vals = vals[np.isfinite(vals)]
+        lo, hi, vals = _percentile_ci(diffs[k], ci)
         n_valid[k] = int(vals.size)
-        lo, hi = np.percentile(vals, [lo_q, hi_q]) if vals.size else (float("nan"), float("nan"))
         p_le_0 = float((vals <= 0).mean()) if vals.size else float("nan")
-        value = float(point_a[k]) - float(point_b[k])
-        out[k] = {"value": value, "ci_low": float(lo), "ci_high": float(hi), "p_le_0": p_le_0}
+        out[k] = {"value": float(point_a[k]) - float(point_b[k]), "ci_low": lo, "ci_high": hi, "p_le_0": p_le_0}
     out["n"] = n
     out["bootstrap"] = {"n_bootstrap": int(n_bootstrap), "seed": seed, "ci": ci, "threshold": float(threshold), "n_valid": n_valid}
     return out
