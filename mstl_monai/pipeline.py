@@ -402,6 +402,8 @@ def run_chain(
         timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
         print(f"[{chain['name']}] results for these settings are in {results_dir}: skipped (--rerun to train again)", flush=True)
         for step in steps:
+            if not dry_run and _done_file(step).is_file():  # runs/ here too: refresh results/ from it
+                _publish(step, chain, cfg, results_dir)
             row = {"chain": chain["name"], "stage": step["stage"], "seconds": timing.get(step["stage"]) or 0}
             if step["stage"] == "evaluate":
                 row["metrics"] = metrics

@@ -217,7 +217,7 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
         md.append(
             "\n### Checkpoint selection: plain val AUC vs val AUC skipping one-class epochs (acc / F1 / AUC, %, 95% CI)\n"
         )
-        hdr = ["backbone", "variant", "stages", "plain val AUC", "guarded", "min class share"]
+        hdr = ["backbone", "variant", "stages", "plain val AUC", "guarded", "Δacc / ΔF1 (guarded − plain)", "min class share"]
         md += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
         rows_csv = [hdr]
         for g in sorted(guarded, key=lambda r: (r["backbone"], r["n_attn"], r["stages"], r["method"] or "")):
@@ -226,7 +226,9 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
             if g["method"]:
                 stages += f" ({g['method']})"
             cells = [" / ".join(_cell(m, k) for k in ("accuracy", "f1", "auc")) if m else "not run" for m in (plain, g["metrics"])]
-            line = [g["backbone"], VARIANT.get(g["n_attn"], str(g["n_attn"])), stages] + cells + [f"{g['guard']:.2f}"]
+            prow = _find_row(rows, g["backbone"], g["n_attn"], g["stages"], g["method"])
+            delta = f"{_delta(g, prow, 'accuracy')} / {_delta(g, prow, 'f1')}"
+            line = [g["backbone"], VARIANT.get(g["n_attn"], str(g["n_attn"])), stages] + cells + [delta, f"{g['guard']:.2f}"]
             md.append("| " + " | ".join(line) + " |")
             rows_csv.append(line)
         csvs["selection"] = rows_csv

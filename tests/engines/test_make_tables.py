@@ -142,4 +142,5 @@ class TestSelectionTable(unittest.TestCase):
             self.assertIn("| resnet18 | +5 ATTNs | 52.0 [47.0, 57.0] |", md)
             self.assertIn("### Checkpoint selection", md)
             self.assertIn("| resnet18 | +5 ATTNs | none | 52.0 [47.0, 57.0] / 52.0 [47.0, 57.0] / 52.0 [47.0, 57.0] | 66.0", md)
+            self.assertIn("| +14.0 / +14.0 | 0.10 |", md)
             self.assertTrue((root / "selection.csv").is_file())
