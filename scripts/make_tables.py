@@ -289,15 +289,19 @@ def save_leep_plot(rows: list[dict], results: Path) -> Path | None:
     FigureCanvasAgg(fig)
     ax, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     colors = [f"C{i}" for i in range(10)]
+    markers, styles = ["o", "s", "^", "D", "v"], ["-", "--", "-.", ":"]
     plotted = 0
     for i, (bb, n, v) in enumerate(nets):
         label, color = f"{bb} {VARIANT.get(n, f'+{n} ATTNs')}", colors[i % len(colors)]
+        marker = markers[i % len(markers)]  # distinct markers and offsets: networks with equal LEEP stay visible
         pts = [(x, v[k]) for x, (k, _) in enumerate(LEEP_STAGES) if v.get(k) is not None]
         if not pts:
             continue
-        ax.plot([x for x, _ in pts], [y for _, y in pts], ls="none", marker="o", color=color, label=label)
+        dx = 0.04 * (i - (len(nets) - 1) / 2)
+        ax.plot([x + dx for x, _ in pts], [y for _, y in pts], ls="none", marker=marker, color=color, label=label,
+                mfc="none" if i % 2 else color)
         for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
-            ax.plot([x0, x1], [y0, y1], color=color, lw=1.6, ls="-" if x1 == x0 + 1 else ":")
+            ax.plot([x0 + dx, x1 + dx], [y0, y1], color=color, lw=1.4, ls=styles[i % len(styles)], alpha=0.8)
         plotted += 1
         # right panel: LEEP of the source model vs the accuracy of the chain that starts from it
         pair = []
@@ -308,12 +312,12 @@ def save_leep_plot(rows: list[dict], results: Path) -> Path | None:
                 continue
             y = 100 * acc["value"]
             err = [[y - 100 * acc.get("ci_low", acc["value"])], [100 * acc.get("ci_high", acc["value"]) - y]]
-            ax2.errorbar([v[key]], [y], yerr=err, fmt="o", color=color, mfc=color if fill else "white", capsize=3,
+            ax2.errorbar([v[key]], [y], yerr=err, fmt=marker, color=color, mfc=color if fill else "white", capsize=3,
                          label=label if fill else None)
             pair.append((v[key], y))
             if fill:
                 ax2.annotate(
-                    label, (v[key], y), textcoords="offset points", xytext=(5, 5), fontsize="x-small", color=color
+                    label, (v[key], y), textcoords="offset points", xytext=(6, 4 + 9 * i), fontsize="x-small", color=color
                 )
         if len(pair) == 2:
             ax2.plot([pair[0][0], pair[1][0]], [pair[0][1], pair[1][1]], color=color, lw=0.8, alpha=0.6)
