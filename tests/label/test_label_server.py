@@ -83,12 +83,14 @@ class TestLabelServer(unittest.TestCase):
     def _train(self, c: LabelClient, epochs: int) -> dict:
         code, res = c.json("POST", f"/train/{MODEL}", json_body={"max_epochs": epochs})
         self.assertEqual(code, 200, res)
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            if c.json("GET", "/train/?check_if_running=true")[0] != 200:
-                break
+        task_id = res.get("id")
+        deadline = time.time() + 900
+        while time.time() < deadline:  # the task's own status: check_if_running misses a task not started yet
+            code, status = c.json("GET", "/train/")
+            if status.get("id") == task_id and status.get("status") not in ("SUBMITTED", "QUEUED", "RUNNING"):
+                return status
             time.sleep(2)
-        return c.json("GET", "/train/")[1]
+        self.fail(f"training did not finish within 900 s: {json.dumps(status)[-2000:]}\n{self._log()}")
 
     def _log(self) -> str:
         return (Path(self.tmp) / "server.log").read_text()[-6000:]
