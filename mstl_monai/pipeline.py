@@ -352,6 +352,11 @@ def _done_file(step: dict) -> Path:
 
 _PATH_KEYS = ("run_dir", "pretrained", "data_root")
 
+#: bundle settings added after results were first recorded, with the value those results were made with: a saved
+#: chain.json without the key matches a config that states this value (e.g. a grid run before the guarded
+#: checkpoint selection existed, pinned to ``selection_min_class_fraction: 0.0``)
+ADDED_STAGE_DEFAULTS: dict[str, dict[str, Any]] = {"finetune": {"selection_min_class_fraction": 0.0}}
+
 
 def chain_spec(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> list[tuple[str, dict]]:
     """What a chain computes, independent of where the repository lies: each stage with its settings, paths
@@ -378,7 +383,11 @@ def results_up_to_date(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".
         return False
     try:
         old = json.loads(saved.read_text())
-        old_cfg = dict(cfg, common=old.get("common", {}), stage_defaults=old.get("stage_defaults", {}))
+        old_defaults = {k: dict(v) for k, v in (old.get("stage_defaults") or {}).items()}
+        for stage, added in ADDED_STAGE_DEFAULTS.items():  # settings that did not exist when the results were made
+            for k, v in added.items():
+                old_defaults.setdefault(stage, {}).setdefault(k, v)
+        old_cfg = dict(cfg, common=old.get("common", {}), stage_defaults=old_defaults)
         return chain_spec(old_cfg, old["chain"], repo_root) == chain_spec(cfg, chain, repo_root)
     except (ValueError, KeyError, TypeError):
         return False

@@ -65,6 +65,11 @@ class TestResultsInGit(unittest.TestCase):
             changed = dict(cfg, stage_defaults={"finetune": {"epochs": 4}})
             self.assertFalse(results_up_to_date(changed, chain, d))
             self.assertFalse(results_up_to_date(cfg, dict(chain, overrides={"n_attn": 1}), d))
+            # a setting added to the bundle later matches old records only at the value they were made with
+            pinned = dict(cfg, stage_defaults={"finetune": {"epochs": 3, "selection_min_class_fraction": 0.0}})
+            self.assertTrue(results_up_to_date(pinned, chain, d))
+            guarded = dict(cfg, stage_defaults={"finetune": {"epochs": 3, "selection_min_class_fraction": 0.1}})
+            self.assertFalse(results_up_to_date(guarded, chain, d))
             # --rerun ignores results/
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
