@@ -356,6 +356,8 @@ _PATH_KEYS = ("run_dir", "pretrained", "data_root")
 #: chain.json without the key matches a config that states this value (e.g. a grid run before the guarded
 #: checkpoint selection existed, pinned to ``selection_min_class_fraction: 0.0``)
 ADDED_STAGE_DEFAULTS: dict[str, dict[str, Any]] = {"finetune": {"selection_min_class_fraction": 0.0}}
+#: written into each results/<chain>/chain.json; records older than this lack ADDED_STAGE_DEFAULTS' settings
+SPEC_VERSION = 2
 
 
 def chain_spec(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> list[tuple[str, dict]]:
@@ -384,9 +386,10 @@ def results_up_to_date(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".
     try:
         old = json.loads(saved.read_text())
         old_defaults = {k: dict(v) for k, v in (old.get("stage_defaults") or {}).items()}
-        for stage, added in ADDED_STAGE_DEFAULTS.items():  # settings that did not exist when the results were made
-            for k, v in added.items():
-                old_defaults.setdefault(stage, {}).setdefault(k, v)
+        if old.get("spec_version", 1) < SPEC_VERSION:  # settings that did not exist when the results were made
+            for stage, added in ADDED_STAGE_DEFAULTS.items():
+                for k, v in added.items():
+                    old_defaults.setdefault(stage, {}).setdefault(k, v)
         old_cfg = dict(cfg, common=old.get("common", {}), stage_defaults=old_defaults)
         return chain_spec(old_cfg, old["chain"], repo_root) == chain_spec(cfg, chain, repo_root)
     except (ValueError, KeyError, TypeError):
@@ -478,7 +481,10 @@ def _publish(step: dict, chain: dict, cfg: dict, results_dir: Path) -> dict:
         if preds.is_file():
             shutil.copy(preds, results_dir / "predictions.csv")
         (results_dir / "chain.json").write_text(
-            json.dumps({"chain": chain, "common": cfg.get("common", {}), "stage_defaults": cfg.get("stage_defaults", {})}, indent=2)
+            json.dumps(
+                {"chain": chain, "common": cfg.get("common", {}), "stage_defaults": cfg.get("stage_defaults", {}), "spec_version": SPEC_VERSION},
+                indent=2,
+            )
         )
     return out
 

@@ -33,11 +33,13 @@ def _cfg(tmp: Path, chains: list[dict]) -> dict:
 class TestResultsInGit(unittest.TestCase):
     """Chains whose results/ files (kept in git) match the settings are not trained again, even in a fresh clone."""
 
-    def _publish(self, root: Path, cfg: dict, chain: dict) -> Path:
+    def _publish(self, root: Path, cfg: dict, chain: dict, spec_version: int = 2) -> Path:
         out = root / cfg["results_dir"] / chain["name"]
         out.mkdir(parents=True)
         (out / "metrics.json").write_text(json.dumps({"accuracy": {"value": 0.7, "ci_low": 0.6, "ci_high": 0.8}, "n": 203}))
         saved = {"chain": chain, "common": cfg.get("common", {}), "stage_defaults": cfg.get("stage_defaults", {})}
+        if spec_version > 1:
+            saved["spec_version"] = spec_version
         (out / "chain.json").write_text(json.dumps(saved))
         (out / "timing.json").write_text(json.dumps({"finetune": 12.5, "evaluate": 1.0}))
         return out
@@ -65,11 +67,14 @@ class TestResultsInGit(unittest.TestCase):
             changed = dict(cfg, stage_defaults={"finetune": {"epochs": 4}})
             self.assertFalse(results_up_to_date(changed, chain, d))
             self.assertFalse(results_up_to_date(cfg, dict(chain, overrides={"n_attn": 1}), d))
-            # a setting added to the bundle later matches old records only at the value they were made with
-            pinned = dict(cfg, stage_defaults={"finetune": {"epochs": 3, "selection_min_class_fraction": 0.0}})
-            self.assertTrue(results_up_to_date(pinned, chain, d))
-            guarded = dict(cfg, stage_defaults={"finetune": {"epochs": 3, "selection_min_class_fraction": 0.1}})
-            self.assertFalse(results_up_to_date(guarded, chain, d))
+            # a setting added to the bundle later matches old records (no spec_version) only at their value
+            with tempfile.TemporaryDirectory() as old_root:
+                old_cfg = _cfg(Path(old_root), [chain])
+                self._publish(Path(old_root), old_cfg, chain, spec_version=1)
+                self.assertFalse(results_up_to_date(old_cfg, chain, old_root))  # today's bundle default may differ
+                for value, match in ((0.0, True), (0.1, False)):
+                    pinned = dict(old_cfg, stage_defaults={"finetune": {"epochs": 3, "selection_min_class_fraction": value}})
+                    self.assertEqual(results_up_to_date(pinned, chain, old_root), match)
             # --rerun ignores results/
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
