@@ -128,9 +128,25 @@ def explain_files(
         "mean_attention_mass_in_lung_box": mean("attention_mass_in_lung_box"),
         "class_idx": class_idx,
     }
+    for method in ("gradcam", "attention"):
+        summary[f"{method}_excess_over_box"] = _excess_over_box(ok, f"{method}_mass_in_lung_box")
     with open(os.path.join(output_dir, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=2)
     return summary
+
+
+def _excess_over_box(rows: list[dict], key: str, n_bootstrap: int = 2000, seed: int = 0) -> dict | None:
+    """Mean over images of (map mass in the lung box - box share of the image), with a 95% bootstrap CI.
+
+    Positive: the map favours the lungs beyond what their area gives; about 0: a map blind to the lungs.
+    """
+    diff = np.array([r[key] - r["box_area_fraction"] for r in rows if not np.isnan(r[key])])
+    if not diff.size:
+        return None
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(n_bootstrap, diff.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(diff.size)}
 
 
 def _mass(heatmap: np.ndarray | None, box: list[int]) -> float:

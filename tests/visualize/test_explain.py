@@ -40,6 +40,13 @@ class TestExplainCommand(unittest.TestCase):
                 for k in ("gradcam_mass_in_lung_box", "attention_mass_in_lung_box", "box_area_fraction"):
                     self.assertTrue(0.0 <= float(r[k]) <= 1.0, (k, r[k]))
             self.assertEqual(len(list(out.glob("*_explain.png"))), 2)
+            # the excess over the box share is the mean of the per-image differences in the table
+            ex = summary["attention_excess_over_box"]
+            want = sum(float(r["attention_mass_in_lung_box"]) - float(r["box_area_fraction"]) for r in rows) / len(rows)
+            self.assertAlmostEqual(ex["mean"], want, places=6)
+            self.assertLessEqual(ex["ci_low"], ex["mean"])
+            self.assertGreaterEqual(ex["ci_high"], ex["mean"])
+            self.assertEqual(ex["n"], 2)
 
     def test_checkpoint_of_another_network_fails(self):
         with tempfile.TemporaryDirectory() as d:
