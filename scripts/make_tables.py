@@ -46,6 +46,7 @@ PAPER_T6 = {  # LEEP: none -> STL-N -> +STL-M
     ("resnet50", 5): (-0.915, -0.897, -0.875), ("resnet101", 0): (-0.913, -0.909, -0.899),
     ("resnet101", 1): (-0.904, -0.887, -0.872), ("resnet101", 5): (-0.907, -0.880, -0.865),
 }
+PAPER_T1 = {"resnet50": (77.2, 78.3), "resnet101": (78.3, 79.5)}  # ImageNet top-1 (%): baseline, +5 ATTNs
 VARIANT = {0: "baseline", 1: "+1 ATTN", 5: "+5 ATTNs"}
 METHOD_NAMES = {"moco": "MoCo", "simclr": "SimCLR", "ours": "ours"}
 NO_STL_N = "n/a (no natural-image data or ImageNet checkpoint here)"
@@ -160,6 +161,18 @@ def _paper(t: tuple | None) -> str:
 def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
     nets = sorted({(r["backbone"], r["n_attn"]) for r in rows}, key=lambda k: (k[0], k[1]))
     md, csvs = [], {}
+    # Table 1: the STL-N source on ImageNet
+    md.append("### Table 1: ImageNet top-1 of the STL-N source model (%)\n")
+    hdr = ["backbone", "ours baseline", "ours +5 ATTNs", "paper baseline", "paper +5 ATTNs"]
+    md += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    rows_csv = [hdr]
+    for bb in sorted({r["backbone"] for r in rows} | set(PAPER_T1)):
+        paper = PAPER_T1.get(bb)
+        line = [bb, NO_STL_N, NO_STL_N] + ([f"{paper[0]:.1f}", f"{paper[1]:.1f}"] if paper else ["-", "-"])
+        md.append("| " + " | ".join(line) + " |")
+        rows_csv.append(line)
+    csvs["table1"] = rows_csv
+    md.append("")
     # Table 2/4: all stages available vs no transfer
     full = ("stl_m", "sstl_m")
     md.append("### Table 2/4: all available stages then finetune vs no transfer (COVID19-CT test, %, 95% bootstrap CI)\n")

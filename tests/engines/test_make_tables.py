@@ -52,6 +52,8 @@ class TestMakeTables(unittest.TestCase):
             self.assertNotIn("old", text)
             self.assertTrue(text.startswith("x\n") and text.endswith("y\n"))
             self.assertTrue((root / "table2.csv").is_file())
+            self.assertIn("### Table 1: ImageNet top-1", md)
+            self.assertIn("| resnet50 | n/a (no natural-image data", md)  # the paper's row, ours n/a
 
     def test_leep_plot_and_plus_one_attn(self):
         with tempfile.TemporaryDirectory() as d:
