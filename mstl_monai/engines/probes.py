@@ -344,12 +344,9 @@ class ProbeHandler:
         return {}
 
     def _write(self, data: dict[str, Any]) -> None:
-        folder = os.path.dirname(os.path.abspath(self.output_file))
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(self.output_file)}.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, self.output_file)
+        from mstl_monai.metrics.io import write_metrics_json
+
+        write_metrics_json(self.output_file, data)
 
     def _tensorboard(self, flat: dict[str, float], epoch: int) -> None:
         if self.log_dir is None:

@@ -706,11 +706,10 @@ class BackboneSaver:
         """Write the backbone state dict now (rank 0 only) and return the path."""
         if _world_size() > 1 and int(idist.get_rank()) != 0:
             return self.filepath
-        folder = os.path.dirname(os.path.abspath(self.filepath))
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(self.filepath)}.{os.getpid()}.tmp")
-        torch.save(self.backbone_state_dict(), tmp)
-        os.replace(tmp, self.filepath)
+        from mstl_monai.metrics.io import atomic_write
+
+        with atomic_write(self.filepath, "wb") as f:
+            torch.save(self.backbone_state_dict(), f)
         return self.filepath
 
     def __call__(self, engine: Engine) -> None:

@@ -14,6 +14,12 @@ tasks) needs the ``label`` extra, installed in its own environment by ``scripts/
 
 from __future__ import annotations
 
-from .prepare import DEFAULT_MODEL_NAME, network_config_from_state_dict, parse_class_label, prepare_app, save_state_dict_atomic
+from .prepare import (
+    DEFAULT_MODEL_NAME,
+    network_config_from_state_dict,
+    parse_class_label,
+    prepare_app,
+    save_state_dict_atomic,
+)
 
 __all__ = ["DEFAULT_MODEL_NAME", "network_config_from_state_dict", "parse_class_label", "prepare_app", "save_state_dict_atomic"]

@@ -46,6 +46,7 @@ from monailabel.tasks.train.bundle import BundleTrainTask
 
 import mstl_monai
 from mstl_monai.label.prepare import DEFAULT_MODEL_NAME, parse_class_label, save_state_dict_atomic
+from mstl_monai.metrics.io import write_metrics_json
 from mstl_monai.transforms import LoadCTSlice
 
 logger = logging.getLogger(__name__)
@@ -291,10 +292,7 @@ class MSTLTrainTask(BundleTrainTask):
             "seconds": round(time.time() - t0, 1),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        tmp = os.path.join(self.bundle_path, ".train_stats.json.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(stats, fh, indent=2)
-        os.replace(tmp, os.path.join(self.bundle_path, "train_stats.json"))
+        write_metrics_json(os.path.join(self.bundle_path, "train_stats.json"), stats)
         return stats
 
 

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -120,16 +119,10 @@ def parse_class_label(text: str | bytes, class_names: list[str], source: str = "
 
 def save_state_dict_atomic(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Write a plain state dict so that readers only ever see the old or the new complete file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(dict(state), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from mstl_monai.metrics.io import atomic_write
+
+    with atomic_write(path, "wb") as f:
+        torch.save(dict(state), f)
 
 
 def _set_top_level(config_file: Path, values: Mapping[str, Any]) -> None:
