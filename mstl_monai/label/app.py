@@ -116,14 +116,12 @@ class ClassLabelDatastore(LocalDatastore):
             info = dict(label_info or {}, label=idx, class_name=self.class_names[idx])
             return super().save_label(image_id, canonical, label_tag, info)
 
-    def _add_non_existing_labels(self, tag: str) -> int:
-        # label files are JSON, which the image extensions do not match
-        saved = self._extensions
-        self._extensions = list(saved) + ["*.json"]
-        try:
-            return super()._add_non_existing_labels(tag)
-        finally:
-            self._extensions = saved
+    def _list_files(self, path: str, patterns: Sequence[str]) -> dict[str, str]:
+        # label files are JSON, which the image extensions do not match: list them in the label folders
+        labels_root = os.path.realpath(self._datastore.label_path(None))
+        if os.path.realpath(path).startswith(labels_root):
+            patterns = [*patterns, "*.json"]
+        return super()._list_files(path, patterns)
 
     def class_datalist(self) -> list[dict[str, Any]]:
         """``[{"image": path, "label": class index}]`` for every image with a final label.

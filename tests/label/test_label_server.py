@@ -11,8 +11,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from mstl_monai.data import covid_ct_datalist
-from mstl_monai.label.client import LabelClient
+from mstl_monai.label.client import LabelClient, serve
 from tests.utils import REPO_ROOT, require_real_data
 
 MODEL = "mstl_covid_classification"
@@ -39,46 +37,17 @@ def _label_python(testcase: unittest.TestCase) -> str:
     return py
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class TestLabelServer(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.tmp = tempfile.mkdtemp(prefix="mstl-label-")
-        cls.proc = None
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        if cls.proc is not None and cls.proc.poll() is None:
-            os.killpg(cls.proc.pid, signal.SIGTERM)
-            try:
-                cls.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(cls.proc.pid, signal.SIGKILL)
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+    def setUp(self) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="mstl-label-")
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
     def _start(self, py: str, app: Path, studies: Path) -> LabelClient:
-        port = _free_port()
-        log = open(Path(self.tmp) / "server.log", "w")
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        cmd = [py, "-m", "mstl_monai.label", "start", "--app-dir", str(app), "--studies", str(studies), "--port", str(port)]
-        type(self).proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT), start_new_session=True)
-        client = LabelClient(f"http://127.0.0.1:{port}")
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                self.fail(f"server exited with {self.proc.returncode}:\n{self._log()}")
-            try:
-                if client.call("GET", "/info/", timeout=10)[0] == 200:
-                    return client
-            except OSError:
-                pass
-            time.sleep(2)
-        self.fail(f"server did not answer /info/ within 300 s:\n{self._log()}")
+        try:
+            return self.enterContext(serve(app, studies, python=py, log_file=Path(self.tmp) / "server.log", env=env))
+        except RuntimeError as e:
+            self.fail(str(e))
 
     def _train(self, c: LabelClient, epochs: int) -> dict:
         code, res = c.json("POST", f"/train/{MODEL}", json_body={"max_epochs": epochs})
@@ -109,6 +78,9 @@ class TestLabelServer(unittest.TestCase):
             shutil.copyfile(d["image"], studies / f"{image_id}.png")
             ids.append(image_id)
         sizes = {i: Image.open(studies / f"{i}.png").size for i in ids}
+        # a label made outside the server (a file in labels/final) is found when the datastore starts
+        (studies / "labels" / "final").mkdir(parents=True)
+        (studies / "labels" / "final" / f"{ids[2]}.json").write_text('{"label": "COVID"}')
         # the app: a fresh R-18 +5 ATTNs at 64 px, so that one CPU epoch takes seconds
         app = Path(self.tmp) / "app"
         init = subprocess.run(
@@ -155,8 +127,10 @@ class TestLabelServer(unittest.TestCase):
             self.assertIn(text, res.get("detail", ""), res)
         self.assertEqual(c.call("GET", "/info/")[0], 200)
         code, ds = c.json("GET", "/datastore/?output=all")
-        labelled = {k: v["labels"]["final"]["info"]["label"] for k, v in ds["objects"].items() if "final" in v["labels"]}
+        final = {k: v["labels"]["final"]["info"] for k, v in ds["objects"].items() if "final" in v["labels"]}
+        labelled = {k: info["label"] for k, info in final.items() if "label" in info}  # those saved through the API
         self.assertEqual(labelled, {ids[0]: 1, ids[3]: 0})  # the bad label did not land
+        self.assertEqual(set(final), {ids[0], ids[2], ids[3]})  # plus the one found on disk
         self.assertNotIn("fake", ds["objects"])
 
         # /infer before training
