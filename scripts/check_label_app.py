@@ -16,8 +16,6 @@ import argparse
 import csv
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from mstl_monai.label.client import LabelClient  # noqa: E402
+from mstl_monai.label.client import serve  # noqa: E402
 
 MODEL = "mstl_covid_classification"
 
@@ -60,24 +58,8 @@ def main(argv=None) -> int:
         app = Path(tmp, "app")
         subprocess.run([a.python, "-m", "mstl_monai.label", "init", "--app-dir", str(app), "--checkpoint", a.checkpoint,
                         "--image-size", str(a.image_size), "--resize-size", str(a.resize_size)], check=True, cwd=REPO)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        log = open(Path(tmp, "server.log"), "w")
-        proc = subprocess.Popen([a.python, "-m", "mstl_monai.label", "start", "--app-dir", str(app), "--studies", str(studies),
-                                 "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
-        try:
-            c = LabelClient(f"http://127.0.0.1:{port}")
-            t0 = time.time()
-            while True:
-                try:
-                    if c.call("GET", "/info/", timeout=10)[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.time() - t0 > 300:
-                    raise SystemExit("server did not start:\n" + Path(tmp, "server.log").read_text()[-3000:])
-                time.sleep(1)
+        t0 = time.time()
+        with serve(app, studies, python=a.python, log_file=Path(tmp, "server.log")) as c:
             print(f"server up in {time.time() - t0:.1f}s", flush=True)
             diffs, agree, correct, lat = [], 0, 0, []
             for image_id, r in ids.items():
@@ -106,9 +88,6 @@ def main(argv=None) -> int:
                 "gradcam_status": code,
             }
             print(json.dumps(out, indent=2))
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
     return 0
 
 

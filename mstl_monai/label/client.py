@@ -13,14 +13,23 @@ environment too; MONAI Label's own ``MONAILabelClient`` needs the label environm
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-__all__ = ["LabelClient", "multipart"]
+__all__ = ["LabelClient", "multipart", "serve"]
 
 
 def multipart(fields: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, str]:
@@ -72,3 +81,62 @@ class LabelClient:
             return code, json.loads(body)
         except json.JSONDecodeError:
             return code, {"raw": body.decode(errors="replace")}
+
+
+@contextlib.contextmanager
+def serve(
+    app_dir: str | os.PathLike,
+    studies: str | os.PathLike,
+    python: str = sys.executable,
+    log_file: str | os.PathLike | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> Iterator[LabelClient]:
+    """Start ``python -m mstl_monai.label start`` on a free port of 127.0.0.1, wait for ``/info/``, yield a client,
+    and stop the server (its whole process group) afterwards.
+
+    Args:
+        app_dir: the app folder (``python -m mstl_monai.label init``).
+        studies: the datastore folder.
+        python: the interpreter of the label environment (e.g. ``.venv-label/bin/python``).
+        log_file: where the server's output goes (default: discarded).
+        timeout: seconds to wait for ``/info/``.
+        env: environment of the server (default: this one).
+
+    Raises:
+        RuntimeError: the server exited or did not answer within ``timeout`` (with the end of its log).
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [python, "-m", "mstl_monai.label", "start", "--app-dir", str(app_dir), "--studies", str(studies), "--port", str(port)]
+    log = open(log_file, "w") if log_file else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def tail() -> str:
+        return Path(log_file).read_text()[-6000:] if log_file else "(no log file)"
+
+    try:
+        client = LabelClient(f"http://127.0.0.1:{port}")
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the MONAI Label server exited with {proc.returncode}:\n{tail()}")
+            try:
+                if client.call("GET", "/info/", timeout=10)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"the MONAI Label server did not answer /info/ within {timeout:.0f} s:\n{tail()}")
+            time.sleep(1)
+        yield client
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        if log is not subprocess.DEVNULL:
+            log.close()
