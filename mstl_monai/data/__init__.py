@@ -13,6 +13,8 @@ from .datalists import (
     covidx_datalist,
     cxr_datalist,
     image_folder_datalist,
+    natural_image_classes,
+    natural_image_datalist,
     split_datalist,
     unlabelled_datalist,
 )
@@ -29,6 +31,8 @@ __all__ = [
     "cxr_datalist",
     "image_folder_datalist",
     "make_lung_phantom",
+    "natural_image_classes",
+    "natural_image_datalist",
     "split_datalist",
     "unlabelled_datalist",
     "write_phantom_dataset",

@@ -19,6 +19,8 @@ __all__ = [
     "cxr_datalist",
     "covidx_datalist",
     "image_folder_datalist",
+    "natural_image_classes",
+    "natural_image_datalist",
     "split_datalist",
     "unlabelled_datalist",
 ]
@@ -266,6 +268,94 @@ def image_folder_datalist(root: str | os.PathLike) -> tuple[list[dict], list[str
     if not out:
         raise ValueError(f"image-folder data set {root} holds no image files ({IMAGE_EXTENSIONS}).")
     return out, classes
+
+
+def natural_image_classes(root: str | os.PathLike) -> list[str]:
+    """Class ids (e.g. ImageNet ``wnid`` values) of a natural-image data set, in label order.
+
+    The order is the one of ``<root>/wnids.txt`` (one id a line, as Tiny ImageNet ships it) when that file exists,
+    otherwise the sorted class folders of ``<root>/train`` (torchvision's ``ImageFolder`` order, which for ImageNet
+    is the order of its checkpoints' 1000 outputs), otherwise the sorted class folders of ``root`` itself.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+        ValueError: ``wnids.txt`` is empty or repeats an id, or there are no class folders (the message names the
+            folder or file).
+    """
+    root = Path(root).expanduser().resolve()
+    _require_dir(root, "natural-image data set")
+    wnids = root / "wnids.txt"
+    if wnids.is_file():
+        classes = [line.strip() for line in wnids.read_text().splitlines() if line.strip()]
+        if not classes:
+            raise ValueError(f"class list {wnids} is empty.")
+        dup = sorted({c for c in classes if classes.count(c) > 1})
+        if dup:
+            raise ValueError(f"class list {wnids} repeats {dup[:5]}.")
+        return classes
+    folder = root / "train" if (root / "train").is_dir() else root
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise ValueError(f"natural-image data set {folder} has no class sub-folders (expected <class>/<image> files).")
+    return classes
+
+
+def natural_image_datalist(
+    root: str | os.PathLike, split: str, val_fraction: float = 0.05, seed: int = 0
+) -> list[dict]:
+    """Datalist of an ImageNet-style natural-image folder (STL-N's source), e.g. Tiny ImageNet or ImageNet itself.
+
+    Layout: ``<root>/train/<class>/**/<image>`` and, optionally, ``<root>/val/<class>/**/<image>`` (ImageNet's
+    validation images sorted into class folders), with an optional ``<root>/wnids.txt`` fixing the class order
+    (:func:`natural_image_classes`). A folder without ``train/`` is read as one image-folder set
+    (``<root>/<class>/<image>``).
+
+    Splits:
+        ``"train"`` / ``"val"``: a seeded, stratified split of the *train* images (``val_fraction`` of each class held
+        out), used to train and to choose the checkpoint; ``"test"``: the images of ``<root>/val`` (or, when there is
+        none, the held-out ``"val"`` split), scored once for the source's top-1 (Table 1).
+
+    Returns:
+        items ``{"image": path, "label": class index, "name": path relative to root}``.
+
+    Raises:
+        FileNotFoundError: a missing folder (named).
+        ValueError: an unknown split, a class folder in ``val/`` that ``train``'s classes lack, or a class without
+            images (named).
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}.")
+    root = Path(root).expanduser().resolve()
+    classes = natural_image_classes(root)
+    index = {c: i for i, c in enumerate(classes)}
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    val_dir = root / "val"
+    if split == "test" and val_dir.is_dir() and train_dir != root:
+        return _class_folder_items(val_dir, index, root, require_all=False)
+    items = _class_folder_items(train_dir, index, root, require_all=True)
+    return split_datalist(items, "val" if split == "test" else split, val_fraction=val_fraction, seed=seed)
+
+
+def _class_folder_items(folder: Path, index: dict[str, int], root: Path, require_all: bool) -> list[dict]:
+    found = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    unknown = [c for c in found if c not in index]
+    if unknown:
+        raise ValueError(f"{folder} has class folders {unknown[:5]} that the class list ({len(index)} ids) lacks.")
+    out = []
+    for cls in found:
+        n = len(out)
+        for dirpath, _, files in sorted(os.walk(folder / cls)):
+            for f in sorted(files):
+                if _is_image(f):
+                    p = Path(dirpath) / f
+                    out.append({"image": str(p), "label": index[cls], "name": str(p.relative_to(root))})
+        if len(out) == n:
+            raise ValueError(f"class folder {folder / cls} holds no image files ({IMAGE_EXTENSIONS}).")
+    if require_all:
+        missing = [c for c in index if c not in set(found)]
+        if missing:
+            raise ValueError(f"{folder} lacks class folders {missing[:5]} ({len(missing)} of {len(index)} classes).")
+    return out
 
 
 def unlabelled_datalist(roots: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:

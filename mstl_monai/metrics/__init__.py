@@ -17,6 +17,7 @@ from .leep import LEEPMetric, compute_leep, labels_to_indices
 from .leep_handler import LEEP
 from .plots import save_roc_curve
 from .selection import GuardedROCAUC, GuardedROCAUCMetric, predicted_class_fractions
+from .topk import TopKAccuracy, bootstrap_topk_accuracy, pred_and_class_index
 
 __all__ = [
     "GuardedROCAUC",
@@ -24,13 +25,16 @@ __all__ = [
     "LEEP",
     "LEEPMetric",
     "METRIC_NAMES",
+    "TopKAccuracy",
     "atomic_write",
     "binary_roc_auc",
+    "bootstrap_topk_accuracy",
     "bootstrap_classification_metrics",
     "classification_metrics",
     "compute_leep",
     "labels_to_indices",
     "paired_bootstrap_difference",
+    "pred_and_class_index",
     "predicted_class_fractions",
     "read_predictions_csv",
     "roc_curve_points",

@@ -269,6 +269,11 @@ def load_stage_checkpoint(
     reported as dropped. Keys under ``exclude_prefixes`` are never loaded; another head that is not excluded is
     loaded when its shape matches and dropped otherwise.
 
+    An RGB checkpoint (STL-N on natural images) loaded into a network with another number of input channels has its
+    stem kernel adapted as for torchvision weights: summed over the three channels for a 1-channel CT network, which
+    gives exactly the RGB network's output for a grey image copied to the three channels (reported under
+    ``adapted``).
+
     A baseline checkpoint may be loaded into an attentive network (the new non-local blocks stay the identity);
     a checkpoint whose non-local blocks differ from the network's (another ``n_attn``), another depth or block
     type, or a corrupt file raises a ``ValueError`` naming the file and what differs.
@@ -282,4 +287,4 @@ def load_stage_checkpoint(
         ``{"loaded": [...], "new": [...], "dropped": [...], "adapted": [...]}`` as :func:`load_torchvision_weights`.
     """
     src, source = _source(path)
-    return _transfer(net, src, source, exclude_prefixes=tuple(exclude_prefixes), adapt_input=False)
+    return _transfer(net, src, source, exclude_prefixes=tuple(exclude_prefixes), adapt_input=True)

@@ -221,6 +221,25 @@ class TestStageTransfer(unittest.TestCase):
         for k, v in net.state_dict().items():  # nothing was loaded
             torch.testing.assert_close(v, before[k])
 
+    def test_rgb_stem_fold_is_exact(self):
+        """STL-N (RGB) -> CT (1 channel): the summed stem gives the RGB network's output on a grey image x 3."""
+        prev = self._trained(n_attn=1, num_classes=3)
+        rgb = AttentiveResNet(**SMALL, n_attn=1, n_input_channels=3, num_classes=7)
+        with torch.no_grad():
+            for p, q in zip(rgb.parameters(), prev.parameters()):
+                if p.shape == q.shape:
+                    p.copy_(q + 0.01 * torch.randn_like(q))
+            rgb.conv1.weight.normal_()
+        rgb.double()
+        grey = AttentiveResNet(**SMALL, n_attn=1, n_input_channels=1, num_classes=2).double()
+        report = load_stage_checkpoint(grey, rgb.state_dict())
+        self.assertEqual(report["adapted"], ["conv1.weight"])
+        x = torch.randn(2, 1, 32, 32, dtype=torch.float64)
+        with eval_mode(rgb, grey):
+            torch.testing.assert_close(
+                grey.forward_features(x), rgb.forward_features(x.expand(-1, 3, -1, -1)), rtol=1e-9, atol=1e-9
+            )
+
     def test_no_backbone(self):
         path = self.dir / "head_only.pt"
         torch.save(RegionHead(32).state_dict(), path)
