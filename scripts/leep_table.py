@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """LEEP of each network's source models on COVID19-CT train, for Table 6: a randomly initialised network with a
-3-way head (no transfer) and the STL-M checkpoint (its COVIDx 3-way head). Writes ``<results>/leep.json``.
+3-way head (no transfer), the STL-M checkpoint (its COVIDx 3-way head), the STL-N checkpoint (its natural-image head,
+202-way on Tiny ImageNet; RGB stem folded to one channel) and STL-N -> STL-M. Updates ``<results>/leep.json``: the
+networks and sources found under ``--runs`` are (re)computed, the others already in the file are kept.
 
     python scripts/leep_table.py --runs runs/cpu_scale --results results/cpu_scale --image-size 128 --resize-size 146
 """
@@ -30,11 +32,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     dl = covid_ct_datalist(a.data, "train")
-    out = {}
+    leep_file = Path(a.results, "leep.json")
+    out = json.loads(leep_file.read_text()) if leep_file.is_file() else {}
     for net_dir in sorted(Path(a.runs).glob("*_attn*")):
         backbone, n_attn = net_dir.name.rsplit("_attn", 1)
         n_attn = int(n_attn)
-        row = {}
+        row = dict(out.get(net_dir.name, {}))
         with tempfile.TemporaryDirectory() as d:
             torch.manual_seed(a.seed)
             net = build_network(backbone, n_attn=n_attn, n_input_channels=1, num_classes=3)
@@ -44,9 +47,21 @@ def main(argv=None) -> int:
         stl_m = net_dir / "stl_m" / "models" / "model.pt"
         if stl_m.is_file():
             row["stl_m"] = leep_of_checkpoint(str(stl_m), 3, dl, backbone, n_attn, 1, a.image_size, a.resize_size)
+        stl_n = net_dir / "stl_n" / "models" / "model.pt"
+        if stl_n.is_file():
+            n_src = int(torch.load(stl_n, map_location="cpu", weights_only=True).get("fc.weight").shape[0])
+            row["stl_n"] = leep_of_checkpoint(str(stl_n), n_src, dl, backbone, n_attn, 1, a.image_size, a.resize_size)
+        stl_nm = net_dir / "stl_n" / "stl_m" / "models" / "model.pt"
+        if stl_nm.is_file():
+            row["stl_n+stl_m"] = leep_of_checkpoint(
+                str(stl_nm), 3, dl, backbone, n_attn, 1, a.image_size, a.resize_size
+            )
         out[net_dir.name] = row
         print(net_dir.name, row, flush=True)
-    Path(a.results, "leep.json").write_text(json.dumps(out, indent=2))
+    from mstl_monai.metrics import atomic_write
+
+    with atomic_write(leep_file) as f:
+        f.write(json.dumps(out, indent=2) + "\n")
     return 0
 
 

@@ -6,7 +6,7 @@
 Reads ``<results>/<chain>/metrics.json`` and ``chain.json`` (written by ``mstl-pipeline``), ``leep.json`` where
 present (``--leep`` computes it from the STL-M checkpoints in ``--runs``), and writes ``tables.md``,
 ``table*.csv``, ``roc.png`` and ``leep.png`` into ``--results``. Every number comes from those files; cells with no
-run say "not run", and STL-N says why it is absent. The paper's numbers (SPEC.md section 7, R-50/R-101 at 224 px,
+run say "not run", and Table 1 reads the STL-N top-1 files (stl_n_<backbone>_attn<n>.json) written by scripts/stl_n_top1.py. The paper's numbers (SPEC.md section 7, R-50/R-101 at 224 px,
 full recipe) stand beside ours for reference; our CPU-scale runs use another backbone and recipe.
 """
 
@@ -48,8 +48,27 @@ PAPER_T6 = {  # LEEP: none -> STL-N -> +STL-M
 }
 PAPER_T1 = {"resnet50": (77.2, 78.3), "resnet101": (78.3, 79.5)}  # ImageNet top-1 (%): baseline, +5 ATTNs
 VARIANT = {0: "baseline", 1: "+1 ATTN", 5: "+5 ATTNs"}
+STAGE_NAMES = {"stl_n": "STL-N", "stl_m": "STL-M", "sstl_m": "SSTL-M"}
 METHOD_NAMES = {"moco": "MoCo", "simclr": "SimCLR", "ours": "ours"}
-NO_STL_N = "n/a (no natural-image data or ImageNet checkpoint here)"
+NO_STL_N = "not run"
+#: the results folder being tabulated (set by main; Table 1 reads its stl_n_*.json files)
+RESULTS_DIR: list[Path] = []
+
+
+def _stl_n_top1(results: Path) -> dict[tuple[str, int], dict]:
+    out = {}
+    for f in sorted(results.glob("stl_n_*.json")):
+        d = json.loads(f.read_text())
+        if "top1" in d:
+            out[(d["backbone"], int(d["n_attn"]))] = d
+    return out
+
+
+def _top1_cell(d: dict | None) -> str:
+    if not d:
+        return "not run"
+    t = d["top1"]
+    return f"{100 * t['value']:.1f} [{100 * t['low']:.1f}, {100 * t['high']:.1f}]"
 
 
 def _describe(chain_json: dict) -> dict:
@@ -161,39 +180,76 @@ def _paper(t: tuple | None) -> str:
 def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
     nets = sorted({(r["backbone"], r["n_attn"]) for r in rows}, key=lambda k: (k[0], k[1]))
     md, csvs = [], {}
-    # Table 1: the STL-N source on ImageNet
-    md.append("### Table 1: ImageNet top-1 of the STL-N source model (%)\n")
-    hdr = ["backbone", "ours baseline", "ours +5 ATTNs", "paper baseline", "paper +5 ATTNs"]
+    # Table 1: the STL-N source's top-1 (ours: Tiny ImageNet, scripts/stl_n_top1.py -> stl_n_<net>.json)
+    top1 = _stl_n_top1(RESULTS_DIR[0]) if RESULTS_DIR else {}
+    md.append("### Table 1: top-1 of the STL-N source model (%, 95% bootstrap CI)\n")
+    md.append(
+        "Ours: Tiny ImageNet (202 ImageNet classes, 64 px, 100 train images a class; chance 0.5 %), top-1 on its 2,020"
+        " held-out val images (`scripts/stl_n_top1.py`); the paper: ImageNet (1000 classes, 224 px). Not comparable in"
+        " scale: the column says whether the source stage learnt natural images at all.\n"
+    )
+    variants = sorted({n for (_, n) in top1} | {0, 5})
+    hdr = ["backbone"] + [f"ours {VARIANT.get(n, n)}" for n in variants] + ["paper baseline", "paper +5 ATTNs"]
     md += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     rows_csv = [hdr]
-    for bb in sorted({r["backbone"] for r in rows} | set(PAPER_T1)):
+    for bb in sorted({r["backbone"] for r in rows} | set(PAPER_T1) | {b for (b, _) in top1}):
         paper = PAPER_T1.get(bb)
-        line = [bb, NO_STL_N, NO_STL_N] + ([f"{paper[0]:.1f}", f"{paper[1]:.1f}"] if paper else ["-", "-"])
+        line = [bb] + [_top1_cell(top1.get((bb, n))) for n in variants]
+        line += [f"{paper[0]:.1f}", f"{paper[1]:.1f}"] if paper else ["-", "-"]
         md.append("| " + " | ".join(line) + " |")
         rows_csv.append(line)
     csvs["table1"] = rows_csv
     md.append("")
     # Table 2/4: all stages available vs no transfer
-    full = ("stl_m", "sstl_m")
-    md.append("### Table 2/4: all available stages then finetune vs no transfer (COVID19-CT test, %, 95% bootstrap CI)\n")
+    full4, full3 = ("stl_n", "stl_m", "sstl_m"), ("stl_m", "sstl_m")
+    md.append("### Table 2/4: all stages then finetune vs no transfer (COVID19-CT test, %, 95% bootstrap CI)\n")
     md.append(
-        f"STL-N: {NO_STL_N}. Our chain is STL-M → SSTL-M (ours) → finetune. Δ = with − without, in points, with a paired"
-        " bootstrap 95% CI over the test images (both models scored on the same resamples).\n"
+        "Chains: STL-N → STL-M → SSTL-M (ours) → finetune (the paper's), and STL-M → SSTL-M (ours) → finetune (without"
+        " STL-N). Δ = with − without, in points, with a paired bootstrap 95% CI over the test images (both models scored"
+        " on the same resamples).\n"
     )
-    hdr = ["backbone", "variant", "acc", "F1", "AUC", "acc w/o", "F1 w/o", "AUC w/o", "Δacc", "ΔF1", "ΔAUC", "paper (with)*", "paper (w/o)*"]
+    hdr = ["backbone", "variant", "stages", "acc", "F1", "AUC", "acc w/o", "F1 w/o", "AUC w/o", "Δacc", "ΔF1", "ΔAUC", "paper (with)*", "paper (w/o)*"]
     md += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     rows_csv = [hdr]
     for bb, n in nets:
-        rw, rwo = _find_row(rows, bb, n, full, "ours"), _find_row(rows, bb, n, ())
-        w, wo = (rw["metrics"] if rw else None), (rwo["metrics"] if rwo else None)
-        deltas = [_delta(rw, rwo, k) for k in ("accuracy", "f1", "auc")]
+        rwo = _find_row(rows, bb, n, ())
+        wo = rwo["metrics"] if rwo else None
         paper = PAPER_T2.get((bb, n)) or PAPER_T2.get(("resnet50", n))
-        line = [bb, VARIANT.get(n, str(n))] + [_cell(w, k) for k in ("accuracy", "f1", "auc")]
-        line += [_cell(wo, k) for k in ("accuracy", "f1", "auc")] + deltas
-        line += [_paper(paper[0]) if paper else "-", _paper(paper[1]) if paper else "-"]
-        md.append("| " + " | ".join(line) + " |")
-        rows_csv.append(line)
+        for full in (full4, full3):
+            rw = _find_row(rows, bb, n, full, "ours")
+            if rw is None and full == full4:
+                continue
+            w = rw["metrics"] if rw else None
+            deltas = [_delta(rw, rwo, k) for k in ("accuracy", "f1", "auc")]
+            line = [bb, VARIANT.get(n, str(n)), " → ".join(STAGE_NAMES[x] for x in full)]
+            line += [_cell(w, k) for k in ("accuracy", "f1", "auc")]
+            line += [_cell(wo, k) for k in ("accuracy", "f1", "auc")] + deltas
+            line += [_paper(paper[0]) if paper and full == full4 else "-", _paper(paper[1]) if paper and full == full4 else "-"]
+            md.append("| " + " | ".join(line) + " |")
+            rows_csv.append(line)
     csvs["table2"] = rows_csv
+    # per-stage gain Pp - Pn (the paper's question: does each stage help, and more with ATTNs?)
+    steps = [
+        ("STL-N", (), ("stl_n",), None),
+        ("STL-M after STL-N", ("stl_n",), ("stl_n", "stl_m"), None),
+        ("SSTL-M (ours) after STL-N → STL-M", ("stl_n", "stl_m"), ("stl_n", "stl_m", "sstl_m"), "ours"),
+        ("STL-M", (), ("stl_m",), None),
+        ("SSTL-M (ours) after STL-M", ("stl_m",), ("stl_m", "sstl_m"), "ours"),
+    ]
+    lines = []
+    for bb, n in nets:
+        for label, before, after, meth in steps:
+            ra, rb = _find_row(rows, bb, n, after, meth), _find_row(rows, bb, n, before)
+            if ra is None or rb is None:
+                continue
+            lines.append([bb, VARIANT.get(n, str(n)), label] + [_delta(ra, rb, k) for k in ("accuracy", "f1", "auc")])
+    if lines:
+        md.append("\n### Per-stage gain Pp − Pn (COVID19-CT test, points, paired bootstrap 95% CI)\n")
+        md.append("Pp − Pn = the chain with the stage minus the same chain without it, both finetuned and scored on the same test images.\n")
+        hdr = ["backbone", "variant", "stage added", "Δacc", "ΔF1", "ΔAUC"]
+        md += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+        md += ["| " + " | ".join(line) + " |" for line in lines]
+        csvs["stage_gain"] = [hdr] + lines
     # Table 3: SSTL-M methods after STL-M
     md.append("\n### Table 3: SSTL-M method after STL-M, then finetune (%, 95% bootstrap CI)\n")
     md.append("ΔAUC vs ours = ours − this method, paired bootstrap 95% CI.\n")
@@ -219,7 +275,8 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
     rows_csv = [hdr]
     for bb, n in nets:
         paper = PAPER_T5.get((bb, n)) or PAPER_T5.get(("resnet50", n))
-        line = [bb, VARIANT.get(n, str(n)), _cell(_find(rows, bb, n, ()), "accuracy"), NO_STL_N]
+        line = [bb, VARIANT.get(n, str(n)), _cell(_find(rows, bb, n, ()), "accuracy")]
+        line += [_cell(_find(rows, bb, n, ("stl_n",)), "accuracy")]
         line += [_cell(_find(rows, bb, n, ("stl_m",)), "accuracy")]
         line += [f"{paper[0]:.1f}", f"{paper[1]:.1f}"] if paper else ["-", "-"]
         md.append("| " + " | ".join(line) + " |")
@@ -363,15 +420,15 @@ def leep_table(results: Path) -> tuple[str, list[list]]:
     if not f.is_file():
         return "", []
     data = json.loads(f.read_text())
-    hdr = ["backbone", "variant", "LEEP no transfer", "LEEP STL-N", "LEEP STL-M", "paper (none → STL-N → +STL-M)"]
+    hdr = ["backbone", "variant", "LEEP no transfer", "LEEP STL-N", "LEEP STL-M", "LEEP STL-N → STL-M", "paper (none → STL-N → +STL-M)"]
     md = ["\n### Table 6: LEEP of the source model on COVID19-CT train\n", "| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     rows = [hdr]
     for key, v in sorted(data.items()):
         bb, n = key.rsplit("_attn", 1)
         n = int(n)
         paper = PAPER_T6.get((bb, n)) or PAPER_T6.get(("resnet50", n))
-        line = [bb, VARIANT.get(n, str(n)), f"{v['none']:.3f}" if v.get("none") is not None else "-", NO_STL_N]
-        line += [f"{v['stl_m']:.3f}" if v.get("stl_m") is not None else "not run"]
+        line = [bb, VARIANT.get(n, str(n))]
+        line += [f"{v[k]:.3f}" if v.get(k) is not None else "not run" for k in ("none", "stl_n", "stl_m", "stl_n+stl_m")]
         line += [" → ".join(f"{p:.3f}" for p in paper) if paper else "-"]
         md.append("| " + " | ".join(line) + " |")
         rows.append(line)
@@ -384,6 +441,7 @@ def main(argv=None) -> int:
     p.add_argument("--readme", default=None, help="also put the tables between the README's results markers")
     a = p.parse_args(argv)
     results = Path(a.results)
+    RESULTS_DIR[:] = [results]
     rows = load_results(results)
     if not rows:
         raise SystemExit(f"no finished chains (metrics.json + chain.json) under {results}")

@@ -42,18 +42,39 @@ class TestMakeTables(unittest.TestCase):
             readme.write_text("x\n<!-- results:start -->\nold\n<!-- results:end -->\ny\n")
             self.assertEqual(make_tables.main(["--results", d, "--readme", str(readme)]), 0)
             md = (root / "tables.md").read_text()
-            self.assertIn("| resnet18 | +5 ATTNs | 70.0 [65.0, 75.0]", md)  # Table 2: with all stages
+            self.assertIn("| resnet18 | +5 ATTNs | STL-M → SSTL-M | 70.0 [65.0, 75.0]", md)  # Table 2: with all stages
             self.assertIn("+10.0", md)  # improvement over no transfer
             self.assertIn("| resnet18 | +5 ATTNs | MoCo | 68.0 [63.0, 73.0] | 68.0 [63.0, 73.0] | 68.0 [63.0, 73.0] | +2.0 |", md)
             self.assertIn("| resnet18 | +5 ATTNs | SimCLR | not run | not run | not run | - |", md)  # Table 3
             self.assertIn("-0.690", md)
-            self.assertIn("n/a (no natural-image data", md)
             text = readme.read_text()
             self.assertNotIn("old", text)
             self.assertTrue(text.startswith("x\n") and text.endswith("y\n"))
             self.assertTrue((root / "table2.csv").is_file())
-            self.assertIn("### Table 1: ImageNet top-1", md)
-            self.assertIn("| resnet50 | n/a (no natural-image data", md)  # the paper's row, ours n/a
+            self.assertIn("### Table 1: top-1 of the STL-N source", md)
+            self.assertIn("| resnet50 | not run | not run | 77.2 | 78.3 |", md)  # the paper's row, ours not run
+
+    def test_stl_n_tables(self):
+        """STL-N rows: Table 1 from stl_n_*.json, Table 2's four-stage chain, the per-stage gains, Tables 5 and 6."""
+        sstl = {"stage": "sstl_m", "overrides": {"method": "ours"}}
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            _write(root, "scratch", ["finetune", "evaluate"], 5, 0.60)
+            _write(root, "stln", ["stl_n", "finetune", "evaluate"], 5, 0.62)
+            _write(root, "stln_stlm", ["stl_n", "stl_m", "finetune", "evaluate"], 5, 0.66)
+            _write(root, "stln_stlm_sstl", ["stl_n", "stl_m", sstl, "finetune", "evaluate"], 5, 0.75)
+            top1 = {"backbone": "resnet18", "n_attn": 5, "top1": {"value": 0.2, "low": 0.18, "high": 0.22}}
+            (root / "stl_n_resnet18_attn5.json").write_text(json.dumps(top1))
+            leep = {"resnet18_attn5": {"none": -0.69, "stl_n": -0.68, "stl_m": -0.66, "stl_n+stl_m": -0.65}}
+            (root / "leep.json").write_text(json.dumps(leep))
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            md = (root / "tables.md").read_text()
+            self.assertIn("| resnet18 | not run | 20.0 [18.0, 22.0] | - | - |", md)  # Table 1
+            self.assertIn("| resnet18 | +5 ATTNs | STL-N → STL-M → SSTL-M | 75.0 [70.0, 80.0]", md)  # Table 2
+            self.assertIn("| resnet18 | +5 ATTNs | STL-N | +2.0 | +2.0 | +2.0 |", md)  # per-stage gain
+            self.assertIn("| resnet18 | +5 ATTNs | SSTL-M (ours) after STL-N → STL-M | +9.0 |", md)
+            self.assertIn("| resnet18 | +5 ATTNs | 60.0 [55.0, 65.0] | 62.0 [57.0, 67.0] | not run |", md)  # Table 5
+            self.assertIn("| resnet18 | +5 ATTNs | -0.690 | -0.680 | -0.660 | -0.650 |", md)  # Table 6
 
     def test_leep_plot_and_plus_one_attn(self):
         with tempfile.TemporaryDirectory() as d:
@@ -80,9 +101,9 @@ class TestMakeTables(unittest.TestCase):
             self.assertEqual(png.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
             md = (root / "tables.md").read_text()
             self.assertIn("`leep.png`", md)
-            self.assertIn("| resnet18 | +1 ATTN | 72.0 [67.0, 77.0]", md)  # Table 2 row of the +1 ATTN network
+            self.assertIn("| resnet18 | +1 ATTN | STL-M → SSTL-M | 72.0 [67.0, 77.0]", md)  # Table 2 row of +1 ATTN
             self.assertIn("| resnet18 | +1 ATTN | ours | 72.0 [67.0, 77.0]", md)  # Table 3
-            self.assertIn("| resnet18 | +1 ATTN | 60.0 [55.0, 65.0] | n/a", md)  # Table 5
+            self.assertIn("| resnet18 | +1 ATTN | 60.0 [55.0, 65.0] | not run | 66.0", md)  # Table 5
             self.assertIn("| resnet18 | +1 ATTN | -0.690 |", md)  # Table 6
             # no leep.json: no plot, no mention
             (root / "leep.json").unlink()
@@ -123,9 +144,9 @@ class TestPairedDeltas(unittest.TestCase):
                 root / "scratch" / "predictions.csv", [names[i] for i in order], y[order], np.stack([1 - p_bad, p_bad], 1)[order]
             )
             self.assertEqual(make_tables.main(["--results", d]), 0)
-            row = next(line for line in (root / "tables.md").read_text().splitlines() if line.startswith("| resnet18 | +5 ATTNs | 90.0"))
+            row = next(line for line in (root / "tables.md").read_text().splitlines() if line.startswith("| resnet18 | +5 ATTNs | STL-M → SSTL-M | 90.0"))
             cells = [c.strip() for c in row.strip("|").split("|")]
-            d_acc = cells[8]  # "+40.0 [+a, +b]" from metrics.json values, CI from the paired resamples
+            d_acc = cells[9]  # "+40.0 [+a, +b]" from metrics.json values, CI from the paired resamples
             self.assertRegex(d_acc, r"^\+40\.0 \[\+\d+\.\d, \+\d+\.\d\]$")
             lo = float(d_acc.split("[")[1].split(",")[0])
             self.assertGreater(lo, 0.0)
