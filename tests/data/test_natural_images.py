@@ -95,6 +95,7 @@ class TestTinySTLN(unittest.TestCase):
         }
         proc = run_bundle("training", ["train.yaml", "stl_n.yaml"], ov)
         self.assertIn("val_top1", proc.stdout + proc.stderr)
+        self.assertIn("train_top1", proc.stdout + proc.stderr)
         ckpt = tmp / "stl_n" / "models" / "model.pt"
         sd = torch.load(ckpt, map_location="cpu", weights_only=True)
         sd = sd.get("network", sd)
