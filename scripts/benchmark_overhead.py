@@ -1,0 +1,167 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""What the framework costs: the bundle's own finetune trainer against a bare PyTorch loop, and the data pipeline.
+
+In one process and one run:
+
+1. **Step**: the finetune ``SupervisedTrainer`` exactly as ``train.yaml`` (+ ``cpu.yaml`` by default) builds it — its
+   network, optimiser, loss, AMP inferer, postprocessing, key metric and train handlers (the validation handler is
+   left out: it is not the training step) — against a bare loop (``zero_grad / autocast forward / loss / backward /
+   step``) on the same network, optimiser settings, autocast and the same in-memory batches. The two alternate in
+   rounds (A B A B ...) so that a busy machine slows both alike; the ratio is bare time / trainer time (goal >= 0.95).
+2. **Data**: images/s that ``train#dataloader`` (the real ``CacheDataset`` over the COVID19-CT train slices, with the
+   recipe's augmentation and ``num_workers``) delivers alone, against the step's images/s: a ratio below 1 means the
+   loaders would stall the step.
+
+    python scripts/benchmark_overhead.py                       # CPU recipe (128 px, batch 32, bf16)
+    python scripts/benchmark_overhead.py --no-cpu --device cuda --batches 20    # the paper's recipe on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _parser(cpu: bool, overrides: dict):
+    from monai.bundle import ConfigParser
+
+    p = ConfigParser()
+    files = [REPO / "bundle/configs/train.yaml"] + ([REPO / "bundle/configs/cpu.yaml"] if cpu else [])
+    p.read_config([str(f) for f in files])
+    p["bundle_root"] = str(REPO / "bundle")
+    for k, v in overrides.items():
+        p[k] = v
+    return p
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--no-cpu", dest="cpu", action="store_false", help="the paper's recipe instead of cpu.yaml's")
+    ap.add_argument("--batches", type=int, default=6, help="in-memory batches per round")
+    ap.add_argument("--rounds", type=int, default=4, help="alternating rounds of each loop (after one warm-up each)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data-epochs", type=int, default=1, help="passes over the train loader for the data throughput")
+    ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    from monai.engines import SupervisedTrainer
+    from monai.handlers import ValidationHandler
+
+    p = _parser(a.cpu, {"device": f"$torch.device('{a.device}')"})
+    device = torch.device(a.device)
+    bs, size = p.get_parsed_content("batch_size"), p.get_parsed_content("image_size")
+    amp, amp_dtype = bool(p.get_parsed_content("amp")), p.get_parsed_content("amp_dtype")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(amp_dtype), torch.bfloat16)
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        {"image": torch.randn(bs, 1, size, size, generator=g), "label": torch.randint(0, 2, (bs,), generator=g)}
+        for _ in range(a.batches)
+    ]
+
+    # A: the bundle's trainer, its data loader swapped for the in-memory batches
+    net = p.get_parsed_content("network")
+    handlers = [h for h in p.get_parsed_content("train#handlers") if not isinstance(h, ValidationHandler)]
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=1,
+        train_data_loader=batches,
+        network=net,
+        optimizer=p.get_parsed_content("optimizer"),
+        loss_function=p.get_parsed_content("loss"),
+        inferer=p.get_parsed_content("train#inferer"),
+        postprocessing=p.get_parsed_content("train#postprocessing"),
+        key_train_metric=p.get_parsed_content("train#key_metric"),
+        train_handlers=handlers,
+    )
+    # B: a bare loop on a copy of the same network and optimiser settings
+    bare = copy.deepcopy(net).to(device)
+    opt_b = torch.optim.SGD(
+        bare.parameters(),
+        lr=p.get_parsed_content("learning_rate"),
+        momentum=p.get_parsed_content("momentum"),
+        weight_decay=p.get_parsed_content("weight_decay"),
+    )
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def run_trainer() -> float:
+        trainer.state.max_epochs = trainer.state.epoch + 1  # one more pass over the batches
+        t = time.perf_counter()
+        trainer.run()
+        return time.perf_counter() - t
+
+    def run_bare() -> float:
+        bare.train()
+        t = time.perf_counter()
+        for b in batches:
+            x, y = b["image"].to(device), b["label"].to(device)
+            opt_b.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=amp):
+                loss = loss_fn(bare(x), y)
+            loss.backward()
+            opt_b.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    run_trainer(), run_bare()  # warm-up
+    t_a, t_b = [], []
+    for _ in range(a.rounds):
+        t_a.append(run_trainer())
+        t_b.append(run_bare())
+    n = bs * a.batches
+    ips_a, ips_b = n * a.rounds / sum(t_a), n * a.rounds / sum(t_b)
+
+    # the data pipeline alone
+    t0 = time.perf_counter()
+    _ = len(p.get_parsed_content("train#dataset"))  # the cache (decode + resize + pad) is filled when it is built
+    t_cache = time.perf_counter() - t0
+    loader = p.get_parsed_content("train#dataloader")
+    seen, t = 0, time.perf_counter()
+    for _ in range(a.data_epochs):
+        for b in loader:
+            seen += len(b["image"])
+    ips_data = seen / (time.perf_counter() - t)
+    out = {
+        "recipe": "cpu.yaml" if a.cpu else "paper (train.yaml defaults)",
+        "device": a.device,
+        "threads": a.threads,
+        "batch_size": bs,
+        "image_size": size,
+        "amp": amp,
+        "bundle_trainer_images_per_s": round(ips_a, 2),
+        "bare_loop_images_per_s": round(ips_b, 2),
+        "trainer_over_bare": round(ips_a / ips_b, 3),
+        "round_seconds_trainer": [round(x, 2) for x in t_a],
+        "round_seconds_bare": [round(x, 2) for x in t_b],
+        "num_workers": p.get_parsed_content("num_workers"),
+        "cache_fill_seconds": round(t_cache, 1),
+        "data_images_per_s": round(ips_data, 1),
+        "data_over_step": round(ips_data / ips_a, 2),
+    }
+    print(json.dumps(out, indent=2))
+    verdict = "meets" if out["trainer_over_bare"] >= 0.95 else "misses"
+    print(
+        f"bundle trainer {ips_a:.1f} img/s vs bare loop {ips_b:.1f} img/s: ratio {ips_a / ips_b:.3f} ({verdict} the 0.95 goal);"
+        f" loaders deliver {ips_data:.0f} img/s = {ips_data / ips_a:.1f}x the step's need"
+        + (" (data stall!)" if ips_data < ips_a else "")
+    )
+    if a.json:
+        from mstl_monai.metrics import atomic_write
+
+        with atomic_write(a.json) as f:
+            f.write(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
