@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from .collate import meta_safe_collate
 from .datalists import (
     COVID_CT_CLASSES,
     CXR_CLASSES,
@@ -31,6 +32,7 @@ __all__ = [
     "cxr_datalist",
     "image_folder_datalist",
     "make_lung_phantom",
+    "meta_safe_collate",
     "natural_image_classes",
     "natural_image_datalist",
     "split_datalist",

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from .handlers import AtomicCheckpointSaver, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
-from .report import ClassificationReport, PredictionWriter, write_classification_report
+from .report import ClassificationReport, PredictionWriter, lung_fields, write_classification_report
 from .inferers import AutocastInferer, resolve_amp_dtype
 from .utils import BACKBONES, build_network, check_datalist, load_pretrained, readable_datalist, require_file, split_datalist
 from .sstl import (
@@ -33,6 +33,7 @@ __all__ = [
     "AutocastInferer",
     "ClassificationReport",
     "PredictionWriter",
+    "lung_fields",
     "readable_datalist",
     "EpochSeedHandler",
     "ResumeFromLatest",

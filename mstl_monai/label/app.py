@@ -7,10 +7,11 @@ with ``python -m mstl_monai.label init``, then start it with ``monailabel start_
 "MONAI Label"). What it serves:
 
 - ``POST /infer/<model>?image=ID`` (or with an uploaded ``file``): class probabilities
-  (``InferType.CLASSIFICATION``, class names from the bundle's ``metadata.json``). With the form field
-  ``params={"heatmap": "gradcam"}`` (or ``"attention"``) and ``output=image``, the answer is a PNG heat map
-  at the slice's own size (8-bit, 255 = most relevant); ``{"heatmap_format": "overlay"}`` gives the Fig.-4-style
-  colour overlay instead.
+  (``InferType.CLASSIFICATION``, class names from the bundle's ``metadata.json``), ``lung_found`` and
+  ``lung_box_fraction`` (and a ``warning`` when no lung was found: the prediction is flagged, not hidden). With
+  the form field ``params={"heatmap": "gradcam"}`` (or ``"attention"``) and ``output=image``, the answer is a PNG
+  heat map at the slice's own size (8-bit, 255 = most relevant); ``{"heatmap_format": "overlay"}`` gives the
+  Fig.-4-style colour overlay instead.
 - ``PUT /datastore/label?image=ID`` with a small file ``{"label": "COVID"}`` (or the bare class name or index):
   the image-level label. Labels outside the classes are refused with 422 at upload.
 - ``POST /train/<model>``: finetunes the served checkpoint on the labelled images (the bundle's ``train.yaml``
@@ -45,9 +46,10 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 import mstl_monai
+from mstl_monai.engines.report import lung_fields
 from mstl_monai.label.prepare import DEFAULT_MODEL_NAME, parse_class_label, save_state_dict_atomic
 from mstl_monai.metrics.io import write_metrics_json
-from mstl_monai.transforms import LoadCTSlice
+from mstl_monai.transforms import LoadCTSlice, LocateLungd
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +171,7 @@ class MSTLInferTask(BundleInferTask):
         result["class_probabilities"] = scores
         if scores:
             result["predicted_class"] = max(scores, key=scores.get)
+        result.update(self._lung(data))
         method = str(_first(data.get("heatmap"), "none")).lower()
         if method == "none":
             return None, result
@@ -186,6 +189,20 @@ class MSTLInferTask(BundleInferTask):
             Image.fromarray((heat * 255).round().astype(np.uint8)).save(out)
         result["heatmap"] = {"method": method, "format": fmt, "shape": list(heat.shape)}
         return out, result
+
+    def _lung(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``lung_found`` / ``lung_box_fraction`` of the request, with a ``warning`` when no lung was found.
+
+        The bundle's preprocessing writes them (``LocateLungd``); an app prepared before it did is located here.
+        """
+        path = data.get("image_path")
+        if "lung_found" not in data and path:
+            data = LocateLungd("image")({"image": LoadCTSlice()(path)})
+        lung = lung_fields(data)
+        if lung["lung_found"] is False:
+            lung["warning"] = "no lung found in this image (blank or not a lung CT?): the prediction is unreliable."
+            logger.warning(f"{path or 'image'}: {lung['warning']}")
+        return lung
 
     def _heatmap(self, data: dict[str, Any], method: str) -> np.ndarray:
         from mstl_monai.visualize import attention_heatmap, grad_cam

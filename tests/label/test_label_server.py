@@ -139,6 +139,19 @@ class TestLabelServer(unittest.TestCase):
         p0 = res0["class_probabilities"]
         self.assertEqual(set(p0), {"non-covid", "covid"})
         self.assertAlmostEqual(sum(p0.values()), 1.0, places=4)
+        # every answer says whether the lobe Generator's locator found a lung (issue 11, item 5)
+        self.assertIs(res0.get("lung_found"), True, res0)
+        self.assertTrue(0.0 < res0["lung_box_fraction"] <= 1.0, res0)
+        self.assertNotIn("warning", res0)
+        # an image without a lung (a plain gradient) is still predicted, but flagged
+        grad = io.BytesIO()
+        Image.fromarray(np.tile(np.linspace(0, 255, 96).astype(np.uint8), (80, 1))).save(grad, format="PNG")
+        code, res = c.json("POST", f"/infer/{MODEL}?output=json", fields={"file": ("gradient.png", grad.getvalue())})
+        self.assertEqual(code, 200, res)
+        self.assertAlmostEqual(sum(res["class_probabilities"].values()), 1.0, places=4)
+        self.assertIs(res["lung_found"], False, res)
+        self.assertIsNone(res["lung_box_fraction"])
+        self.assertIn("no lung found", res["warning"])
 
         # /train one epoch, wait for it, then the weights file has changed
         status = self._train(c, 1)

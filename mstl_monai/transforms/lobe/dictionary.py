@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
-from monai.utils import ensure_tuple
+from monai.utils import convert_to_tensor, ensure_tuple
 
 from .array import BoundaryMap, LobeRegions, LungLobeGenerator, QuantizeLung, RandLungLobeGenerator
+from .functional import cpu_single_thread
 
 __all__ = [
     "BoundaryMapd",
@@ -29,6 +30,9 @@ __all__ = [
     "RandLungLobeGeneratord",
     "RandLungLobeGeneratorD",
     "RandLungLobeGeneratorDict",
+    "LocateLungd",
+    "LocateLungD",
+    "LocateLungDict",
 ]
 
 
@@ -214,7 +218,64 @@ class RandLungLobeGeneratord(RandomizableTransform, MapTransform):
         return d
 
 
+class LocateLungd(MapTransform):
+    """Record whether the lobe Generator finds a lung in each slice, and how much of the slice its box covers.
+
+    Runs the locator of :class:`LungLobeGenerator` (the same one the region crops use) on each (C, H, W) slice
+    and writes ``d[f"{output_key}_found"]`` (bool; ``False`` when no lung was found and the Generator would fall
+    back to ``fallback_box``, e.g. on a constant or non-CT image) and ``d[f"{output_key}_box_fraction"]`` (float:
+    area of the located lung box / image area; ``nan`` when no lung was found). The image is kept unchanged, so
+    the transform can sit in a classifier's preprocessing to flag predictions made without a lung. Locate on the
+    loaded slice, before any resizing or padding. Existing output keys raise ``KeyError``.
+
+    Args:
+        keys: keys of (C, H, W) slices in [0, 1].
+        output_key: prefix of the output keys, one per key.
+        allow_missing_keys: do not raise if a key is missing.
+        kwargs: the locator's arguments of :class:`LungLobeGenerator` (``locate_size``, ``threshold``, ...).
+
+    .. code-block:: python
+
+        d = Compose([LoadCTSliced("image"), LocateLungd("image")])({"image": "slice.png"})
+        d["lung_found"], d["lung_box_fraction"]  # True, 0.41
+    """
+
+    backend = LungLobeGenerator.backend
+
+    def __init__(
+        self, keys: KeysCollection, output_key: KeysCollection = "lung", allow_missing_keys: bool = False, **kwargs
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_keys = _output_keys(self.keys, output_key, "LocateLungd")
+        self.generator = LungLobeGenerator(**kwargs)
+
+    def locate(self, img: Any) -> tuple[bool, float]:
+        """``(found, box_fraction)`` of one (C, H, W) slice (``(False, nan)`` when no lung is found)."""
+        if img.ndim != 3:
+            raise ValueError(f"LocateLungd expects a (C, H, W) image, got shape {tuple(img.shape)}.")
+        t = convert_to_tensor(img, track_meta=False)
+        h, w = t.shape[-2:]
+        if h < 2 or w < 2:  # too small to hold a lung (the Generator refuses it)
+            return False, float("nan")
+        with cpu_single_thread(self.generator.single_thread and t.device.type == "cpu"):
+            (_, _, bw, bh), fallback, _ = self.generator.locate(t)
+        if fallback:
+            return False, float("nan")
+        return True, float(bw * bh) / float(h * w)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key, out in self.key_iterator(d, self.output_keys):
+            names = (f"{out}_found", f"{out}_box_fraction")
+            existing = [n for n in names if n in d]
+            if existing:
+                raise KeyError(f"LocateLungd: output keys {existing} already exist; give another output_key.")
+            d[names[0]], d[names[1]] = self.locate(d[key])
+        return d
+
+
 BoundaryMapD = BoundaryMapDict = BoundaryMapd
 QuantizeLungD = QuantizeLungDict = LungQuantized = QuantizeLungd
 LungLobeGeneratorD = LungLobeGeneratorDict = LungLobeGeneratord
 RandLungLobeGeneratorD = RandLungLobeGeneratorDict = RandLungLobeGeneratord
+LocateLungD = LocateLungDict = LocateLungd
