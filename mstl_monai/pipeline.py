@@ -736,7 +736,12 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table + "\n")
     print(f"\nSummary ({time.time() - t0:.0f}s this run; test metrics in %, 95% bootstrap CI):\n{table}", flush=True)
-    print(f"\nResults of this run: {run_dir_results(cfg, root)}/<chain>/, summary: {out}", flush=True)
+    local = run_dir_results(cfg, root)
+    here = [c["name"] for c in chains if (local / c["name"] / "metrics.json").is_file()]
+    if here:
+        print(f"\nResults of {len(here)} chain(s) in the run folder: {local}/<chain>/; summary: {out}", flush=True)
+    else:
+        print(f"\nNo chain of this command has results in the run folder {local} (published ones were up to date); summary: {out}", flush=True)
     if args.publish:
         published_table, _ = summary_table(cfg, root, published_only=True)
         pub = root / cfg["results_dir"] / "summary.md"

@@ -143,6 +143,8 @@ class TestBundleRejectsUnknownOverrides(unittest.TestCase):
             self.assertFalse(run_dir.exists(), "nothing is written before the check")
 
     def test_bad_value_and_nested_ids(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
         proc = run_bundle(
             "training",
             ["train.yaml"],
@@ -158,7 +160,12 @@ class TestBundleRejectsUnknownOverrides(unittest.TestCase):
         proc = run_bundle(
             "training",
             ["train.yaml"],
-            {"dataset_dir": "/nonexistent/covid-ct", "train#trainer#max_epochs": 1, "validate::dataloader::batch_size": 2},
+            {
+                "dataset_dir": "/nonexistent/covid-ct",
+                "run_dir": tmp.name,
+                "train#trainer#max_epochs": 1,
+                "validate::dataloader::batch_size": 2,
+            },
             check=False,
             timeout=300,
         )
