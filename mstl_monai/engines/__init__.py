@@ -21,6 +21,7 @@ from .sstl import (
     sstl_scalar_terms,
 )
 from .probes import ProbeHandler, SSTLProbe, extract_features, knn_probe, knn_scores, lobe_probe
+from mstl_monai.utils.settings import check_overrides  # the bundle configs' first `initialize` entry
 
 __all__ = [
     "BACKBONES",
@@ -56,4 +57,5 @@ __all__ = [
     "knn_probe",
     "knn_scores",
     "lobe_probe",
+    "check_overrides",
 ]

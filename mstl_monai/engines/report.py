@@ -108,6 +108,8 @@ class ClassificationReport:
         seed: bootstrap seed.
         name_key: batch key holding a per-image name (falls back to the image's ``filename_or_obj``).
         title: curve label in ``roc.png``.
+        split: name of the data split scored (e.g. ``"test"``): the log line names the images and metrics with it
+            (``evaluation on 203 test images: test accuracy ...``).
     """
 
     def __init__(
@@ -120,8 +122,10 @@ class ClassificationReport:
         name_key: str = "name",
         title: str | None = None,
         extra: dict | None = None,
+        split: str | None = None,
     ) -> None:
         self.output_dir = output_dir
+        self.split = split
         self.class_names = list(class_names)
         self.positive_class = positive_class
         self.n_bootstrap = n_bootstrap
@@ -184,12 +188,13 @@ class ClassificationReport:
             extra=self.extra,
         )
         engine.state.report = self.metrics
+        prefix = f"{self.split} " if self.split else ""
         summary = ", ".join(
-            f"{k} {v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+            f"{prefix}{k} {v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
             for k, v in self.metrics.items()
             if isinstance(v, dict) and "value" in v and v["value"] is not None
         )
-        self.logger.info(f"evaluation on {len(labels)} images: {summary}; report in {self.output_dir}")
+        self.logger.info(f"evaluation on {len(labels)} {prefix}images: {summary}; report in {self.output_dir}")
 
 
 def lung_fields(item: Mapping, found_key: str = "lung_found", fraction_key: str = "lung_box_fraction") -> dict:

@@ -34,6 +34,8 @@ def build_network(name: str = "resnet50", n_attn: int = 0, **kwargs: Any) -> tor
     key = str(name).lower().replace("attentive_", "").replace("-", "")
     if key not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}: use one of {BACKBONES}.")
+    if isinstance(n_attn, bool) or not str(n_attn).strip().isdigit():
+        raise ValueError(f"n_attn must be a whole number of non-local blocks (0, 1 or 5), got {n_attn!r}.")
     return getattr(nets, f"attentive_{key}")(n_attn=int(n_attn), **kwargs)
 
 

@@ -59,8 +59,8 @@ class GuardedROCAUCMetric(ROCAUCMetric):
             worst = int(fractions.argmin())
             logger.warning(
                 f"class {worst} is predicted for {100 * float(fractions[worst]):.1f}% of the validation images "
-                f"(< {100 * self.min_class_fraction:.0f}%): AUC {float(auc):.4f} is reported as {float(auc) - 1:.4f} "
-                "so that this epoch is not chosen as the best checkpoint."
+                f"(< {100 * self.min_class_fraction:.0f}%): AUC {float(auc):.4f}, checkpoint-selection score "
+                f"AUC - 1 = {float(auc) - 1:.4f} so that this epoch is not chosen as the best checkpoint."
             )
             return auc - 1.0
         return auc
@@ -72,7 +72,7 @@ class GuardedROCAUC(IgniteMetricHandler):
     .. code-block:: yaml
 
         key_metric:
-          val_auc:
+          val_score:
             _target_: mstl_monai.metrics.GuardedROCAUC
             min_class_fraction: 0.1
             output_transform: "$monai.handlers.from_engine(['pred', 'label'])"

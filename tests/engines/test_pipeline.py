@@ -26,7 +26,9 @@ from tests.utils import REPO_ROOT
 
 def _cfg(tmp: Path, chains: list[dict]) -> dict:
     p = tmp / "grid.yaml"
-    p.write_text(yaml.safe_dump({"common": {"backbone": "resnet18"}, "stage_defaults": {"finetune": {"epochs": 3}}, "chains": chains}))
+    # the real bundle: a run checks each stage's settings against its config files
+    body = {"bundle_dir": str(REPO_ROOT / "bundle"), "common": {"backbone": "resnet18"}, "stage_defaults": {"finetune": {"epochs": 3}}}
+    p.write_text(yaml.safe_dump(dict(body, chains=chains)))
     return load_pipeline_config(p)
 
 
@@ -140,7 +142,7 @@ CPU_CHAINS = [
 
 def _grid_cfg(tmp: Path, grid, chains=None) -> dict:
     p = tmp / "grid.yaml"
-    body = {"common": {"backbone": "resnet18"}, "grid": grid}
+    body = {"bundle_dir": str(REPO_ROOT / "bundle"), "common": {"backbone": "resnet18"}, "grid": grid}
     if chains is not None:
         body["chains"] = chains
     p.write_text(yaml.safe_dump(body))

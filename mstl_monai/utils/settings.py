@@ -1,0 +1,305 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Check setting overrides against the config files that define them.
+
+A misspelt override (``--epoch 1``, ``--bakbone resnet18``) used to be added to the config as a new, unused key and
+the run went on with the default. Here an override must name a setting that the config files define (nested ids such
+as ``train#trainer#max_epochs`` included), else it is an error that names it and suggests the closest settings
+(:mod:`difflib`); an override whose value cannot be what the config's literal default is (``--n_attn five`` where the
+default is ``0``) is an error naming the setting and the value. The known settings are read from the config files
+themselves, so a key added to a config is known without a list to keep up to date.
+
+Used by the bundle (:func:`check_overrides`, the first entry of every config's ``initialize``) and by the pipeline
+runner (:func:`check_settings` on each stage's overrides before anything trains). Needs neither torch nor MONAI
+(MONAI is imported only by the bundle hook and to read a component's arguments).
+
+.. code-block:: python
+
+    from mstl_monai.utils.settings import check_settings
+
+    check_settings({"epoch": 1}, ["bundle/configs/train.yaml"])
+    # SettingsError: unknown setting 'epoch' (not in train.yaml): did you mean 'epochs'?
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["SettingsError", "load_config_tree", "override_problems", "check_settings", "check_overrides"]
+
+logger = logging.getLogger(__name__)
+
+#: keys of a ``_target_`` component that MONAI reads itself (not constructor arguments)
+_COMPONENT_KEYS = ("_target_", "_disabled_", "_requires_", "_desc_", "_mode_")
+#: top-level ids that MONAI adds to every bundle config (metadata)
+_MONAI_IDS = ("_meta_",)
+
+
+class SettingsError(ValueError):
+    """An override names no setting of the config, or has a value its setting cannot take."""
+
+
+def _split_id(key: str) -> list[str]:
+    return str(key).replace("::", "#").split("#")
+
+
+def _read(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist.")
+    with open(path) as f:
+        content = json.load(f) if path.suffix.lower() == ".json" else yaml.safe_load(f)
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping of settings, got {type(content).__name__}.")
+    return content
+
+
+def _as_files(files: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    if isinstance(files, (str, os.PathLike)):
+        text = str(files)
+        # MONAI accepts "a.yaml,b.yaml" as well as a list
+        return text.split(",") if not Path(text).is_file() and "," in text else [text]
+    return [str(f) for f in files]
+
+
+def load_config_tree(files: str | os.PathLike | Sequence[str | os.PathLike]) -> dict:
+    """Merge config files the way MONAI's ``ConfigParser.load_config_files`` does, without resolving anything.
+
+    Later files replace top-level keys, ``+key`` merges a mapping or extends a list, and ``a#b`` (or ``a::b``) keys set
+    an entry inside an existing section.
+
+    Raises:
+        FileNotFoundError: naming a missing file.
+        ValueError: naming the file and key of a nested id whose section does not exist.
+    """
+    tree: dict = {}
+    for f in _as_files(files):
+        for k, v in _read(f).items():
+            k = str(k)
+            if k.startswith("+"):
+                old = tree.get(k[1:])
+                if isinstance(old, dict) and isinstance(v, dict):
+                    old.update(v)
+                elif isinstance(old, list) and isinstance(v, list):
+                    old.extend(v)
+                else:
+                    tree[k[1:]] = v
+                continue
+            *parents, last = _split_id(k)
+            node: Any = tree
+            for part in parents:
+                if isinstance(node, dict) and part in node:
+                    node = node[part]
+                elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                    node = node[int(part)]
+                else:
+                    raise ValueError(f"config file {f}: key {k!r} sets an entry inside {part!r}, which does not exist.")
+            if isinstance(node, list):
+                node[int(last)] = v
+            else:
+                node[last] = v
+    return tree
+
+
+def _closest(word: str, choices: Sequence[str], n: int = 3) -> list[str]:
+    return difflib.get_close_matches(word, [c for c in choices if not c.startswith("_")], n=n, cutoff=0.6)
+
+
+def _suggest(word: str, choices: Sequence[str], prefix: str = "") -> str:
+    close = _closest(word, choices)
+    if not close:
+        return ""
+    return ": did you mean " + " or ".join(repr(prefix + c) for c in close) + "?"
+
+
+def _component_arguments(target: Any) -> list[str] | None:
+    """Constructor arguments of a ``_target_`` (MONAI's short names included); ``None`` when it takes any keyword
+    or cannot be located here (then any argument is accepted: the component itself rejects a wrong one)."""
+    if not isinstance(target, str) or target.startswith(("$", "@", "%")):
+        return None
+    try:
+        obj: Any = None
+        if "." in target:
+            from pydoc import locate
+
+            obj = locate(target)
+        else:
+            import importlib
+
+            from monai.bundle.config_item import ComponentLocator
+
+            mod = ComponentLocator().get_component_module_name(target)
+            mod = mod[0] if isinstance(mod, list) else mod
+            obj = getattr(importlib.import_module(mod), target) if mod else None
+        if obj is None:
+            return None
+        params = inspect.signature(obj).parameters.values()
+    except Exception:  # noqa: BLE001 - an argument we cannot check is left to the component
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+
+
+def _kind(default: Any) -> tuple[str, tuple[type, ...]] | None:
+    """What a literal default says about the values its setting takes; ``None``: nothing (text, lists, expressions)."""
+    if isinstance(default, bool):
+        return "True or False", (bool,)
+    if isinstance(default, int):
+        return "a whole number", (int,)
+    if isinstance(default, float):
+        return "a number", (int, float)
+    return None
+
+
+def _value_problem(key: str, value: Any, default: Any, where: str) -> str | None:
+    if isinstance(value, str) and value.startswith(("$", "@", "%")):
+        return None  # an expression, reference or macro: checked where it is evaluated
+    kind = _kind(default)
+    if kind is None:
+        return None
+    what, types = kind
+    ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
+    if ok:
+        return None
+    return f"setting {key!r} must be {what} like its default {default!r} in {where}, got {value!r}"
+
+
+def _id_problem(key: str, config: Mapping, where: str) -> tuple[str | None, Any, bool]:
+    """``(problem, file value, found)`` for one override id."""
+    parts = _split_id(key)
+    node: Any = config
+    path: list[str] = []
+    for i, part in enumerate(parts):
+        here = "#".join(path)
+        last = i == len(parts) - 1
+        if isinstance(node, Mapping):
+            if part in node:
+                node, path = node[part], path + [part]
+                continue
+            choices = [str(c) for c in node]
+            if path and "_target_" in node:
+                if part in _COMPONENT_KEYS:
+                    return None, None, False
+                args = _component_arguments(node["_target_"])
+                if args is None or (last and part in args):
+                    return (None, None, False) if last else (f"{here!r} has no entry {part!r}", None, False)
+                choices = sorted(set(choices) | set(args))
+            if not path and part in _MONAI_IDS:
+                return None, None, False
+            hint = _suggest(part, choices, prefix=here + "#" if path else "")
+            if not path:
+                return f"unknown setting {key!r} (not in {where}){hint}", None, False
+            return f"unknown setting {key!r} ({here!r} in {where} has no {part!r}){hint}", None, False
+        if isinstance(node, list):
+            if part.isdigit() and int(part) < len(node):
+                node, path = node[int(part)], path + [part]
+                continue
+            return f"{here!r} is a list of {len(node)} entries in {where}: it has no entry {part!r}", None, False
+        return f"{here!r} is a single value in {where}, not a section: it has no entry {part!r}", None, False
+    return None, node, True
+
+
+def override_problems(
+    overrides: Mapping[str, Any], config: Mapping, where: str = "the config", known: Sequence[str] = ()
+) -> list[str]:
+    """One message per override that names no setting of ``config`` or has a value its setting cannot take.
+
+    Args:
+        overrides: id -> value (ids may be nested: ``train#trainer#max_epochs``, ``train::trainer::max_epochs``).
+        config: the merged config files (:func:`load_config_tree`).
+        where: how the messages name the config files.
+        known: further top-level ids that are accepted (e.g. settings another part of MONAI adds).
+    """
+    problems = []
+    for key, value in overrides.items():
+        if _split_id(key)[0] in known:
+            continue
+        problem, default, found = _id_problem(str(key), config, where)
+        if problem is None and found:
+            problem = _value_problem(str(key), value, default, where)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _where(files: Sequence[str]) -> str:
+    return " + ".join(os.path.basename(f) for f in files)
+
+
+def check_settings(
+    overrides: Mapping[str, Any],
+    config_files: str | os.PathLike | Sequence[str | os.PathLike],
+    known: Sequence[str] = (),
+) -> None:
+    """Raise :class:`SettingsError` (one line, every problem) when ``overrides`` do not fit ``config_files``.
+
+    Raises:
+        SettingsError: e.g. ``unknown setting 'epoch' (not in train.yaml): did you mean 'epochs'?``.
+        FileNotFoundError: naming a config file that does not exist.
+    """
+    files = _as_files(config_files)
+    problems = override_problems(overrides, load_config_tree(files), _where(files), known)
+    if problems:
+        raise SettingsError("; ".join(problems))
+
+
+def _tracking_ids(tracking: Any) -> list[str]:
+    """Top-level ids MONAI's experiment tracking (``--tracking mlflow``) adds and accepts as overrides."""
+    if not tracking:
+        return []
+    try:
+        from monai.bundle import ConfigParser
+        from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
+
+        settings = DEFAULT_EXP_MGMT_SETTINGS.get(tracking) if isinstance(tracking, str) else None
+        if settings is None:
+            settings = tracking if isinstance(tracking, dict) else ConfigParser.load_config_files(tracking)
+        return [str(k) for k in (settings.get("configs") or {})]
+    except Exception:  # noqa: BLE001 - tracking settings MONAI itself will reject
+        return []
+
+
+def check_overrides() -> None:
+    """Bundle hook: stop a ``python -m monai.bundle run`` whose overrides do not fit its config files.
+
+    Put it first in a config's ``initialize`` list (``"$mstl_monai.engines.check_overrides()"``): it runs before
+    anything is built or read. It finds the run's config files and overrides in MONAI's ``create_workflow`` (which
+    ``monai.bundle run``, ``run_workflow``, torchrun and MONAI Label's bundle trainer all go through), checks them with
+    :func:`check_settings`, and on a problem exits with one line naming the setting, the files and the closest
+    settings. A workflow made directly (``ConfigWorkflow(...)``) is not checked; that is logged.
+
+    Raises:
+        SystemExit: with the problem, so that it is the only line printed rather than the end of a traceback.
+    """
+    from monai.bundle import scripts
+
+    frame = inspect.currentframe()
+    while frame is not None and frame.f_code is not scripts.create_workflow.__code__:
+        frame = frame.f_back
+    if frame is None:
+        logger.info("overrides not checked: the workflow was not started through monai.bundle run/create_workflow.")
+        return
+    local = frame.f_locals
+    config_file, args, workflow = local.get("config_file"), dict(local.get("_args") or {}), local.get("workflow_")
+    del frame, local
+    if config_file is None or workflow is None:
+        logger.info("overrides not checked: no config files found in this workflow.")
+        return
+    params = {p.name for p in inspect.signature(type(workflow).__init__).parameters.values()}
+    overrides = {k: v for k, v in args.items() if k not in params}
+    try:
+        check_settings(overrides, config_file, known=_tracking_ids(args.get("tracking")))
+    except (SettingsError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"bad override: {e}") from None
