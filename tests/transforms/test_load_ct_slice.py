@@ -227,7 +227,7 @@ class TestLoadCTSlice(unittest.TestCase):
     def test_dicom_without_rescale_tags(self):
         root = require_real_data(self)
         # CT_small stores 128..2191 with intercept -1024; lungmask/0.dcm stores HU (-2048..1502, intercept 0)
-        for rel, assumed in (("dicom/pydicom/CT_small.dcm", "HU = stored -1024"), ("dicom/lungmask/0.dcm", "HU")):
+        for rel, assumed in (("dicom/pydicom/CT_small.dcm", "HU = stored - 1024"), ("dicom/lungmask/0.dcm", "HU")):
             ds = pydicom.dcmread(root / rel)
             del ds.RescaleSlope, ds.RescaleIntercept
             path = self.tmp / "norescale.dcm"

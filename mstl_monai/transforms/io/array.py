@@ -193,16 +193,16 @@ def _dicom_to_hu(ds, data: np.ndarray, path: str, frame: int | None) -> tuple[np
         warnings.warn(
             f"DICOM file {path!r} has no RescaleSlope/RescaleIntercept and {bits}-bit values: taken as a displayed "
             f"picture (value / 255), not as Hounsfield units.",
-            stacklevel=3,
+            stacklevel=4,
         )
         return data.astype(np.float32), {"hu_rescale": "display", "hu_rescale_assumed": True}
     icpt = ASSUMED_CT_INTERCEPT if lo >= 0 else 0.0
-    rule = f"HU = stored {icpt:+g}" if icpt else "the stored values are HU"
+    rule = f"HU = stored - {-icpt:g}" if icpt else "the stored values are HU"
     warnings.warn(
         f"DICOM file {path!r} has no RescaleSlope/RescaleIntercept (stored values {lo:g}..{hi:g}): assuming {rule} "
         f"({'no stored value is negative' if icpt else 'some stored values are negative'}); add the tags to the "
         f"file if this is wrong.",
-        stacklevel=3,
+        stacklevel=4,
     )
     out = data.astype(np.float32) + np.float32(icpt)
     return out, {"hu_rescale": rule, "hu_rescale_assumed": True, "rescale": (1.0, icpt)}
