@@ -74,8 +74,9 @@ def draw(ax_img, ax_map, img: torch.Tensor, gen: LungLobeGenerator, title: str) 
     rgb[bmap] = 0.55
     rgb[bmap & (labels == LUNG)] = (1.0, 0.25, 0.25)
     sy, sx = info["scale"]
+    cx, cy = info["content_box"][:2]  # the map covers the slice inside its padding
     ax_map.imshow(rgb, interpolation="nearest")
-    box = Rectangle((lx / sx - 0.5, ly / sy - 0.5), lw / sx, lh / sy, fill=False, ec="white", lw=1.0, ls="--")
+    box = Rectangle(((lx - cx) / sx - 0.5, (ly - cy) / sy - 0.5), lw / sx, lh / sy, fill=False, ec="white", lw=1.0, ls="--")
     ax_map.add_patch(box)
     ax_map.set_title(f"boundary map ({bmap.shape[1]}x{bmap.shape[0]})", fontsize=6)
     for ax in (ax_img, ax_map):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import unittest
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -15,9 +16,12 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
 from parameterized import parameterized
-from PIL import Image
+from PIL import Image, PngImagePlugin
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from mstl_monai.transforms import LoadCTSlice, LoadCTSliced
+from mstl_monai.transforms.io.array import significant_bits
 from tests.utils import require_real_data
 
 RNG = np.random.default_rng(0)
@@ -58,6 +62,25 @@ class TestLoadCTSlice(unittest.TestCase):
         np.testing.assert_allclose(out[0].numpy(), expected, atol=2e-3)
         self.assertEqual(out.meta["filename_or_obj"], str(path))
         self.assertEqual(out.meta["source_format"], "png")
+
+    def test_png_16bit_scaled_by_the_bits_it_uses(self):
+        data = (np.arange(23 * 31).reshape(23, 31) * 5 % 3000 + 100).astype(np.uint16)  # 12-bit CT data in 16 bits
+        Image.fromarray(data).save(self.tmp / "ct12.png")
+        out = LoadCTSlice()(self.tmp / "ct12.png")
+        np.testing.assert_allclose(out[0].numpy(), data / 4095.0, atol=1e-6)
+        self.assertEqual((out.meta["bits_stored"], out.meta["bits_source"]), (12, "max value"))
+        # an sBIT chunk (the PNG's BitsStored) wins over the guess: 12 bits although the values need only 10
+        info = PngImagePlugin.PngInfo()
+        info.add(b"sBIT", bytes([12]))
+        low = (data % 1000).astype(np.uint16)
+        Image.fromarray(low).save(self.tmp / "sbit.png", pnginfo=info)
+        out = LoadCTSlice()(self.tmp / "sbit.png")
+        np.testing.assert_allclose(out[0].numpy(), low / 4095.0, atol=1e-6)
+        self.assertEqual((out.meta["bits_stored"], out.meta["bits_source"]), (12, "sBIT"))
+
+    @parameterized.expand([[0, 8], [255, 8], [256, 10], [1023, 10], [1024, 12], [4095, 12], [9000, 14], [40000, 16]])
+    def test_significant_bits(self, max_value, bits):
+        self.assertEqual(significant_bits(max_value), bits)
 
     def test_jpeg(self):
         path = self.tmp / "x.jpg"
@@ -180,6 +203,72 @@ class TestLoadCTSlice(unittest.TestCase):
         out = LoadCTSlice()(path)
         np.testing.assert_allclose(out[0].numpy(), ref[:, ::-1], atol=1e-6)
         self.assertIn("flip-cols", out.meta["orientation_ops"])
+
+    def _ct_small(self):
+        root = require_real_data(self)
+        return root / "dicom/pydicom/CT_small.dcm", pydicom.dcmread(root / "dicom/pydicom/CT_small.dcm")
+
+    def test_multiframe_dicom_is_a_volume(self):
+        src, ds = self._ct_small()
+        frames = np.stack([ds.pixel_array + 100 * k for k in range(3)]).astype(np.int16)  # frames on the first axis
+        ds.NumberOfFrames = 3
+        ds.PixelData = frames.tobytes()
+        path = self.tmp / "multiframe.dcm"
+        ds.save_as(path)
+        for index, frame in ((None, 1), (0, 0), (-1, 2)):
+            out = LoadCTSlice(slice_index=index)(path)
+            self.assertEqual(out.shape, (1, 128, 128))
+            self.assertEqual((out.meta["number_of_frames"], out.meta["frame_index"]), (3, frame))
+            hu = frames[frame].astype(np.float64) - 1024.0
+            np.testing.assert_allclose(out[0].numpy(), np.clip((hu + 1350.0) / 1500.0, 0, 1), atol=1e-5)
+        with self.assertRaisesRegex(ValueError, "slice_index 3 is out of range for 3 frames"):
+            LoadCTSlice(slice_index=3)(path)
+
+    def test_dicom_without_rescale_tags(self):
+        root = require_real_data(self)
+        # CT_small stores 128..2191 with intercept -1024; lungmask/0.dcm stores HU (-2048..1502, intercept 0)
+        for rel, assumed in (("dicom/pydicom/CT_small.dcm", "HU = stored - 1024"), ("dicom/lungmask/0.dcm", "HU")):
+            ds = pydicom.dcmread(root / rel)
+            del ds.RescaleSlope, ds.RescaleIntercept
+            path = self.tmp / "norescale.dcm"
+            ds.save_as(path)
+            with self.assertWarnsRegex(UserWarning, "no RescaleSlope/RescaleIntercept") as cm:
+                out = LoadCTSlice()(path)
+            self.assertIn(str(path), str(cm.warning))
+            self.assertTrue(out.meta["hu_rescale_assumed"])
+            self.assertIn(assumed, out.meta["hu_rescale"])
+            # the rule gives the file's true HU here
+            np.testing.assert_allclose(out[0].numpy(), LoadCTSlice()(root / rel)[0].numpy(), atol=1e-6)
+        self.assertFalse(LoadCTSlice()(root / "dicom/pydicom/CT_small.dcm").meta["hu_rescale_assumed"])
+
+    def test_dicom_rescale_in_functional_groups(self):
+        src, ds = self._ct_small()
+        del ds.RescaleSlope, ds.RescaleIntercept
+        pvt = Dataset()
+        pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = 1, -1024, "HU"
+        group = Dataset()
+        group.PixelValueTransformationSequence = Sequence([pvt])
+        ds.SharedFunctionalGroupsSequence = Sequence([group])
+        path = self.tmp / "enhanced.dcm"
+        ds.save_as(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = LoadCTSlice()(path)
+        self.assertFalse(out.meta["hu_rescale_assumed"])
+        np.testing.assert_allclose(out[0].numpy(), LoadCTSlice()(src)[0].numpy(), atol=1e-6)
+
+    def test_8bit_dicom_without_rescale_is_a_picture(self):
+        src, ds = self._ct_small()
+        pic = (np.arange(128 * 128).reshape(128, 128) % 256).astype(np.uint8)
+        del ds.RescaleSlope, ds.RescaleIntercept
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = pic.tobytes()
+        path = self.tmp / "picture.dcm"
+        ds.save_as(path)
+        with self.assertWarnsRegex(UserWarning, "displayed picture"):
+            out = LoadCTSlice()(path)
+        np.testing.assert_allclose(out[0].numpy(), pic / 255.0, atol=1e-6)
+        self.assertEqual(out.meta["hu_rescale"], "display")
 
     def test_dicom_without_pixels(self):
         root = require_real_data(self)

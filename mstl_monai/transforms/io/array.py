@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,16 @@ from monai.data import MetaTensor, NibabelReader, PILReader, PydicomReader
 from monai.transforms import Transform
 from monai.utils import TransformBackends
 
-__all__ = ["LoadCTSlice", "DEFAULT_LUNG_WINDOW", "CT_SLICE_FORMATS", "sniff_ct_format", "lung_window"]
+__all__ = [
+    "LoadCTSlice",
+    "significant_bits",
+    "png_sbit",
+    "DEFAULT_LUNG_WINDOW",
+    "CT_SLICE_FORMATS",
+    "ASSUMED_CT_INTERCEPT",
+    "sniff_ct_format",
+    "lung_window",
+]
 
 #: default lung window in Hounsfield units (``a_min``, ``a_max``) mapped to [0, 1]
 DEFAULT_LUNG_WINDOW = (-1350.0, 150.0)
@@ -73,8 +83,38 @@ def lung_window(hu: np.ndarray, a_min: float, a_max: float) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _pil_to_unit(img, path: str) -> tuple[np.ndarray, str]:
-    """Convert a PIL image (any common mode) to a float32 (H, W) gray image in [0, 1]."""
+def significant_bits(max_value: int, sbit: int | None = None) -> int:
+    """The bits a 16-bit gray image uses, for scaling it to [0, 1] by ``2**bits - 1``.
+
+    The PNG's ``sBIT`` chunk (its ``BitsStored``) when it has one; otherwise the bit length of the largest value
+    rounded up to 8, 10, 12, 14 or 16 (12-bit CT data stored in 16 bits is scaled by 4095, not 65535).
+    """
+    if sbit is not None and 1 <= sbit <= 16 and max_value < 2**sbit:
+        return int(sbit)
+    n = max(int(max_value), 1).bit_length()
+    return next(b for b in (8, 10, 12, 14, 16) if n <= b)
+
+
+def png_sbit(path: PathLike) -> int | None:
+    """The significant bits of a PNG's gray (or colour) samples from its ``sBIT`` chunk; ``None`` without one."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind in (b"IDAT", b"IEND"):
+                return None
+            data = f.read(length)
+            f.seek(4, os.SEEK_CUR)  # CRC
+            if kind == b"sBIT" and data:
+                return max(data[:3]) if len(data) in (3, 4) else data[0]
+
+
+def _pil_to_unit(img, path: str, sbit: int | None = None) -> tuple[np.ndarray, str] | tuple[np.ndarray, str, dict]:
+    """Convert a PIL image (any common mode) to a float32 (H, W) gray image in [0, 1] (and extra metadata)."""
     mode = img.mode
     if mode == "P" or mode == "PA":
         img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
@@ -95,11 +135,12 @@ def _pil_to_unit(img, path: str) -> tuple[np.ndarray, str]:
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0, mode
     if arr.dtype.kind in "ui":  # I;16 / I;16B / I (16-bit PNGs open as one of these)
-        maxv = 65535.0 if arr.max(initial=0) <= 65535 and arr.min(initial=0) >= 0 else None
-        if maxv is None:
-            lo, hi = float(arr.min()), float(arr.max())
+        lo, hi = int(arr.min(initial=0)), int(arr.max(initial=0))
+        if lo < 0 or hi > 65535:
             return ((arr.astype(np.float32) - lo) / max(hi - lo, 1.0)).astype(np.float32), mode
-        return (arr.astype(np.float32) / maxv).astype(np.float32), mode
+        bits = significant_bits(hi, sbit)
+        meta = {"bits_stored": bits, "bits_source": "sBIT" if sbit else "max value"}
+        return (arr.astype(np.float32) / np.float32(2**bits - 1)).astype(np.float32), mode, meta
     if arr.dtype.kind == "f":  # mode F: keep values already in [0, 1], otherwise min-max
         arr = arr.astype(np.float32)
         lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
@@ -107,6 +148,64 @@ def _pil_to_unit(img, path: str) -> tuple[np.ndarray, str]:
             return arr, mode
         return (arr - lo) / max(hi - lo, 1e-12), mode
     raise ValueError(f"CT slice file {path!r} has an unsupported pixel type {arr.dtype} (PIL mode {mode!r}).")
+
+
+#: the intercept assumed for a CT DICOM without rescale tags whose stored values are never negative
+ASSUMED_CT_INTERCEPT = -1024.0
+
+
+def _functional_group_rescale(ds, frame: int | None) -> tuple[float, float] | None:
+    """RescaleSlope/RescaleIntercept from an enhanced multi-frame DICOM's functional groups, if it has them."""
+    groups = []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence", None)
+    if per_frame is not None and frame is not None and frame < len(per_frame):
+        groups.append(per_frame[frame])
+    shared = ds.get("SharedFunctionalGroupsSequence", None)
+    if shared:
+        groups.append(shared[0])
+    for g in groups:
+        seq = g.get("PixelValueTransformationSequence", None)
+        if seq and "RescaleSlope" in seq[0] and "RescaleIntercept" in seq[0]:
+            return float(seq[0].RescaleSlope), float(seq[0].RescaleIntercept)
+    return None
+
+
+def _dicom_to_hu(ds, data: np.ndarray, path: str, frame: int | None) -> tuple[np.ndarray, dict]:
+    """Hounsfield units of a DICOM slice (``data`` as the reader returned it) and how they were obtained.
+
+    - ``RescaleSlope``/``RescaleIntercept`` present: the reader applied them (``hu_rescale: "dicom"``).
+    - In an enhanced multi-frame file's functional groups: applied here (``"dicom functional groups"``).
+    - Missing, 8-bit data (a secondary-capture picture): not HU; shown as the picture is (``"display"``), warned.
+    - Missing otherwise (a documented rule, warned, ``hu_rescale_assumed: True``): when no stored value is
+      negative, HU = stored - 1024 (:data:`ASSUMED_CT_INTERCEPT`, the usual CT intercept: a slice in HU holds air
+      at about -1000, so all-positive values cannot be HU); when some are negative, the values are HU already.
+    """
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        slope, icpt = float(ds.get("RescaleSlope", 1.0)), float(ds.get("RescaleIntercept", 0.0))
+        return data, {"hu_rescale": "dicom", "hu_rescale_assumed": False, "rescale": (slope, icpt)}
+    found = _functional_group_rescale(ds, frame)
+    if found is not None:
+        out = data.astype(np.float32) * np.float32(found[0]) + np.float32(found[1])
+        return out, {"hu_rescale": "dicom functional groups", "hu_rescale_assumed": False, "rescale": found}
+    lo, hi = float(data.min()), float(data.max())
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
+    if bits <= 8 and lo >= 0 and hi <= 255:
+        warnings.warn(
+            f"DICOM file {path!r} has no RescaleSlope/RescaleIntercept and {bits}-bit values: taken as a displayed "
+            f"picture (value / 255), not as Hounsfield units.",
+            stacklevel=4,
+        )
+        return data.astype(np.float32), {"hu_rescale": "display", "hu_rescale_assumed": True}
+    icpt = ASSUMED_CT_INTERCEPT if lo >= 0 else 0.0
+    rule = f"HU = stored - {-icpt:g}" if icpt else "the stored values are HU"
+    warnings.warn(
+        f"DICOM file {path!r} has no RescaleSlope/RescaleIntercept (stored values {lo:g}..{hi:g}): assuming {rule} "
+        f"({'no stored value is negative' if icpt else 'some stored values are negative'}); add the tags to the "
+        f"file if this is wrong.",
+        stacklevel=4,
+    )
+    out = data.astype(np.float32) + np.float32(icpt)
+    return out, {"hu_rescale": rule, "hu_rescale_assumed": True, "rescale": (1.0, icpt)}
 
 
 def _canonical_axial(arr: np.ndarray, dir0: np.ndarray, dir1: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -140,12 +239,16 @@ class LoadCTSlice(Transform):
 
     - PNG/JPEG/BMP/TIFF (8- or 16-bit, L/LA/P/RGB/RGBA; colour becomes luminance, alpha is ignored) through
       MONAI's :class:`~monai.data.PILReader`; the picture is taken as displayed (radiological convention).
+      16-bit gray images are divided by ``2**bits - 1`` with ``bits`` the PNG's ``sBIT`` chunk (its BitsStored) or,
+      without one, the bit length of the largest value rounded up to 8/10/12/14/16 (:func:`significant_bits`:
+      12-bit data in a 16-bit PNG is scaled by 4095); the metadata keeps ``bits_stored`` and ``bits_source``.
     - DICOM through :class:`~monai.data.PydicomReader`: stored values -> Hounsfield units with the rescale
-      slope/intercept -> lung window ``[a_min, a_max]`` -> [0, 1].
-    - NIfTI (``.nii``/``.nii.gz``) through :class:`~monai.data.NibabelReader`: the axial slice ``slice_index``
-      (default: the middle one), windowed like DICOM if the values look like HU (``hu=None``: minimum below
-      -500), otherwise scaled to [0, 1].
-
+      slope/intercept -> lung window ``[a_min, a_max]`` -> [0, 1]. A multi-frame DICOM is a volume: the frame
+      ``slice_index`` (default: the middle one) is taken, and ``number_of_frames``/``frame_index`` are recorded.
+      Without ``RescaleSlope``/``RescaleIntercept`` (nor in an enhanced file's functional groups) a warning says
+      which rule was used and the metadata has ``hu_rescale_assumed: True``: when no stored value is negative,
+      HU = stored - 1024 (a slice in HU holds air near -1000, so all-positive values are not HU); otherwise the
+      values are taken as HU; 8-bit data is a displayed picture (value / 255). ``hu_rescale`` names the rule.
     DICOM and NIfTI slices are reoriented with their affine so that rows run anterior -> posterior and the
     image's left is the patient's right, like PNG slices. The metadata keeps ``filename_or_obj``,
     ``source_format``, ``original_shape``, ``orientation_ops`` and, for HU data, ``hu_window``.
@@ -153,8 +256,8 @@ class LoadCTSlice(Transform):
     Args:
         a_min: lower end of the lung window in HU.
         a_max: upper end of the lung window in HU.
-        slice_index: for NIfTI volumes, the index along the axial axis (negative counts from the end);
-            ``None`` takes the middle slice.
+        slice_index: for NIfTI volumes the index along the axial axis, for multi-frame DICOM the frame
+            (negative counts from the end); ``None`` takes the middle one.
         hu: for NIfTI volumes, whether the values are HU (``None``: guess from the minimum).
         dtype: output dtype.
 
@@ -221,8 +324,10 @@ class LoadCTSlice(Transform):
         img = self._pil.read(path)
         try:
             img.load()  # decode now: a truncated file fails here
-            arr, mode = _pil_to_unit(img, path)
+            sbit = png_sbit(path) if img.format == "PNG" else None
+            arr, mode, *extra = _pil_to_unit(img, path, sbit)
             meta = {"original_shape": (img.height, img.width), "original_mode": mode, "orientation_ops": []}
+            meta.update(*extra)
         finally:
             img.close()
         return arr, meta
@@ -233,29 +338,49 @@ class LoadCTSlice(Transform):
             sop = ds.get("SOPClassUID", None)
             sop_name = getattr(sop, "name", sop)
             raise ValueError(f"DICOM file {path!r} is not an image (no pixel data; SOP class {sop_name}).")
-        data, hdr = self._dicom.get_data(ds)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+        if int(ds.get("SamplesPerPixel", 1) or 1) > 1 or photometric.startswith(("RGB", "YBR", "PALETTE")):
+            raise ValueError(f"DICOM file {path!r} is a colour image ({photometric}), not a CT slice.")
+        if photometric == "MONOCHROME1":
+            raise ValueError(f"DICOM file {path!r} is MONOCHROME1 (inverted display), not a CT slice in HU.")
+        data, hdr = self._dicom.get_data(ds)  # rescaled to HU when the file has RescaleSlope/RescaleIntercept
         data = np.asarray(data)
-        if data.ndim == 3 and data.shape[-1] in (3, 4) and str(ds.get("PhotometricInterpretation", "")) != "":
-            if str(ds.PhotometricInterpretation).startswith(("RGB", "YBR")):
-                raise ValueError(f"DICOM file {path!r} is a colour image, not a CT slice.")
+        full_shape = tuple(data.shape)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        meta: dict = {}
+        frame = None
+        if frames > 1:  # multi-frame: frames on the first axis; one frame is chosen, like a NIfTI volume's slice
+            if data.ndim != 3 or data.shape[0] != frames:
+                raise ValueError(
+                    f"DICOM file {path!r} has {frames} frames but pixel data of shape {data.shape}, expected "
+                    f"({frames}, rows, columns)."
+                )
+            frame = frames // 2 if self.slice_index is None else int(self.slice_index)
+            if not -frames <= frame < frames:
+                raise ValueError(f"slice_index {self.slice_index} is out of range for {frames} frames in {path!r}.")
+            frame %= frames
+            data = data[frame]
+            meta.update({"number_of_frames": frames, "frame_index": frame})
         if data.ndim == 3 and data.shape[-1] == 1:
             data = data[..., 0]
-        if data.ndim == 3:  # multi-frame: take the middle frame (or slice_index)
-            idx = data.shape[-1] // 2 if self.slice_index is None else self.slice_index
-            data = data[..., idx]
         if data.ndim != 2:
             raise ValueError(f"DICOM file {path!r} has pixel data of shape {data.shape}, expected one 2D slice.")
-        if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
-            raise ValueError(f"DICOM file {path!r} is MONOCHROME1 (inverted display), not a CT slice in HU.")
+        data, rescale = _dicom_to_hu(ds, data, path, frame)
+        meta.update(rescale)
         affine = np.asarray(hdr["affine"], dtype=float)
         arr, ops = _canonical_axial(data, affine[:3, 0], affine[:3, 1])
-        meta = {
-            "original_shape": tuple(data.shape),
-            "orientation_ops": ops,
-            "hu_window": (self.a_min, self.a_max),
-            "hu_range": (float(arr.min()), float(arr.max())),
-            "original_affine": affine,
-        }
+        if rescale["hu_rescale"] == "display":  # an 8-bit picture (secondary capture): shown as it is
+            meta.update({"original_shape": full_shape, "orientation_ops": ops, "original_affine": affine})
+            return (arr / 255.0).astype(np.float32), meta
+        meta.update(
+            {
+                "original_shape": full_shape,
+                "orientation_ops": ops,
+                "hu_window": (self.a_min, self.a_max),
+                "hu_range": (float(arr.min()), float(arr.max())),
+                "original_affine": affine,
+            }
+        )
         return lung_window(arr, self.a_min, self.a_max), meta
 
     def _load_nifti(self, path: str) -> tuple[np.ndarray, dict]:

@@ -35,7 +35,15 @@ from .dictionary import (
     RandLungLobeGeneratord,
     RandLungLobeGeneratorDict,
 )
-from .functional import boundary_map, lung_box_from_boundary, otsu_threshold, quantize_lung, sliding_window_boundary_map
+from .functional import (
+    boundary_map,
+    content_box,
+    filter_lung_components,
+    lung_box_from_boundary,
+    otsu_threshold,
+    quantize_lung,
+    sliding_window_boundary_map,
+)
 
 __all__ = [
     "AIR",
@@ -45,7 +53,9 @@ __all__ = [
     "BoundaryMapD",
     "BoundaryMapd",
     "BoundaryMapDict",
+    "content_box",
     "DEFAULT_LOBE_BOXES",
+    "filter_lung_components",
     "LOBE_NAMES",
     "LobeRegions",
     "LocateLungD",

@@ -20,9 +20,10 @@ from .functional import (
     BODY,
     LUNG,
     THRESHOLD_METHODS,
-    binary_open,
     boundary_map,
+    content_box,
     cpu_single_thread,
+    filter_lung_components,
     lung_box_from_boundary,
     quantize_lung,
 )
@@ -160,12 +161,12 @@ def _check_table(lobe_boxes: Mapping[str, Sequence[float]] | None) -> np.ndarray
     return arr
 
 
-def _open_lung(labels: torch.Tensor, size: int) -> torch.Tensor:
-    """Morphological opening of the ``LUNG`` class with a ``size`` x ``size`` square; what it removes (thin dark
-    slits: gaps in the CT table, lines of text, thin gaps between body and table) becomes ``AIR``."""
-    lung = labels == LUNG
-    removed = lung & ~binary_open(lung, size)
-    return labels.masked_fill(removed, AIR)
+def _check_image(img: NdarrayOrTensor, name: str) -> None:
+    """The one rule for the Generators' input: a (C, H, W) image of at least 2x2 pixels."""
+    if img.ndim != 3:
+        raise ValueError(f"{name} expects a (C, H, W) image, got shape {tuple(img.shape)}.")
+    if img.shape[-2] < 2 or img.shape[-1] < 2:
+        raise ValueError(f"{name} needs an image of at least 2x2 pixels, got shape {tuple(img.shape)}.")
 
 
 def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -179,28 +180,39 @@ def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -
 class LungLobeGenerator(Transform):
     """The paper's region Generator (locate -> crop -> resize): five crops over the lung lobes ``ru, rm, rl, lu, ll``.
 
-    Locate: the slice (channel mean) is reduced to ``locate_size`` pixels on its longest side (bilinear),
-    quantised into air / body / lung (:class:`QuantizeLung`), its :class:`BoundaryMap` is taken, and
-    the lung box is the (trimmed) extent of the boundary pixels that are lung pixels (after an opening of the
-    lung class that drops thin dark slits such as gaps in the CT table; the bright walls are first opened too,
-    so that the thin CT table encloses nothing, and the search is repeated without that when it finds no lung,
-    e.g. on slices shown in a soft-tissue window). The five lobe boxes sit
-    at fixed relative positions in the lung box (``lobe_boxes``, default :data:`DEFAULT_LOBE_BOXES`). Crop and
-    resize: each box of the full-resolution image is resized to ``spatial_size``. When no lung is found (too
-    few lung boundary pixels, a box smaller than ``min_box_fraction`` of the image, e.g. a constant image), the
-    lung box falls back to ``fallback_box`` (fractions ``(x, y, w, h)`` of the image; default the whole image)
-    and ``fallback`` is ``True``. Runs on the image's device.
+    Locate: constant bands at the image border (the padding of ``SpatialPad``, empty background) are set aside
+    (``ignore_padding``), so that padding a slice does not change what is found; the rest of the slice (channel
+    mean) is resampled to ``locate_size`` pixels on its longest side (bilinear; so that the pixel sizes below mean
+    the same at any input size), quantised into air / body / lung (:class:`QuantizeLung`, the bright walls
+    opened first so that the thin CT table encloses nothing; without that opening once more if it finds no lung,
+    e.g. on slices shown in a soft-tissue window), the lung class is cleaned (:func:`~.functional.filter_lung_components`:
+    parts that are only thin dark slits and parts smaller than ``min_component_ratio`` of the largest are dropped),
+    its :class:`BoundaryMap` is taken, and the lung box is the extent of the boundary pixels that are lung pixels
+    (trimmed by ``trim`` on each side). The five lobe boxes sit at fixed relative positions in the lung box
+    (``lobe_boxes``, default :data:`DEFAULT_LOBE_BOXES`). Crop and resize: each box of the full-resolution image
+    is resized to ``spatial_size``. When no lung is found (too few lung boundary pixels, a box smaller than
+    ``min_box_fraction`` of the image, e.g. a constant image), the lung box falls back to ``fallback_box``
+    (fractions ``(x, y, w, h)`` of the image inside its padding; default all of it) and ``fallback`` is ``True``.
+    Runs on the image's device (the connected parts are labelled on the CPU, on the small resampled image).
+    Images smaller than 2x2 pixels are refused (``ValueError``), by this and by :class:`RandLungLobeGenerator`.
+
+    On 100 CT slices with radiologists' lung masks the lung box has a median IoU of 0.98 with the mask's
+    bounding box (10th percentile 0.97) and holds a median 99.8 % of the mask (``scripts/lung_locator_check.py``).
 
     Args:
         spatial_size: output size of each region (int or (H, W)).
         lobe_boxes: table ``{name: (x, y, w, h)}`` of fractions of the lung box, keys :data:`LOBE_NAMES`.
         threshold: quantiser threshold (``None``: Otsu per image; give e.g. -400 for images in HU).
-        locate_size: longest side the slice is reduced to for locating the lung (``None``: full resolution).
-        fallback_box: ``(x, y, w, h)`` fractions of the image used when no lung is found (``None``: whole image).
+        locate_size: longest side the slice is resampled to for locating the lung (``None``: as it is).
+        fallback_box: ``(x, y, w, h)`` fractions of the image (inside its padding) used when no lung is found
+            (``None``: all of it).
         min_box_fraction: the lung box must span at least this fraction of the image's width and height.
         trim: fraction of the lung boundary pixels trimmed on each side when taking the box.
-        open_size: side of the square opening applied to the lung class before the boundary map, in pixels of
-            the reduced image (removes dark slits thinner than that, e.g. gaps in the CT table; 1: none).
+        open_size: side of the square opening that decides which dark parts are only thin slits (gaps in the CT
+            table, text), in pixels of the resampled image (1: none). A part that survives it is kept whole.
+        min_component_ratio: dark enclosed parts smaller than this fraction of the largest one are not lung
+            (bowel gas, the stomach bubble, specks; 0: keep all).
+        ignore_padding: set constant border bands aside when locating (:func:`~.functional.content_box`).
         open_walls: side of the square opening of the bright pixels before deciding what they enclose, in pixels
             of the reduced image (thin bright structures such as the CT table then enclose nothing; 1: none).
             When that finds no lung, the lung is searched once more without the opening.
@@ -223,12 +235,14 @@ class LungLobeGenerator(Transform):
         locate_size: int | None = 128,
         fallback_box: Sequence[float] | None = None,
         min_box_fraction: float = 0.2,
-        trim: float = 0.01,
+        trim: float = 0.0,
         open_size: int = 3,
         open_walls: int = 3,
         method: str = "otsu",
         mode: str = "bilinear",
         single_thread: bool = True,
+        min_component_ratio: float = 0.05,
+        ignore_padding: bool = True,
     ) -> None:
         size = (spatial_size, spatial_size) if isinstance(spatial_size, int) else tuple(int(s) for s in spatial_size)
         if len(size) != 2 or min(size) < 1:
@@ -265,6 +279,10 @@ class LungLobeGenerator(Transform):
             raise ValueError(f"mode must be bilinear, nearest, nearest-exact, bicubic or area, got {mode!r}.")
         self.mode = mode
         self.single_thread = single_thread
+        if not 0.0 <= min_component_ratio <= 1.0:
+            raise ValueError(f"min_component_ratio must be in [0, 1], got {min_component_ratio}.")
+        self.min_component_ratio = float(min_component_ratio)
+        self.ignore_padding = bool(ignore_padding)
 
     # -- locate ----------------------------------------------------------------------------------------------------
     def locate(self, img: torch.Tensor) -> tuple[tuple[int, int, int, int], bool, dict[str, Any]]:
@@ -272,36 +290,43 @@ class LungLobeGenerator(Transform):
 
         Returns:
             ``(box, fallback, info)``: the lung box (x, y, w, h) in the image's pixels, whether the fallback was
-            used, and ``info`` with the reduced ``labels`` (1, H', W'), their ``boundary`` map and the ``scale``
-            (H / H', W / W').
+            used, and ``info`` with the resampled ``labels`` (1, H', W'), their ``boundary`` map, the ``scale``
+            (h / H', w / W') and the ``content_box`` (x, y, w, h) they cover (the image inside its padding).
+
+        Raises:
+            ValueError: the image is not (C, H, W) or is smaller than 2x2 pixels.
         """
+        _check_image(img, type(self).__name__)
         h, w = img.shape[-2:]
         gray = img.float().mean(dim=-3, keepdim=True) if img.shape[-3] > 1 else img.float()
+        cx, cy, cw, ch = content_box(gray) if self.ignore_padding else (0, 0, w, h)
+        gray = gray[:, cy : cy + ch, cx : cx + cw]
         sy = sx = 1.0
-        if self.locate_size is not None and max(h, w) > self.locate_size:
-            scale = self.locate_size / max(h, w)
-            hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
+        if self.locate_size is not None and max(ch, cw) != self.locate_size:
+            scale = self.locate_size / max(ch, cw)
+            hs, ws = max(1, round(ch * scale)), max(1, round(cw * scale))
             # bilinear without antialiasing at a 1/4 scale averages the 2x2 centre of each 4x4 block: a cheap
-            # low-pass reduction (5x faster than an area average)
+            # low-pass reduction (5x faster than an area average); small images are enlarged the same way
             gray = F.interpolate(gray[None], size=(hs, ws), mode="bilinear", align_corners=False)[0]
-            sy, sx = h / hs, w / ws
+            sy, sx = ch / hs, cw / ws
         found, labels, bmap = None, None, None
         # first with the bright walls opened (the CT table encloses nothing); if that finds no lung (e.g. a slice
         # in a soft-tissue window, where only bone is bright), once more with the walls as they are
         for walls in dict.fromkeys((self.open_walls, 1)):
             labels = quantize_lung(gray, self.threshold, single_thread=False, method=self.method, open_walls=walls)
-            if self.open_size > 1:
-                labels = _open_lung(labels, self.open_size)
+            labels = filter_lung_components(labels, self.open_size, self.min_component_ratio)
             bmap = boundary_map(labels, single_thread=False)
             found = lung_box_from_boundary(bmap[0], labels[0], trim=self.trim, min_fraction=self.min_box_fraction)
             if found is not None:
                 break
-        info = {"labels": labels, "boundary": bmap, "scale": (sy, sx)}
+        info = {"labels": labels, "boundary": bmap, "scale": (sy, sx), "content_box": (cx, cy, cw, ch)}
         if found is None:
             fx, fy, fw, fh = self.fallback_box
-            return _clip_box(fx * w, fy * h, fw * w, fh * h, w, h), True, info
+            x0, y0, bw, bh = _clip_box(fx * cw, fy * ch, fw * cw, fh * ch, cw, ch)
+            return (x0 + cx, y0 + cy, bw, bh), True, info
         x, y, bw, bh = found
-        return _clip_box(x * sx, y * sy, bw * sx, bh * sy, w, h), False, info
+        x0, y0, bw, bh = _clip_box(x * sx, y * sy, bw * sx, bh * sy, cw, ch)
+        return (x0 + cx, y0 + cy, bw, bh), False, info
 
     def lobe_boxes(
         self, lung_box: Sequence[int], height: int, width: int, offsets: np.ndarray | None = None
@@ -339,12 +364,9 @@ class LungLobeGenerator(Transform):
     def __call__(self, img: NdarrayOrTensor, offsets: np.ndarray | None = None) -> LobeRegions:
         """Generate the five regions of a (C, H, W) slice; ``offsets`` (5, 4) jitter the lobe table (see
         :meth:`lobe_boxes`)."""
-        if img.ndim != 3:
-            raise ValueError(f"LungLobeGenerator expects a (C, H, W) image, got shape {tuple(img.shape)}.")
+        _check_image(img, "LungLobeGenerator")
         t = convert_to_tensor(img, track_meta=False)
         h, w = t.shape[-2:]
-        if h < 2 or w < 2:
-            raise ValueError(f"LungLobeGenerator needs an image of at least 2x2 pixels, got shape {tuple(t.shape)}.")
         with cpu_single_thread(self.single_thread and t.device.type == "cpu"):
             lung_box, fallback, _ = self.locate(t)
             boxes = self.lobe_boxes(lung_box, h, w, offsets)
@@ -399,10 +421,9 @@ class RandLungLobeGenerator(RandomizableTransform):
         self._offsets = self.R.uniform(-self.jitter, self.jitter, size=(len(LOBE_NAMES), 4))
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> LobeRegions:
+        _check_image(img, "RandLungLobeGenerator")
         if randomize:
             self.randomize()
-        if img.ndim != 3:
-            raise ValueError(f"RandLungLobeGenerator expects a (C, H, W) image, got shape {tuple(img.shape)}.")
         gen = self.generator
         t = convert_to_tensor(img, track_meta=False)
         h, w = t.shape[-2:]

@@ -7,9 +7,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
+from monai.utils import optional_import
 
-__all__ = ["boundary_map", "sliding_window_boundary_map", "cpu_single_thread"]
+measure, _ = optional_import("skimage.measure")
+
+__all__ = [
+    "boundary_map",
+    "sliding_window_boundary_map",
+    "cpu_single_thread",
+    "content_box",
+    "filter_lung_components",
+]
 
 #: bytes of label data a CPU chunk works on (cache-sized: fresh large buffers and page faults dominate otherwise)
 _CPU_CHUNK_BYTES = 1 << 20
@@ -267,6 +277,64 @@ def _quantize(
     labels = bright.to(torch.uint8)  # BODY where bright
     labels.masked_fill_(inside & ~bright, LUNG)
     return labels.reshape(shape)
+
+
+def _band(lo: torch.Tensor, hi: torch.Tensor, tol: float) -> int:
+    """Number of leading lines (given their min ``lo`` and max ``hi``) that are constant at the first line's value."""
+    ok = ((hi - lo) <= tol) & ((lo - lo[0]).abs() <= tol)
+    return int(torch.cumprod(ok.to(torch.int32), 0).sum())
+
+
+def content_box(img: torch.Tensor, rtol: float = 1e-3) -> tuple[int, int, int, int]:
+    """The part (x, y, w, h) of a (..., H, W) image inside its constant border bands.
+
+    A band is the run of rows (top, bottom) or columns (left, right) at the border that all hold one value, the
+    value of the outermost line (within ``rtol`` of the image's value range): padding or empty background, e.g.
+    the zero bands :class:`~monai.transforms.SpatialPad` adds to make a slice square. They hold no structure, but
+    they shift any per-image threshold; locating the lung inside this box makes the result the same with or
+    without the padding. A constant image gives the whole image.
+    """
+    h, w = img.shape[-2:]
+    x = img.reshape(-1, w)  # (C * H, W): channels stacked along the rows
+    lo, hi = x.amin(dim=0), x.amax(dim=0)  # per column
+    rlo, rhi = x.amin(dim=1).reshape(-1, h).amin(dim=0), x.amax(dim=1).reshape(-1, h).amax(dim=0)  # per row
+    value_range = float(hi.max() - lo.min())
+    if not value_range > 0:
+        return 0, 0, w, h
+    tol = value_range * rtol
+    x0, y0 = _band(lo, hi, tol), _band(rlo, rhi, tol)
+    x1, y1 = w - _band(lo.flip(0), hi.flip(0), tol), h - _band(rlo.flip(0), rhi.flip(0), tol)
+    if x1 <= x0 or y1 <= y0:  # only constant lines, e.g. stripes: nothing to set aside
+        return 0, 0, w, h
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def filter_lung_components(labels: torch.Tensor, open_size: int = 3, min_ratio: float = 0.05) -> torch.Tensor:
+    """Keep the connected parts of the ``LUNG`` class of a (1, H, W) label image that look like lung.
+
+    A part (8-connected) is kept when it survives a morphological opening with an ``open_size`` square (it is
+    not only thin dark slits, such as gaps in the CT table or lines of text; the opening is by reconstruction,
+    so the thin tips of a kept lung stay) and its area is at least ``min_ratio`` of the largest such part's
+    (drops stray dark specks, bowel gas and the stomach bubble, which would otherwise stretch the lung box).
+    Dropped pixels become ``AIR``. The labelling runs on the CPU (scikit-image) on the small located image.
+    """
+    lung = labels == LUNG
+    if not bool(lung.any()):
+        return labels
+    seeds = lung if open_size <= 1 else binary_open(lung.reshape(-1, *lung.shape[-2:]), open_size).reshape(lung.shape)
+    lung_np = lung.reshape(lung.shape[-2:]).cpu().numpy()
+    lab = measure.label(lung_np, connectivity=2)
+    n = int(lab.max())
+    area = np.bincount(lab.ravel(), minlength=n + 1)
+    seeded = np.zeros(n + 1, dtype=bool)
+    seeded[lab[seeds.reshape(lung.shape[-2:]).cpu().numpy()]] = True
+    seeded[0] = False
+    if not seeded.any():
+        keep = seeded
+    else:
+        keep = seeded & (area >= min_ratio * area[seeded].max())
+    drop = torch.from_numpy(lung_np & ~keep[lab]).to(labels.device).reshape(labels.shape)
+    return labels.masked_fill(drop, AIR)
 
 
 # ---------------------------------------------------------------------------------------------------------------
