@@ -4,6 +4,16 @@
 
 from __future__ import annotations
 
+from .checkpoint import (
+    CheckpointNetworkLoader,
+    check_checkpoint_settings,
+    checkpoint_info,
+    checkpoint_network,
+    checkpoint_settings,
+    read_checkpoint_info,
+    read_network_state,
+    write_checkpoint_info,
+)
 from .handlers import AtomicCheckpointSaver, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
 from .report import ClassificationReport, PredictionWriter, write_classification_report
 from .inferers import AutocastInferer, resolve_amp_dtype
@@ -30,6 +40,14 @@ __all__ = [
     "require_file",
     "split_datalist",
     "AtomicCheckpointSaver",
+    "CheckpointNetworkLoader",
+    "check_checkpoint_settings",
+    "checkpoint_info",
+    "checkpoint_network",
+    "checkpoint_settings",
+    "read_checkpoint_info",
+    "read_network_state",
+    "write_checkpoint_info",
     "AutocastInferer",
     "ClassificationReport",
     "PredictionWriter",
