@@ -43,6 +43,7 @@ __all__ = [
     "checkpoint_info",
     "checkpoint_network",
     "checkpoint_settings",
+    "export_ckpt_file",
     "info_path",
     "read_checkpoint_info",
     "read_network_state",
@@ -64,6 +65,22 @@ FALLBACK = {"image_size": 224, "resize_size": 256, "class_names": ["non-COVID", 
 def info_path(path: str | os.PathLike) -> Path:
     """The sidecar of checkpoint ``path``: ``<path>.json``."""
     return Path(f"{os.fspath(path)}.json")
+
+
+def export_ckpt_file(default: str | os.PathLike) -> str:
+    """The checkpoint a config describes: ``default``, or under ``python -m monai.bundle ckpt_export`` the file given
+    as ``--ckpt_file`` (MONAI passes that option to the exporter, not to the config, whose network must be
+    built with that file's settings)."""
+    import sys
+
+    argv = list(sys.argv)
+    if "ckpt_export" in argv:
+        for i, arg in enumerate(argv):
+            if arg == "--ckpt_file" and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith("--ckpt_file="):
+                return arg.split("=", 1)[1]
+    return os.fspath(default)
 
 
 def _backbone_name(name: Any) -> str:
@@ -225,9 +242,9 @@ def checkpoint_settings(path: str | os.PathLike, **fallback: Any) -> dict[str, A
     settings.update(decision_threshold=None, settings_source="weights+defaults")
     logger.warning(
         f"checkpoint {path} has no settings file ({info_path(path).name}): architecture {_describe(arch)} read from "
-        f"its weights; image_size {settings['image_size']}, resize_size {settings['resize_size']} and class names "
-        f"{settings['class_names']} are defaults, not what it was trained with. Pass --image_size/--resize_size if "
-        "it was trained otherwise."
+        f"its weights; its input size and class names are not known, so the configured ones are used (the defaults "
+        f"image_size {settings['image_size']}, resize_size {settings['resize_size']}, class names "
+        f"{settings['class_names']} unless --image_size/--resize_size/--class_names are given)."
     )
     return settings
 
