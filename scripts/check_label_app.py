@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--predictions", required=True, help="predictions.csv written by evaluate.yaml")
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "covid-ct"))
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--resize-size", type=int, default=256)
+    p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's own (its settings file)")
+    p.add_argument("--resize-size", type=int, default=None, help="default: the checkpoint's own (its settings file)")
     p.add_argument("--python", default=str(REPO / ".venv-label" / "bin" / "python"))
     p.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")
     a = p.parse_args(argv)
@@ -56,8 +56,9 @@ def main(argv=None) -> int:
             os.symlink(src, studies / f"{image_id}{src.suffix.lower()}")
             ids[image_id] = r
         app = Path(tmp, "app")
-        subprocess.run([a.python, "-m", "mstl_monai.label", "init", "--app-dir", str(app), "--checkpoint", a.checkpoint,
-                        "--image-size", str(a.image_size), "--resize-size", str(a.resize_size)], check=True, cwd=REPO)
+        sizes = [f for flag, v in (("--image-size", a.image_size), ("--resize-size", a.resize_size)) if v for f in (flag, str(v))]
+        subprocess.run([a.python, "-m", "mstl_monai.label", "init", "--app-dir", str(app), "--checkpoint", a.checkpoint, *sizes],
+                       check=True, cwd=REPO)
         t0 = time.time()
         with serve(app, studies, python=a.python, log_file=Path(tmp, "server.log")) as c:
             print(f"server up in {time.time() - t0:.1f}s", flush=True)

@@ -4,6 +4,17 @@
 
 from __future__ import annotations
 
+from .checkpoint import (
+    CheckpointNetworkLoader,
+    check_checkpoint_settings,
+    checkpoint_info,
+    checkpoint_network,
+    checkpoint_settings,
+    export_ckpt_file,
+    read_checkpoint_info,
+    read_network_state,
+    write_checkpoint_info,
+)
 from .handlers import AtomicCheckpointSaver, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
 from .report import ClassificationReport, PredictionWriter, lung_fields, write_classification_report
 from .inferers import AutocastInferer, resolve_amp_dtype
@@ -31,6 +42,15 @@ __all__ = [
     "require_file",
     "split_datalist",
     "AtomicCheckpointSaver",
+    "CheckpointNetworkLoader",
+    "check_checkpoint_settings",
+    "checkpoint_info",
+    "checkpoint_network",
+    "checkpoint_settings",
+    "export_ckpt_file",
+    "read_checkpoint_info",
+    "read_network_state",
+    "write_checkpoint_info",
     "AutocastInferer",
     "ClassificationReport",
     "PredictionWriter",

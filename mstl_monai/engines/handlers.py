@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import set_determinism
+
+from mstl_monai.engines.checkpoint import info_path, write_checkpoint_info
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -20,6 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["EpochSeedHandler", "AtomicCheckpointSaver", "ResumeFromLatest", "latest_checkpoint"]
 
 _STEP_RE = re.compile(r"=(\d+)\.(?:pt|pth)$")
+#: temporary files of an interrupted save: ignite's ``DiskSaver`` (``tmpXXXXXXXX``) and ``atomic_write``
+#: (``.<name>.XXXXXXXX.tmp``)
+_ORPHAN_RE = re.compile(r"^(tmp[a-z0-9_]{6,}|\..+\.tmp)$")
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
@@ -86,21 +93,134 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI's ``CheckpointSaver`` whose files are written atomically (temporary file, then rename).
+class _SaveThenRemove(DiskSaver):
+    """ignite save handler that writes the new file (atomically) before it removes the one it replaces.
 
-    MONAI's saver writes in place, so a process killed while saving leaves a truncated checkpoint that the next
-    resume would try to load. This saver never leaves a partial ``*.pt``; files are made readable by the group
-    as MONAI intends. It also exposes ``state_dict()`` of its best-metric tracker, so the trainer's checkpoint
-    can carry it and a resumed run keeps the best model chosen before the interruption.
+    ignite's ``Checkpoint`` calls ``remove(old)`` and then saves the new file; a process killed in between
+    leaves neither. Here ``remove`` only queues the file, and the queue is emptied after the next save
+    succeeded; a failed save leaves every old file in place. Files that are already gone are skipped (a
+    resumed run's saver state may name a file an earlier crash never wrote).
+
+    Args:
+        dirname: the checkpoint folder.
+        filename: fixed file name (MONAI's ``key_metric_filename`` / ``final_filename``), or None.
+        info: what the checkpoint is (:func:`~mstl_monai.engines.checkpoint.write_checkpoint_info`), written
+            beside each file as ``<file>.json``; None: no sidecar.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None, info: dict | None = None) -> None:
+        super().__init__(dirname=dirname, require_empty=False, atomic=True)
+        self.filename = filename
+        self.info = info
+        self._pending: list[str] = []
+
+    def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
+        from ignite import distributed as idist
+
+        from mstl_monai.metrics.io import atomic_write
+
+        filename = self.filename or filename
+        pending, self._pending = self._pending, []
+        if idist.get_rank() != self.save_on_rank:
+            return
+        path = self.dirname / filename
+        if self.info is not None:
+            write_checkpoint_info(path, self.info)
+        with atomic_write(path, "wb") as f:
+            torch.save(checkpoint, f, **self.kwargs)
+        for old in pending:
+            if old != filename:
+                self._unlink(old)
+
+    def remove(self, filename: str) -> None:
+        self._pending.append(self.filename or filename)
+
+    def _unlink(self, filename: str) -> None:
+        for p in (self.dirname / filename, info_path(self.dirname / filename)):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` that never leaves a moment without the previous checkpoint on disk.
+
+    MONAI's saver writes in place and (through ignite's ``Checkpoint``) removes the previous file before it
+    writes the new one, so a process killed while saving loses the best model and the resumable checkpoint.
+    Here every file is written to a temporary file and renamed, and the file it replaces is removed only
+    afterwards; files are readable by the group as MONAI intends. When the engine starts, temporary files of
+    an interrupted save are removed and the interval checkpoints already in ``save_dir`` are taken over (a
+    resumed run keeps ``n_saved`` of them and removes older ones; checkpoints ahead of the starting epoch,
+    left by an earlier run that is not resumed, are removed with a warning), so the folder never holds a stale
+    checkpoint that a later resume would pick.
+
+    It also exposes ``state_dict()`` of its best-metric tracker, so the trainer's checkpoint can carry it and a
+    resumed run keeps the best model chosen before the interruption.
+
+    Args:
+        args, kwargs: as MONAI's ``CheckpointSaver``.
+        info: what the checkpoints are (architecture, input size, class names, ...): written beside each file
+            as ``<file>.json`` (see :func:`~mstl_monai.engines.checkpoint.write_checkpoint_info`).
+    """
+
+    def __init__(self, *args: Any, info: dict | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.info = dict(info) if info else None
         for ckpt in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if ckpt is not None:
-                # ignite's atomic mode: temporary file in the same folder, os.replace, then group/others read
-                ckpt.save_handler._atomic = True
+                fixed = getattr(ckpt.save_handler, "filename", None)
+                ckpt.save_handler = _SaveThenRemove(self.save_dir, filename=fixed, info=self.info)
+        self._tidied = False
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        super().attach(engine)
+        if self._interval_checkpoint is not None:
+            # after ResumeFromLatest (which puts itself first), so the starting epoch is known
+            engine.add_event_handler(Events.STARTED, self.tidy)
+
+    def tidy(self, engine: Engine) -> None:
+        """Remove orphaned temporary files and take over (or remove stale) interval checkpoints in ``save_dir``."""
+        from ignite import distributed as idist
+        from ignite.handlers import Checkpoint
+
+        if self._tidied or self._interval_checkpoint is None:
+            return
+        self._tidied = True
+        folder = Path(self.save_dir)
+        if idist.get_rank() != 0 or not folder.is_dir():
+            return
+        for f in folder.iterdir():
+            if f.is_file() and _ORPHAN_RE.match(f.name):
+                self.logger.warning(f"removing {f}: the temporary file of an interrupted save")
+                f.unlink()
+        ckpt = self._interval_checkpoint
+        step_name = "epoch" if self.epoch_level else "iteration"
+        current = int(engine.state.epoch if self.epoch_level else engine.state.iteration)
+        pattern = re.compile(rf"^(?:.+_)?{step_name}=(\d+)\.pt$")
+        found = sorted(
+            (int(m.group(1)), f.name) for f in folder.iterdir() if f.is_file() and (m := pattern.match(f.name))
+        )
+        handler = ckpt.save_handler
+        ahead = [name for step, name in found if step > current]
+        for name in ahead:
+            self.logger.warning(
+                f"removing {folder / name}: a checkpoint of an earlier run ahead of this run's start "
+                f"({step_name} {current}); a later resume would otherwise pick it"
+            )
+            handler._unlink(name)
+        kept = [(step, name) for step, name in found if step <= current]
+        n_saved = ckpt.n_saved
+        if n_saved is not None and len(kept) > n_saved:
+            for _, name in kept[: len(kept) - n_saved]:
+                self.logger.info(f"removing stale checkpoint {folder / name}")
+                handler._unlink(name)
+            kept = kept[len(kept) - n_saved :]
+        known = {item.filename for item in ckpt._saved}
+        ckpt._saved.extend(Checkpoint.Item(step, name) for step, name in kept if name not in known)
+        ckpt._saved.sort(key=lambda it: it[0])
 
     def state_dict(self) -> dict:
         """Best-metric tracking state (empty when this saver does not track a key metric)."""
@@ -149,7 +269,14 @@ class ResumeFromLatest:
             return
         path = latest_checkpoint(self.ckpt_dir, self.prefix)
         if path is None:
-            self.logger.info(f"no checkpoint '{self.prefix}_*' in {self.ckpt_dir}: starting a new run")
+            others = sorted(p.name for p in Path(self.ckpt_dir).glob("*.pt")) if os.path.isdir(self.ckpt_dir) else []
+            if others:
+                self.logger.warning(
+                    f"no resumable checkpoint '{self.prefix}_*' in {self.ckpt_dir} (it holds {others}): starting"
+                    " from epoch 0"
+                )
+            else:
+                self.logger.info(f"no checkpoint '{self.prefix}_*' in {self.ckpt_dir}: starting a new run")
             return
         try:
             CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location="cpu")(engine)

@@ -686,11 +686,14 @@ class BackboneSaver:
     Args:
         network: the :class:`SSTLNetwork` (or a module with a ``backbone`` attribute, or the backbone itself).
         filepath: output file, e.g. ``<run_dir>/models/model.pt``.
+        info: what the backbone is (:func:`~mstl_monai.engines.checkpoint_info`), written beside it as
+            ``<filepath>.json`` (None: no sidecar).
     """
 
-    def __init__(self, network: nn.Module, filepath: str | os.PathLike) -> None:
+    def __init__(self, network: nn.Module, filepath: str | os.PathLike, info: dict | None = None) -> None:
         self.network = network
         self.filepath = str(filepath)
+        self.info = dict(info) if info else None
         self.logger = logger
 
     def attach(self, engine: Engine) -> None:
@@ -706,8 +709,11 @@ class BackboneSaver:
         """Write the backbone state dict now (rank 0 only) and return the path."""
         if _world_size() > 1 and int(idist.get_rank()) != 0:
             return self.filepath
+        from mstl_monai.engines.checkpoint import write_checkpoint_info
         from mstl_monai.metrics.io import atomic_write
 
+        if self.info is not None:
+            write_checkpoint_info(self.filepath, self.info)
         with atomic_write(self.filepath, "wb") as f:
             torch.save(self.backbone_state_dict(), f)
         return self.filepath

@@ -4,7 +4,7 @@
 
 .. code-block:: bash
 
-    python -m mstl_monai.label init  --app-dir APP --checkpoint MODEL.pt [--image-size 128 --resize-size 146]
+    python -m mstl_monai.label init  --app-dir APP --checkpoint MODEL.pt
     python -m mstl_monai.label start --app-dir APP --studies FOLDER [--host 127.0.0.1 --port 8000] [-- monailabel args]
 
 ``init`` writes the app folder (see :func:`mstl_monai.label.prepare_app`); ``start`` runs
@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--checkpoint", default=None, help="finetuned model.pt (omit: random init, train before use)")
     i.add_argument("--bundle", default=None, help="bundle folder to copy (default: the repository's bundle/)")
     i.add_argument("--name", default=DEFAULT_MODEL_NAME)
-    i.add_argument("--image-size", type=int, default=224)
-    i.add_argument("--resize-size", type=int, default=256)
-    i.add_argument("--backbone", default="resnet18", help="only without --checkpoint")
-    i.add_argument("--n-attn", type=int, default=5, help="only without --checkpoint")
+    i.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's (224 if it does not say)")
+    i.add_argument("--resize-size", type=int, default=None, help="default: the checkpoint's (256 if it does not say)")
+    i.add_argument("--backbone", default=None, help="default: the checkpoint's (resnet18 without --checkpoint)")
+    i.add_argument("--n-attn", type=int, default=None, help="default: the checkpoint's (5 without --checkpoint)")
     i.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="further bundle settings")
     i.add_argument("--force", action="store_true", help="replace the app's current models/model.pt")
     s = sub.add_parser("start", help="start the MONAI Label server for an app folder")
@@ -54,9 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "init":
         if extra:
             p.error(f"unknown arguments {extra}")
-        model_dir = prepare_app(
-            args.app_dir, args.checkpoint, args.bundle, args.name, args.image_size, args.resize_size,
-            args.backbone, args.n_attn, dict(args.set), args.force,
+        try:
+            model_dir = prepare_app(
+                args.app_dir, args.checkpoint, args.bundle, args.name, args.image_size, args.resize_size,
+                args.backbone, args.n_attn, dict(args.set), args.force,
+            )
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        import json
+
+        s = json.loads((model_dir / "app_settings.json").read_text())
+        print(
+            f"model: {s['backbone']} +{s['n_attn']} ATTN, {s['in_channels']} channel(s), classes {s['class_names']},"
+            f" image_size {s['image_size']}, resize_size {s['resize_size']}"
         )
         print(f"app ready: {Path(args.app_dir).resolve()} (bundle {model_dir})")
         print(f"start it:  python -m mstl_monai.label start --app-dir {args.app_dir} --studies FOLDER")

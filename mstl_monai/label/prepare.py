@@ -125,6 +125,12 @@ def save_state_dict_atomic(state: Mapping[str, torch.Tensor], path: str | os.Pat
         torch.save(dict(state), f)
 
 
+def info_path_exists(model_pt: Path) -> bool:
+    from mstl_monai.engines.checkpoint import info_path
+
+    return info_path(model_pt).is_file()
+
+
 def _set_top_level(config_file: Path, values: Mapping[str, Any]) -> None:
     with open(config_file) as f:
         cfg = yaml.safe_load(f)
@@ -138,10 +144,10 @@ def prepare_app(
     checkpoint: str | os.PathLike | None,
     bundle_dir: str | os.PathLike | None = None,
     name: str = DEFAULT_MODEL_NAME,
-    image_size: int = 224,
-    resize_size: int = 256,
-    backbone: str = "resnet18",
-    n_attn: int = 5,
+    image_size: int | None = None,
+    resize_size: int | None = None,
+    backbone: str | None = None,
+    n_attn: int | None = None,
     overrides: Mapping[str, Any] | None = None,
     force: bool = False,
 ) -> Path:
@@ -150,15 +156,18 @@ def prepare_app(
     Args:
         app_dir: the app folder to write (``main.py`` and ``model/<name>/``).
         checkpoint: a finetuned classifier checkpoint (the bundle's ``models/model.pt`` or any file
-            :func:`~mstl_monai.networks.weights.extract_state_dict` reads). Its network settings (backbone, ATTN
-            count, channels, classes) are read from its keys. ``None``: start from a randomly initialised
-            ``backbone``/``n_attn`` network (train with ``/train`` before trusting its answers).
+            :func:`~mstl_monai.networks.weights.extract_state_dict` reads). Its settings (backbone, ATTN count,
+            channels, classes, input size) are read from its settings file ``<checkpoint>.json``
+            (:func:`~mstl_monai.engines.checkpoint_settings`), or for an older checkpoint without one, the
+            architecture from its keys. ``None``: start from a randomly initialised ``backbone``/``n_attn``
+            network (default ``resnet18`` +5; train with ``/train`` before trusting its answers).
         bundle_dir: the bundle to copy (default: the repository's ``bundle/``).
         name: model name served by MONAI Label.
-        image_size: crop size the checkpoint was trained with.
-        resize_size: longest-side resize before the crop.
-        backbone: backbone when ``checkpoint`` is ``None``.
-        n_attn: non-local blocks when ``checkpoint`` is ``None``.
+        image_size: crop size (None: the checkpoint's; 224 for a checkpoint that does not say). A value that
+            contradicts the checkpoint is an error, as for ``resize_size``, ``backbone`` and ``n_attn``.
+        resize_size: longest-side resize before the crop (None: the checkpoint's; 256 if it does not say).
+        backbone: backbone (None: the checkpoint's, or ``resnet18`` without a checkpoint).
+        n_attn: non-local blocks (None: the checkpoint's, or 5 without a checkpoint).
         overrides: further top-level settings for both configs (e.g. ``{"batch_size": 8, "epochs": 20}``).
         force: replace an existing ``models/model.pt`` of the app (otherwise it is kept: it may hold training
             done through ``/train``).
@@ -179,11 +188,24 @@ def prepare_app(
     for f in ("inference.yaml", "train.yaml", "metadata.json", "logging.conf"):
         if not (configs / f).is_file():
             raise FileNotFoundError(f"bundle {bundle_dir} has no configs/{f}; pass the bundle folder (--bundle).")
+    from mstl_monai.engines.checkpoint import check_checkpoint_settings, checkpoint_info, write_checkpoint_info
+
     if checkpoint is not None:
+        ckpt_settings = check_checkpoint_settings(
+            checkpoint, backbone=backbone, n_attn=n_attn, image_size=image_size, resize_size=resize_size
+        )
         state = extract_state_dict(read_checkpoint(checkpoint), str(checkpoint))
         net_cfg = network_config_from_state_dict(state, str(checkpoint))
+        image_size, resize_size = ckpt_settings["image_size"], ckpt_settings["resize_size"]
     else:
-        state, net_cfg = None, {"backbone": backbone, "n_attn": int(n_attn), "in_channels": 1, "num_classes": 2}
+        state, ckpt_settings = None, {}
+        net_cfg = {
+            "backbone": backbone or "resnet18",
+            "n_attn": 5 if n_attn is None else int(n_attn),
+            "in_channels": 1,
+            "num_classes": 2,
+        }
+        image_size, resize_size = image_size or 224, resize_size or 256
     net = build_network(
         net_cfg["backbone"], n_attn=net_cfg["n_attn"], n_input_channels=net_cfg["in_channels"], num_classes=net_cfg["num_classes"]
     )
@@ -225,8 +247,21 @@ def prepare_app(
         extra = TRAIN_DEFAULTS if f == "train.yaml" else {}
         _set_top_level(model_dir / "configs" / f, dict(extra, **settings))
     model_pt = model_dir / "models" / "model.pt"
+    info = checkpoint_info(
+        **{k: net_cfg[k] for k in ("backbone", "n_attn", "in_channels", "num_classes")},
+        image_size=int(image_size),
+        resize_size=int(resize_size),
+        class_names=class_names,
+        stage=ckpt_settings.get("stage"),
+        dropout=ckpt_settings.get("dropout"),
+        decision_threshold=ckpt_settings.get("decision_threshold"),
+        normalize=ckpt_settings.get("normalize"),
+    )
     if force or not model_pt.is_file():
+        write_checkpoint_info(model_pt, info)
         save_state_dict_atomic(net.state_dict(), model_pt)
+    elif not info_path_exists(model_pt):
+        write_checkpoint_info(model_pt, info)
     (app_dir / "main.py").write_text(MAIN_PY)
     (model_dir / "app_settings.json").write_text(
         json.dumps(dict(settings, source_checkpoint=str(checkpoint) if checkpoint else None), indent=2)

@@ -37,6 +37,13 @@ def read_checkpoint(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} not found.")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise ValueError(f"checkpoint {path} is an empty file (0 bytes).")
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save: a zip archive (or legacy pickle)
+        kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "other binary data"
+        raise ValueError(f"checkpoint {path} is not a PyTorch file: it holds {kind}, not what torch.save writes.")
     try:
         with warnings.catch_warnings():  # garbage may look like an unknown pickle protocol
             warnings.filterwarnings("ignore", message="Detected pickle protocol")

@@ -78,6 +78,25 @@ class TestPrepareApp(unittest.TestCase):
             self.assertTrue(torch.equal(forced["conv1.weight"], saved["conv1.weight"]))
             self.assertEqual(json.loads((model_dir / "app_settings.json").read_text())["source_checkpoint"], str(ckpt))
 
+    def test_settings_from_checkpoint(self):
+        """init reads image/resize size and architecture from the checkpoint's settings file; a contradicting
+        option is an error naming both values."""
+        from mstl_monai.engines import checkpoint_info, read_checkpoint_info, write_checkpoint_info
+
+        net = build_network("resnet18", n_attn=5, n_input_channels=1, num_classes=2)
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = Path(d, "model.pt")
+            torch.save(net.state_dict(), ckpt)
+            write_checkpoint_info(ckpt, checkpoint_info("resnet18", 5, 1, 2, 128, 146, ["non-COVID", "COVID"], stage="finetune"))
+            model_dir = prepare_app(Path(d, "app"), ckpt)
+            inf = yaml.safe_load((model_dir / "configs" / "inference.yaml").read_text())
+            self.assertEqual((inf["backbone"], inf["n_attn"], inf["image_size"], inf["resize_size"]), ("resnet18", 5, 128, 146))
+            self.assertEqual(read_checkpoint_info(model_dir / "models" / "model.pt")["image_size"], 128)
+            with self.assertRaisesRegex(ValueError, r"model.pt .*image_size=224 \(checkpoint: 128\)"):
+                prepare_app(Path(d, "app2"), ckpt, image_size=224)
+            with self.assertRaisesRegex(ValueError, r"n_attn=0 \(checkpoint: 5\)"):
+                prepare_app(Path(d, "app3"), ckpt, n_attn=0)
+
     def test_bad_checkpoints(self):
         with tempfile.TemporaryDirectory() as d:
             three = build_network("resnet18", n_attn=0, n_input_channels=1, num_classes=3)

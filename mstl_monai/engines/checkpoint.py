@@ -1,0 +1,369 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Self-describing checkpoints: what a checkpoint is, in a JSON file beside it, and the readers that use it.
+
+Every checkpoint the stages write (``model.pt``, ``model_final.pt``, ``checkpoint_epoch=N.pt``) gets a sidecar
+``<file>.json`` (``models/model.pt`` -> ``models/model.pt.json``), written atomically before the checkpoint itself:
+
+.. code-block:: json
+
+    {"format": "mstl_monai.checkpoint/1", "stage": "finetune", "backbone": "resnet18", "n_attn": 5,
+     "in_channels": 1, "num_classes": 2, "image_size": 128, "resize_size": 146,
+     "class_names": ["non-COVID", "COVID"], "decision_threshold": null, "dropout": 0.2,
+     "state_dict_key": null, "normalize": {"subtrahend": 0.449, "divisor": 0.226}}
+
+The checkpoint files stay what they were (``model.pt`` a plain state dict that ``torch.load`` +
+``load_state_dict`` read), so users' own code keeps working. Inference, evaluation, ``ckpt_export`` and
+``python -m mstl_monai.label init`` read the settings from the sidecar (:func:`checkpoint_settings`); a setting
+given explicitly that contradicts it is an error naming both values (:func:`check_checkpoint_settings`). A
+checkpoint without a sidecar (older runs, files from elsewhere) still loads: its architecture is read from its
+weights and the input size comes from the explicit settings, or from the defaults with a warning that says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+from monai.handlers import CheckpointLoader
+
+__all__ = [
+    "INFO_FORMAT",
+    "CheckpointNetworkLoader",
+    "check_checkpoint_settings",
+    "checkpoint_info",
+    "checkpoint_network",
+    "checkpoint_settings",
+    "export_ckpt_file",
+    "info_path",
+    "read_checkpoint_info",
+    "read_network_state",
+    "write_checkpoint_info",
+]
+
+logger = logging.getLogger(__name__)
+
+#: the sidecar's format tag
+INFO_FORMAT = "mstl_monai.checkpoint/1"
+#: settings read off the weights themselves (``network_config_from_state_dict``)
+ARCH_KEYS = ("backbone", "n_attn", "in_channels", "num_classes")
+#: settings a reader of the checkpoint must use as they were in training
+CHECKED_KEYS = ARCH_KEYS + ("image_size", "resize_size", "class_names")
+#: used for a checkpoint without a sidecar when no explicit value is given (the bundle's defaults)
+FALLBACK = {"image_size": 224, "resize_size": 256, "class_names": ["non-COVID", "COVID"]}
+
+
+def info_path(path: str | os.PathLike) -> Path:
+    """The sidecar of checkpoint ``path``: ``<path>.json``."""
+    return Path(f"{os.fspath(path)}.json")
+
+
+def export_ckpt_file(default: str | os.PathLike) -> str:
+    """The checkpoint a config describes: ``default``, or under ``python -m monai.bundle ckpt_export`` the file given
+    as ``--ckpt_file`` (MONAI passes that option to the exporter, not to the config, whose network must be
+    built with that file's settings)."""
+    import sys
+
+    argv = list(sys.argv)
+    if "ckpt_export" in argv:
+        for i, arg in enumerate(argv):
+            if arg == "--ckpt_file" and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith("--ckpt_file="):
+                return arg.split("=", 1)[1]
+    return os.fspath(default)
+
+
+def _backbone_name(name: Any) -> str:
+    return str(name).lower().replace("attentive_", "").replace("-", "")
+
+
+def checkpoint_info(
+    backbone: str,
+    n_attn: int,
+    in_channels: int,
+    num_classes: int | None,
+    image_size: int,
+    resize_size: int,
+    class_names: Sequence[str] | None = None,
+    stage: str | None = None,
+    dropout: float | None = None,
+    decision_threshold: float | None = None,
+    state_dict_key: str | None = None,
+    normalize: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """What a checkpoint is, as plain JSON types (e.g. built in a bundle config and given to the savers).
+
+    Args:
+        backbone: ``resnet18`` ... ``resnet152``.
+        n_attn: number of non-local blocks.
+        in_channels: input channels.
+        num_classes: classifier outputs (None for a backbone without head, e.g. SSTL-M's ``model.pt``).
+        image_size: the network's input size (the crop).
+        resize_size: the longest-side resize before padding and cropping.
+        class_names: names of the outputs, in order.
+        stage: the stage that wrote it (``finetune``, ``stl_m``, ...).
+        dropout: dropout before the head.
+        decision_threshold: the chosen threshold on the positive class's probability (None: not chosen, argmax).
+        state_dict_key: the entry that holds the network's weights (None: the file is the state dict).
+        normalize: intensity normalisation (``subtrahend``, ``divisor``) after scaling to [0, 1].
+    """
+    names = None if class_names is None else [str(c) for c in class_names]
+    if names is not None and num_classes is not None and len(names) != int(num_classes):
+        logger.warning(f"class_names {names[:5]}... do not name the {num_classes} classes: not recorded.")
+        names = None
+    return {
+        "format": INFO_FORMAT,
+        "stage": None if stage is None else str(stage),
+        "backbone": _backbone_name(backbone),
+        "n_attn": int(n_attn),
+        "in_channels": int(in_channels),
+        "num_classes": None if num_classes is None else int(num_classes),
+        "image_size": int(image_size),
+        "resize_size": int(resize_size),
+        "class_names": names,
+        "decision_threshold": None if decision_threshold is None else float(decision_threshold),
+        "dropout": None if dropout is None else float(dropout),
+        "state_dict_key": state_dict_key,
+        "normalize": None if normalize is None else {k: float(v) for k, v in normalize.items()},
+    }
+
+
+def write_checkpoint_info(path: str | os.PathLike, info: Mapping[str, Any], **changes: Any) -> Path:
+    """Write ``info`` (updated with ``changes``) beside checkpoint ``path`` as ``<path>.json``, atomically."""
+    from mstl_monai.metrics.io import write_metrics_json
+
+    return write_metrics_json(info_path(path), {**dict(info), **changes})
+
+
+def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The settings written beside checkpoint ``path``, or None when it has no sidecar.
+
+    Raises:
+        ValueError: the sidecar exists but is not a settings file of this format (the message names it).
+    """
+    side = info_path(path)
+    if not side.is_file():
+        return None
+    try:
+        info = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{side} (the settings of checkpoint {path}) is not readable JSON: {e}.") from None
+    if not isinstance(info, dict) or info.get("format") != INFO_FORMAT:
+        raise ValueError(f"{side} (the settings of checkpoint {path}) is not a '{INFO_FORMAT}' file.")
+    return info
+
+
+def read_network_state(path: str | os.PathLike, key: str | None = None) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The network weights in checkpoint ``path`` and the entry they came from.
+
+    A plain state dict is returned as it is; a training checkpoint (``model_final.pt``,
+    ``checkpoint_epoch=N.pt``: ``{"network": ..., "optimizer": ..., ...}``) gives its ``key`` entry or its
+    ``network``/``model``/``state_dict``/``net`` entry. Files are read with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: an empty, truncated, corrupt or non-PyTorch file, or one holding no tensors; one line that
+            names the file.
+    """
+    from mstl_monai.networks.weights import WRAPPER_KEYS, extract_state_dict, read_checkpoint
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist.")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"checkpoint {os.fspath(path)} is an empty file (0 bytes).")
+    obj = read_checkpoint(path)
+    entry = None
+    if isinstance(obj, Mapping):
+        for k in ([key] if key else []) + list(WRAPPER_KEYS):
+            if k in obj and isinstance(obj[k], Mapping):
+                obj, entry = obj[k], k
+                break
+    return extract_state_dict(obj, os.fspath(path)), entry
+
+
+def _describe(cfg: Mapping[str, Any]) -> str:
+    attn = f" +{cfg['n_attn']} ATTN" if cfg.get("n_attn") else ""
+    return f"{cfg['backbone']}{attn} ({cfg['in_channels']} input channel(s), {cfg['num_classes']} classes)"
+
+
+def _architecture(state: Mapping[str, torch.Tensor], source: str) -> dict[str, Any]:
+    from mstl_monai.label.prepare import network_config_from_state_dict
+
+    return network_config_from_state_dict(state, source)
+
+
+def checkpoint_settings(path: str | os.PathLike, **fallback: Any) -> dict[str, Any]:
+    """Everything a reader needs to use checkpoint ``path``: architecture, input size, class names, threshold.
+
+    From the sidecar when there is one (checked against the weights); otherwise the architecture is read from the
+    weights and ``image_size``/``resize_size``/``class_names`` come from ``fallback`` (else the bundle's defaults),
+    with a warning that says so. The result has ``settings_source``: ``"sidecar"`` or ``"weights+defaults"``.
+
+    Raises:
+        FileNotFoundError, ValueError: unreadable checkpoint, not an (attentive) ResNet classifier, or a sidecar
+            that describes another network; one line naming the file.
+    """
+    path = os.fspath(path)
+    state, _ = read_network_state(path)
+    arch = _architecture(state, path)
+    info = read_checkpoint_info(path)
+    if info is not None:
+        wrong = [k for k in ARCH_KEYS if info.get(k) is not None and info[k] != arch[k]]
+        if wrong:
+            raise ValueError(
+                f"{info_path(path)} does not describe checkpoint {path}: it says "
+                + ", ".join(f"{k}={info[k]!r}" for k in wrong)
+                + " but the weights are "
+                + ", ".join(f"{k}={arch[k]!r}" for k in wrong)
+                + "."
+            )
+        settings = {**{k: v for k, v in info.items() if k != "format"}, **arch, "settings_source": "sidecar"}
+        for k in ("image_size", "resize_size"):
+            if settings.get(k) is None:
+                settings[k] = fallback.get(k, FALLBACK[k])
+        if settings.get("class_names") is None:
+            settings["class_names"] = fallback.get("class_names") or _default_names(arch["num_classes"])
+        return settings
+    settings = dict(arch)
+    settings["image_size"] = int(fallback.get("image_size", FALLBACK["image_size"]))
+    settings["resize_size"] = int(fallback.get("resize_size", FALLBACK["resize_size"]))
+    names = fallback.get("class_names") or FALLBACK["class_names"]
+    settings["class_names"] = list(names) if len(names) == arch["num_classes"] else _default_names(arch["num_classes"])
+    settings.update(decision_threshold=None, settings_source="weights+defaults")
+    logger.warning(
+        f"checkpoint {path} has no settings file ({info_path(path).name}): architecture {_describe(arch)} read from "
+        f"its weights; its input size and class names are not known, so the configured ones are used (the defaults "
+        f"image_size {settings['image_size']}, resize_size {settings['resize_size']}, class names "
+        f"{settings['class_names']} unless --image_size/--resize_size/--class_names are given)."
+    )
+    return settings
+
+
+def _default_names(n: int) -> list[str]:
+    return FALLBACK["class_names"] if n == 2 else [f"class_{i}" for i in range(n)]
+
+
+def check_checkpoint_settings(path: str | os.PathLike, **given: Any) -> dict[str, Any]:
+    """Check settings a config uses (``backbone=..., image_size=...``) against what checkpoint ``path`` says.
+
+    ``None`` values are not checked. Without a sidecar only the architecture (read from the weights) is checked.
+    Returns the checkpoint's settings (:func:`checkpoint_settings`).
+
+    Raises:
+        ValueError: a setting contradicts the checkpoint; one line naming the file, the setting and both values.
+    """
+    path = os.fspath(path)
+    unknown = set(given) - set(CHECKED_KEYS)
+    if unknown:
+        raise KeyError(f"cannot check {sorted(unknown)} against a checkpoint: use {list(CHECKED_KEYS)}.")
+    settings = checkpoint_settings(path, **{k: v for k, v in given.items() if k in FALLBACK and v is not None})
+    checked = CHECKED_KEYS if settings["settings_source"] == "sidecar" else ARCH_KEYS
+    wrong = []
+    for k in checked:
+        value, want = given.get(k), settings.get(k)
+        if value is None or want is None:
+            continue
+        if k == "backbone":
+            value = _backbone_name(value)
+        elif k == "class_names":
+            value = [str(c) for c in value]
+        else:
+            value = int(value)
+        if value != want:
+            wrong.append(f"{k}={value!r} (checkpoint: {want!r})")
+    if wrong:
+        raise ValueError(
+            f"checkpoint {path} was trained with other settings than given: {'; '.join(wrong)}. Drop these "
+            "overrides (the checkpoint's own settings are used) or pass the checkpoint they belong to."
+        )
+    return settings
+
+
+def checkpoint_network(
+    checkpoint: str | os.PathLike,
+    name: str = "resnet50",
+    n_attn: int = 0,
+    image_size: int | None = None,
+    resize_size: int | None = None,
+    class_names: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> torch.nn.Module:
+    """:func:`~mstl_monai.engines.build_network` for the weights in ``checkpoint``, after checking that the given
+    settings (architecture, input size, class names) are those of the checkpoint (:func:`check_checkpoint_settings`).
+
+    Used as ``network_def`` by the bundle's inference and evaluation, so ``ckpt_export`` and MONAI Label check too.
+    ``kwargs`` go to :func:`~mstl_monai.engines.build_network` (``n_input_channels``, ``num_classes``, ``dropout``).
+    """
+    from mstl_monai.engines.utils import build_network
+
+    check_checkpoint_settings(
+        checkpoint,
+        backbone=name,
+        n_attn=n_attn,
+        in_channels=kwargs.get("n_input_channels"),
+        num_classes=kwargs.get("num_classes"),
+        image_size=image_size,
+        resize_size=resize_size,
+        class_names=class_names,
+    )
+    return build_network(name, n_attn=n_attn, **kwargs)
+
+
+class CheckpointNetworkLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` for one network, whose every failure is one line naming the file.
+
+    Empty, truncated, corrupt or non-PyTorch files, a training checkpoint (its ``network`` entry is loaded), and
+    a checkpoint of another architecture (the message says which settings to use) are all handled; the weights
+    are loaded strictly. With several objects in ``load_dict`` (resuming a trainer) it is MONAI's loader.
+
+    Args:
+        load_path: the checkpoint.
+        load_dict: ``{"network": net}`` (any key; that key is looked up in the file first).
+        kwargs: as MONAI's ``CheckpointLoader``.
+    """
+
+    def __call__(self, engine: Engine) -> None:
+        if len(self.load_dict) != 1:
+            return super().__call__(engine)
+        from mstl_monai.networks.weights import _describe as describe_keys
+
+        ((key, net),) = self.load_dict.items()
+        net = getattr(net, "module", net)
+        path = os.fspath(self.load_path)
+        state, entry = read_network_state(path, key)
+        if isinstance(net, torch.nn.Module):
+            own = net.state_dict()
+            try:
+                want, have = _architecture(own, "the network"), _architecture(state, path)
+            except ValueError:
+                want = have = None
+            if want is not None and want != have:
+                flags = " ".join(f"--{k} {have[k]}" for k in ARCH_KEYS if have[k] != want[k])
+                raise ValueError(
+                    f"checkpoint {path} holds a {_describe(have)} network but the config builds a {_describe(want)} "
+                    f"one: run with {flags} (or leave these settings to the checkpoint)."
+                )
+            try:
+                net.load_state_dict(state, strict=self.strict)
+            except RuntimeError as e:
+                missing = [k for k in own if k not in state]
+                extra = [k for k in state if k not in own]
+                raise ValueError(
+                    f"checkpoint {path} does not fit the network ({len(missing)} missing, {len(extra)} unexpected "
+                    f"tensors, e.g. {(missing + extra)[:3]}; checkpoint: {describe_keys(list(state))}): "
+                    f"{str(e).splitlines()[0]}"
+                ) from None
+        else:
+            net.load_state_dict(state)
+        where = f" (the '{entry}' entry of a training checkpoint)" if entry else ""
+        self.logger.info(f"{engine.state.epoch}: loaded network weights from {path}{where}")

@@ -1,0 +1,128 @@
+"""Self-describing checkpoints: inference, evaluate and export read a checkpoint's settings; every checkpoint
+problem ends a bundle run with one line that names the file (or the setting) as the last line of stderr."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+import torch
+
+from mstl_monai.engines import build_network
+from tests.bundle._bundle_utils import BUNDLE, CONFIGS, TINY, phantom_dataset, run_bundle
+
+
+def last_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+class TestCheckpointSettings(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp(prefix="mstl_ckpt_"))
+        cls.data = phantom_dataset(cls.tmp, n_per_class=6, size=48)
+        cls.run_dir = cls.tmp / "ft"
+        # a 32-px ResNet-18 +1: far from the inference defaults (ResNet-50, 224/256)
+        run_bundle("training", ["train.yaml"], dict(TINY, dataset_dir=str(cls.data), n_attn=1, run_dir=str(cls.run_dir), epochs=1))
+        cls.best = cls.run_dir / "models" / "model.pt"
+        cls.inputs = cls.tmp / "inputs"
+        cls.inputs.mkdir()
+        for p in sorted((cls.data / "CT_COVID").glob("*.png"))[:3]:
+            shutil.copy(p, cls.inputs / p.name)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def infer(self, ckpt: Path, out: str, check: bool = True, inputs: Path | None = None, **overrides):
+        ov = dict(input=str(inputs or self.inputs), output_dir=str(self.tmp / out), ckpt_path=str(ckpt), num_workers=0)
+        return run_bundle("run", ["inference.yaml"], dict(ov, **overrides), check=check)
+
+    def probs(self, out: str) -> dict[str, float]:
+        with open(self.tmp / out / "predictions.csv") as f:
+            return {Path(r["file"]).name: float(r["prob_COVID"]) for r in csv.DictReader(f)}
+
+    def test_sidecar_and_plain_state_dict(self):
+        info = json.loads(Path(f"{self.best}.json").read_text())
+        self.assertEqual(
+            {k: info[k] for k in ("backbone", "n_attn", "in_channels", "num_classes", "image_size", "resize_size")},
+            {"backbone": "resnet18", "n_attn": 1, "in_channels": 1, "num_classes": 2, "image_size": 32, "resize_size": 36},
+        )
+        self.assertEqual(info["class_names"], ["non-COVID", "COVID"])
+        self.assertIn("decision_threshold", info)
+        # model.pt stays a plain state dict: torch.load + load_state_dict
+        net = build_network("resnet18", n_attn=1, n_input_channels=1, num_classes=2)
+        net.load_state_dict(torch.load(self.best, weights_only=True))
+        self.assertEqual(json.loads((self.run_dir / "models" / "model_final.pt.json").read_text())["state_dict_key"], "network")
+
+    def test_inference_reads_settings(self):
+        """No --backbone/--n_attn/--image_size/--resize_size: the checkpoint's own settings are used."""
+        self.infer(self.best, "auto")
+        self.assertEqual(len(self.probs("auto")), 3)
+        # a training checkpoint: its network entry is loaded
+        self.infer(self.run_dir / "models" / "model_final.pt", "final")
+        self.assertEqual(self.probs("final"), self.probs("auto"))
+        # an older checkpoint without a settings file still loads with explicit settings, same probabilities
+        old = self.tmp / "old" / "model.pt"
+        old.parent.mkdir(exist_ok=True)
+        shutil.copy(self.best, old)
+        proc = self.infer(old, "old", image_size=32, resize_size=36)
+        self.assertIn("has no settings file", proc.stdout + proc.stderr)
+        self.assertEqual(self.probs("old"), self.probs("auto"))
+
+    def test_contradicting_override_is_one_line(self):
+        proc = self.infer(self.best, "bad_size", check=False, image_size=64)
+        self.assertNotEqual(proc.returncode, 0)
+        line = last_line(proc)
+        self.assertIn("image_size=64", line)
+        self.assertIn("32", line)
+        self.assertIn(str(self.best), line)
+        proc = self.infer(self.best, "bad_backbone", check=False, backbone="resnet50")
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("backbone='resnet50'", last_line(proc))
+        self.assertIn("'resnet18'", last_line(proc))
+
+    def test_bad_checkpoint_file_is_one_line(self):
+        bad = self.tmp / "bad"
+        bad.mkdir(exist_ok=True)
+        (bad / "text.pt").write_bytes(b"this is not a checkpoint\n")  # (random bytes, empty files: unit tests)
+        proc = self.infer(bad / "text.pt", "bad_text", check=False)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertRegex(last_line(proc), rf"^ValueError: checkpoint {bad / 'text.pt'} is not a PyTorch file")
+
+    def test_unreadable_inputs_are_one_line(self):
+        junk = self.tmp / "junk"
+        junk.mkdir(exist_ok=True)
+        (junk / "a.png").write_bytes(b"not a png")
+        proc = self.infer(self.best, "junk", check=False, inputs=junk)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertRegex(last_line(proc), r"^ValueError: none of the 1 inputs could be read")
+
+    def test_evaluate_and_export_read_settings(self):
+        run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(dataset_dir=str(self.data), run_dir=str(self.run_dir), n_bootstrap=50, num_workers=0))
+        metrics = json.loads((self.run_dir / "eval_test" / "metrics.json").read_text())
+        self.assertIn("auc", metrics)
+        ts = self.tmp / "model.ts"
+        cmd = [
+            sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
+            "--filepath", str(ts), "--ckpt_file", str(self.best), "--meta_file", str(CONFIGS / "metadata.json"),
+            "--config_file", str(CONFIGS / "inference.yaml"), "--bundle_root", str(BUNDLE),
+            "--use_trace", "True", "--input_shape", "[1, 1, 32, 32]",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        from monai.data import load_net_with_metadata
+
+        net, _, _ = load_net_with_metadata(str(ts))
+        self.assertEqual(tuple(net(torch.zeros(1, 1, 32, 32)).shape), (1, 2))
+
+
+if __name__ == "__main__":
+    unittest.main()
