@@ -547,6 +547,7 @@ def run_chain(
         Path(step["dir"]).mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         log_path = Path(step["dir"]) / "stage.log"
+        progress = StageProgress(tag, _cmd_epochs(step["cmd"]), t0)
         with open(log_path, "a", buffering=1) as log:
             proc = subprocess.Popen(step["cmd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
             assert proc.stdout is not None
@@ -555,8 +556,10 @@ def run_chain(
                 if _worth_printing(line):
                     sys.stdout.write(f"{tag} {line}")
                     sys.stdout.flush()
+                progress.update(line)
             rc = proc.wait()
         seconds = time.time() - t0
+        print(f"{tag} finished in {_hms(seconds)} (exit code {rc}); log: {log_path}", flush=True)
         if rc != 0:
             raise RuntimeError(f"{tag} failed with exit code {rc} after {seconds:.0f}s; log: {log_path}")
         info = {"chain": chain["name"], "stage": step["stage"], "seconds": round(seconds, 1)}
@@ -599,6 +602,49 @@ def _publish(step: dict, chain: dict, cfg: dict, targets: list[Path]) -> dict:
                 )
             )
     return out
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _cmd_epochs(cmd: list[str]) -> int | None:
+    """The ``--epochs N`` of a stage's command (``None`` when it has none, e.g. evaluate)."""
+    for flag, value in zip(cmd, cmd[1:]):
+        if flag == "--epochs":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class StageProgress:
+    """Per-epoch progress of a running stage, read from its trainer's ``Epoch[k] Complete`` log lines: prints
+    ``epoch k/N, elapsed, ETA`` (the ETA is the mean time per finished epoch times the epochs left; a resumed stage
+    counts from its first epoch in this run). Works in logs and terminals alike (one line per epoch)."""
+
+    _EPOCH = re.compile(r"Trainer - INFO - Epoch\[(\d+)\] Complete")
+
+    def __init__(self, tag: str, epochs: int | None, t0: float, out=None) -> None:
+        self.tag, self.epochs, self.t0, self.out = tag, epochs, t0, out
+        self.first: int | None = None
+
+    def update(self, line: str, now: float | None = None) -> str | None:
+        m = self._EPOCH.search(line)
+        if not m or not self.epochs:
+            return None
+        k = int(m.group(1))
+        self.first = k if self.first is None else self.first
+        elapsed = (time.time() if now is None else now) - self.t0
+        done_here = k - self.first + 1
+        eta = elapsed / done_here * max(self.epochs - k, 0)
+        msg = f"{self.tag} epoch {k}/{self.epochs}, elapsed {_hms(elapsed)}, ETA {_hms(eta)}"
+        out = self.out or sys.stdout
+        out.write(msg + "\n")
+        out.flush()
+        return msg
 
 
 def _worth_printing(line: str) -> bool:
@@ -723,7 +769,11 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
     t0 = time.time()
     for chain in chains:
-        run_chain(cfg, chain, args.repo_root, dry_run=args.dry_run, rerun=args.rerun, publish=args.publish)
+        c0 = time.time()
+        rows = run_chain(cfg, chain, args.repo_root, dry_run=args.dry_run, rerun=args.rerun, publish=args.publish)
+        if not args.dry_run:
+            stages = ", ".join(f"{r['stage']} {_hms(r.get('seconds') or 0)}" for r in rows)
+            print(f"[{chain['name']}] elapsed {_hms(time.time() - c0)} this run (stage times, incl. earlier runs: {stages})", flush=True)
     if args.dry_run:
         return 0
     root = Path(args.repo_root)

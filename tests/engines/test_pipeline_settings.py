@@ -192,3 +192,22 @@ class TestPublishedResults(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestStageProgress(unittest.TestCase):
+    def test_epoch_eta_and_times(self):
+        import io
+
+        from mstl_monai.pipeline import StageProgress, _cmd_epochs, _hms
+
+        self.assertEqual(_cmd_epochs(["python", "-m", "x", "--epochs", "40", "--seed", "0"]), 40)
+        self.assertIsNone(_cmd_epochs(["python", "--n_bootstrap", "1000"]))
+        self.assertEqual(_hms(75), "1m15s")
+        self.assertEqual(_hms(3725), "1h02m05s")
+        buf = io.StringIO()
+        p = StageProgress("[c 1/3 finetune]", 40, t0=100.0, out=buf)
+        line = "2026-11-30 10:00:00,000 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[4] Complete. Time taken: 00:00:10"
+        self.assertIsNone(p.update("2026 - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[4] Complete."))
+        # resumed at epoch 4: one epoch done in this run in 10 s, 36 left -> ETA 6 min
+        self.assertEqual(p.update(line, now=110.0), "[c 1/3 finetune] epoch 4/40, elapsed 0m10s, ETA 6m00s")
+        self.assertIn("epoch 4/40", buf.getvalue())
