@@ -30,6 +30,16 @@ def _kv(text: str) -> tuple[str, object]:
     return k.strip(), yaml.safe_load(v)
 
 
+def _python_cmd() -> str:
+    """The interpreter to type: this one, as a path relative to the current folder when it is below it (e.g.
+    ``.venv-label/bin/python``), so that the printed command runs as printed."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mstl_monai.label", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             f" image_size {s['image_size']}, resize_size {s['resize_size']}"
         )
         print(f"app ready: {Path(args.app_dir).resolve()} (bundle {model_dir})")
-        print(f"start it:  python -m mstl_monai.label start --app-dir {args.app_dir} --studies FOLDER")
+        print(f"start it:  {_python_cmd()} -m mstl_monai.label start --app-dir {args.app_dir} --studies FOLDER")
         return 0
     if not (Path(args.app_dir) / "main.py").is_file():
         p.error(f"{args.app_dir} is not an app folder (no main.py): run `init` first.")

@@ -113,3 +113,15 @@ class TestPrepareApp(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestPrintedCommand(unittest.TestCase):
+    def test_init_prints_this_interpreter(self):
+        """`init` tells the user to start the app with the interpreter that has MONAI Label, not plain `python`."""
+        import sys
+
+        from mstl_monai.label.__main__ import _python_cmd
+
+        cmd = _python_cmd()
+        self.assertTrue(Path(cmd).is_absolute() or not cmd.startswith("python"), cmd)
+        self.assertEqual(Path(cmd).resolve(), Path(sys.executable).resolve())
