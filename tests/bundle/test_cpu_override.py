@@ -28,13 +28,12 @@ class TestCpuOverride(unittest.TestCase):
             ["stl_n", ["train.yaml", "stl_n.yaml"]],
             ["stl_m", ["train.yaml", "stl_m.yaml"]],
             ["sstl_m", ["sstl_m.yaml"]],
-            ["evaluate", ["train.yaml", "evaluate.yaml"]],
         ]
     )
     def test_matches_pipeline_recipe(self, stage, files):
         keys = ["backbone", "image_size", "resize_size", "batch_size", "epochs", "learning_rate", "lr_milestones", "amp"]
         got = _parsed(files + ["cpu.yaml"], keys)
-        want = dict(PIPELINE["common"], **PIPELINE["stage_defaults"].get("finetune" if stage == "evaluate" else stage, {}))
+        want = dict(PIPELINE["common"], **PIPELINE["stage_defaults"].get(stage, {}))
         for k in keys:
             self.assertEqual(got[k], want.get(k, got[k]), f"{stage}: {k}")
         self.assertEqual(got["backbone"], "resnet18")
