@@ -137,6 +137,10 @@ CPU_CHAINS = [
     f"r18_{v}_{s}"
     for v in ("base", "attn1", "attn5")
     for s in ("scratch", "stlm", "stlm_sstl_ours", "stlm_sstl_moco", "stlm_sstl_simclr")
+] + [  # STL-N on Tiny ImageNet
+    f"r18_{v}_{s}"
+    for v in ("base", "attn1", "attn5")
+    for s in ("stln", "stln_stlm", "stln_stlm_sstl_ours", "stln_stlm_sstl_moco", "stln_stlm_sstl_simclr")
 ]
 
 
@@ -218,6 +222,12 @@ class TestGrid(unittest.TestCase):
         with contextlib.redirect_stdout(out):
             self.assertEqual(main(["--config", str(REPO_ROOT / "configs" / "cpu_scale.yaml"), "--list"]), 0)
         self.assertEqual(out.getvalue().split(), [c["name"] for c in cfg["chains"]])
+        # the STL-N cells train STL-N first, in a folder shared by every chain of that network
+        chain = next(c for c in cfg["chains"] if c["name"] == "r18_attn5_stln_stlm_sstl_ours")
+        steps = plan_chain(cfg, chain, REPO_ROOT)
+        self.assertEqual([s["stage"] for s in steps], ["stl_n", "stl_m", "sstl_m", "finetune", "evaluate"])
+        self.assertTrue(steps[0]["dir"].endswith("resnet18_attn5/stl_n"))
+        self.assertIn("stl_n.yaml", " ".join(steps[0]["cmd"]))
 
     def test_paper_scale_config(self):
         cfg = load_pipeline_config(REPO_ROOT / "configs" / "paper_scale.yaml")
