@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", required=True)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    net = build_network(a.backbone, n_attn=a.n_attn, n_input_channels=a.in_channels, num_classes=a.num_classes)
+    net = build_network(
+        a.backbone, n_attn=a.n_attn, n_input_channels=a.in_channels, num_classes=a.num_classes, img_size=a.image_size
+    )
     report = load_pretrained(net, a.ckpt, exclude_prefixes=())
     if report is not None and report.get("new"):
         raise ValueError(f"checkpoint {a.ckpt} does not hold the whole network: missing {report['new'][:5]} ...")
