@@ -58,6 +58,17 @@ class TestBundleViT(unittest.TestCase):
             rows = list(csv.DictReader(f))
         self.assertEqual(len(rows), 2)
 
+    def test_torchrun_two_processes_gloo(self):
+        """multi_gpu_train.yaml with a ViT: DDP needs every parameter used (MONAI's unused cross-attention norms are
+        removed), 2 processes on CPU with gloo."""
+        import sys
+
+        run_dir = self.tmp / "ddp"
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+        ov = dict(self.base, run_dir=str(run_dir), epochs=1, batch_size=4)
+        proc = run_bundle("training", ["train.yaml", "multi_gpu_train.yaml"], ov, launcher=launcher)
+        self.assertTrue((run_dir / "models" / "model.pt").is_file(), proc.stdout[-2000:])
+
 
 if __name__ == "__main__":
     unittest.main()

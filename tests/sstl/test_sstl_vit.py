@@ -29,14 +29,14 @@ class TestSSTLViTUnits(unittest.TestCase):
 
         torch.manual_seed(0)
         moco = MoCo(_vit(), K=16, shuffle_bn_splits=2).train()
-        self.assertFalse(moco.has_batchnorm)
         x = torch.randn(4, 1, 32, 32)
         with torch.no_grad():
             expected = F.normalize(moco.encoder_k(x), dim=1)
             state = torch.get_rng_state()
             keys = moco._compute_keys(x)
-        torch.testing.assert_close(keys, expected, rtol=0, atol=0)
         self.assertTrue(torch.equal(state, torch.get_rng_state()), "no shuffle permutation is drawn for a ViT")
+        torch.testing.assert_close(keys, expected, rtol=0, atol=0)
+        self.assertFalse(moco.has_batchnorm)
 
     def test_sstl_network_cls_feature_and_lobe_crops(self):
         from mstl_monai.engines import SSTLNetwork
