@@ -40,7 +40,7 @@ _TIMM_BLOCK = {"norm1": "norm1", "norm2": "norm2", "attn.qkv": "attn.qkv", "attn
 _TIMM_BLOCK.update({"mlp.fc1": "mlp.linear1", "mlp.fc2": "mlp.linear2"})
 #: timm ViT variants whose computation this network does not have (refused rather than silently wrong)
 _TIMM_UNSUPPORTED = ("reg_token", ".ls1.", ".ls2.", "fc_norm.", ".q_norm.", ".k_norm.", "norm_pre.", "attn_pool.")
-_TIMM_UNSUPPORTED += ("patch_embed.norm.", ".norm.weight_", "head_drop.")
+_TIMM_UNSUPPORTED += ("patch_embed.norm.",)
 
 
 def detect_vit_format(state: Mapping[str, torch.Tensor]) -> str | None:
