@@ -342,7 +342,10 @@ class SSTLNetwork(nn.Module):
     per iteration).
 
     Args:
-        backbone: an :class:`~mstl_monai.networks.nets.AttentiveResNet` (its classifier is removed).
+        backbone: an :class:`~mstl_monai.networks.nets.AttentiveResNet` or a
+            :class:`~mstl_monai.networks.nets.VisionTransformer` (its classifier is removed; a ViT's representation is
+            its CLS token, and the lobe crops go through the same ViT, its position embeddings resized to the crops'
+            patch grid).
         method: ``"ours"``, ``"moco"`` or ``"simclr"``.
         dim: projection dimension (128).
         queue_size: MoCo's queue length ``K`` (must stay below the number of training images).
@@ -614,7 +617,8 @@ class SSTLTrainer(Trainer):
         if self.sstl_network.uses_regions:
             regions = self._get(batchdata, self.regions_key)
             labels = self._get(batchdata, self.region_labels_key).long()
-            if not self._small_regions_warned and min(regions.shape[-2:]) < 32:
+            resnet = hasattr(self.sstl_network.backbone, "layer4")  # a ViT takes crops down to one patch
+            if resnet and not self._small_regions_warned and min(regions.shape[-2:]) < 32:
                 self._small_regions_warned = True
                 self.logger.warning(
                     f"lobe crops of {tuple(regions.shape[-2:])} px reach layer4 as 1x1 maps; on CPU with bf16 autocast "

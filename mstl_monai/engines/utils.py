@@ -11,31 +11,48 @@ from typing import Any
 
 import torch
 
-__all__ = ["BACKBONES", "build_network", "load_pretrained", "check_datalist", "split_datalist", "require_file", "readable_datalist", "collect_files"]
+__all__ = ["BACKBONES", "RESNET_BACKBONES", "VIT_BACKBONES", "build_network", "load_pretrained", "check_datalist", "split_datalist", "require_file", "readable_datalist", "collect_files"]
 
 from mstl_monai.data.datalists import split_datalist  # noqa: E402  (re-exported for bundle configs)
 
 logger = logging.getLogger(__name__)
 
 #: backbone names accepted by :func:`build_network`
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+RESNET_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+VIT_BACKBONES = ("vit_tiny", "vit_small", "vit_base")
+BACKBONES = RESNET_BACKBONES + VIT_BACKBONES
+#: settings only the ViTs take (dropped for the ResNets, so one bundle config serves both)
+_VIT_ONLY = ("img_size", "patch_size", "hidden_size", "mlp_dim", "num_layers", "num_heads", "dropout_rate")
 
 
 def build_network(name: str = "resnet50", n_attn: int = 0, **kwargs: Any) -> torch.nn.Module:
-    """Build an attentive ResNet by name (``resnet18`` ... ``resnet152``), e.g. from a bundle config.
+    """Build a backbone by name, e.g. from a bundle config: an attentive ResNet (``resnet18`` ... ``resnet152``) or
+    a Vision Transformer (``vit_tiny``, ``vit_small``, ``vit_base``, :class:`~mstl_monai.networks.nets.VisionTransformer`).
 
     Args:
-        name: backbone name, one of :data:`BACKBONES` (``attentive_`` prefix accepted).
-        n_attn: number of non-local blocks (0, 1 or 5; SPEC.md section 2).
-        kwargs: passed on to the factory (``n_input_channels``, ``num_classes``, ``dropout``, ...).
+        name: backbone name, one of :data:`BACKBONES` (``attentive_`` prefix accepted for the ResNets).
+        n_attn: number of non-local blocks of a ResNet (0, 1 or 5; SPEC.md section 2); must be 0 for a ViT.
+        kwargs: passed on to the factory (``n_input_channels``, ``num_classes``, ``dropout``, ...). The ViT settings
+            ``img_size`` (input size of the position embeddings), ``patch_size``, ``hidden_size``, ``mlp_dim``,
+            ``num_layers``, ``num_heads``, ``dropout_rate`` are ignored for a ResNet (``None`` values are dropped).
     """
     from mstl_monai.networks import nets
 
-    key = str(name).lower().replace("attentive_", "").replace("-", "")
+    key = str(name).lower().replace("attentive_", "").replace("-", "_")
+    key = key if key.startswith("vit") else key.replace("_", "")
     if key not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}: use one of {BACKBONES}.")
     if isinstance(n_attn, bool) or not str(n_attn).strip().isdigit():
         raise ValueError(f"n_attn must be a whole number of non-local blocks (0, 1 or 5), got {n_attn!r}.")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if key in VIT_BACKBONES:
+        if int(n_attn) != 0:
+            raise ValueError(
+                f"n_attn={n_attn}: non-local (ATTN) blocks belong to the ResNets; a ViT ({name!r}) needs n_attn 0."
+            )
+        return nets.VITS[key](**kwargs)
+    for k in _VIT_ONLY:
+        kwargs.pop(k, None)
     return getattr(nets, f"attentive_{key}")(n_attn=int(n_attn), **kwargs)
 
 
@@ -43,8 +60,9 @@ def load_pretrained(net: torch.nn.Module, path: str | os.PathLike | None, exclud
     """Initialise ``net``'s backbone from ``path`` ('' or None: leave it as it is, i.e. train from scratch).
 
     ``path`` is either a torchvision ImageNet checkpoint (e.g. ``resnet50-11ad3fa6.pth``, the STL-N stage
-    skipped by importing ImageNet weights) or a checkpoint written by an earlier stage of this bundle
-    (STL-N, STL-M, SSTL-M). The head is dropped when its shape differs; a checkpoint that does not fit
+    skipped by importing ImageNet weights), for a ViT backbone a torchvision or timm ``VisionTransformer`` file
+    (the format is detected from the keys, :func:`mstl_monai.networks.load_vit_weights`), or a checkpoint written
+    by an earlier stage of this bundle (STL-N, STL-M, SSTL-M). The head is dropped when its shape differs; a checkpoint that does not fit
     raises ``ValueError`` naming the file. Returns the loaded / new / dropped key report.
     """
     if path is None or str(path) == "":
@@ -55,7 +73,11 @@ def load_pretrained(net: torch.nn.Module, path: str | os.PathLike | None, exclud
         raise FileNotFoundError(f"pretrained checkpoint {path!r} does not exist.")
     from mstl_monai.networks import load_stage_checkpoint, load_torchvision_weights
 
-    if _looks_like_torchvision(path):
+    from mstl_monai.networks.nets import VisionTransformer
+
+    if isinstance(net, VisionTransformer):
+        report, kind = _load_vit(net, path, exclude_prefixes)
+    elif _looks_like_torchvision(path):
         report = load_torchvision_weights(net, path)
         kind = "torchvision ImageNet"
     else:
@@ -66,6 +88,19 @@ def load_pretrained(net: torch.nn.Module, path: str | os.PathLike | None, exclud
         f" {len(report['dropped'])} dropped, {len(report.get('adapted', []))} adapted"
     )
     return report
+
+
+def _load_vit(net: torch.nn.Module, path: str, exclude_prefixes: Sequence[str]) -> tuple[dict, str]:
+    """A torchvision or timm ViT file (ImageNet weights, the head kept when it fits) or a stage checkpoint (the
+    ``exclude_prefixes`` head left new), detected from the keys."""
+    from mstl_monai.networks import detect_vit_format, extract_state_dict, load_vit_weights, read_checkpoint
+
+    state = extract_state_dict(read_checkpoint(path), path)
+    fmt = detect_vit_format(state)
+    if fmt in ("torchvision", "timm"):
+        return load_vit_weights(net, state, exclude_prefixes=(), source=path), f"{fmt} ViT"
+    report = load_vit_weights(net, state, exclude_prefixes=tuple(exclude_prefixes), source=path)
+    return report, "stage (ViT)"
 
 
 def _looks_like_torchvision(path: str) -> bool:

@@ -9,9 +9,9 @@ with ``python -m mstl_monai.label init``, then start it with ``monailabel start_
 - ``POST /infer/<model>?image=ID`` (or with an uploaded ``file``): class probabilities
   (``InferType.CLASSIFICATION``, class names from the bundle's ``metadata.json``), ``lung_found`` and
   ``lung_box_fraction`` (and a ``warning`` when no lung was found: the prediction is flagged, not hidden). With
-  the form field ``params={"heatmap": "gradcam"}`` (or ``"attention"``) and ``output=image``, the answer is a PNG
-  heat map at the slice's own size (8-bit, 255 = most relevant); ``{"heatmap_format": "overlay"}`` gives the
-  Fig.-4-style colour overlay instead.
+  the form field ``params={"heatmap": "gradcam"}`` (or ``"attention"``; ``"rollout"`` for a ViT backbone) and
+  ``output=image``, the answer is a PNG heat map at the slice's own size (8-bit, 255 = most relevant);
+  ``{"heatmap_format": "overlay"}`` gives the Fig.-4-style colour overlay instead.
 - ``PUT /datastore/label?image=ID`` with a small file ``{"label": "COVID"}`` (or the bare class name or index):
   the image-level label. Labels outside the classes are refused with 422 at upload.
 - ``POST /train/<model>``: finetunes the served checkpoint on the labelled images (the bundle's ``train.yaml``
@@ -58,7 +58,7 @@ __all__ = ["ClassLabelDatastore", "HEATMAP_METHODS", "MSTLInferTask", "MSTLLabel
 #: image files the datastore lists (CT slices: PNG/JPEG, DICOM, NIfTI)
 IMAGE_EXTENSIONS = ["*.png", "*.jpg", "*.jpeg", "*.dcm", "*.nii.gz", "*.nii"]
 #: heat maps ``/infer`` can return
-HEATMAP_METHODS = ("none", "gradcam", "attention")
+HEATMAP_METHODS = ("none", "gradcam", "attention", "rollout")
 
 
 def _first(value: Any, default: Any) -> Any:
@@ -159,6 +159,7 @@ class MSTLInferTask(BundleInferTask):
         if self.valid:
             self._config.update({"heatmap": list(HEATMAP_METHODS), "heatmap_format": ["map", "overlay"]})
             self.n_attn = int(self.bundle_config.config.get("n_attn", 0))
+            self.is_vit = str(self.bundle_config.config.get("backbone", "")).lower().startswith("vit")
 
     def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Any]) -> dict[str, Any]:
         data = super().run_pre_transforms(data, transforms)
@@ -205,13 +206,14 @@ class MSTLInferTask(BundleInferTask):
         return lung
 
     def _heatmap(self, data: dict[str, Any], method: str) -> np.ndarray:
-        from mstl_monai.visualize import attention_heatmap, grad_cam
+        from mstl_monai.visualize import attention_heatmap, attention_rollout, grad_cam
 
         device = data.get("device", "cpu")
         network = self._get_network(device, data)
         img = data[self.input_key]
         x = torch.as_tensor(img).float()[None].to(device)
-        heat = grad_cam(network, x) if method == "gradcam" else attention_heatmap(network, x)
+        maps = {"gradcam": grad_cam, "attention": attention_heatmap, "rollout": attention_rollout}
+        heat = maps[method](network, x)
         heat = heat[0].detach().cpu().float()  # (1, S, S) on the network's input grid
         if isinstance(img, MetaTensor):  # back through the resize / pad / crop onto the slice's own grid
             d = {self.input_key: MetaTensor(heat, meta=dict(img.meta), applied_operations=copy.deepcopy(img.applied_operations))}
@@ -381,6 +383,11 @@ class MSTLLabelApp(MONAILabelApp):
         fmt = str(_first(request.get("heatmap_format"), "map")).lower()
         if fmt not in ("map", "overlay"):
             raise HTTPException(status_code=422, detail=f"heatmap_format '{request.get('heatmap_format')}' is not 'map' or 'overlay'.")
+        is_vit = bool(getattr(self._infers[model], "is_vit", False))
+        if method == "rollout" and not is_vit:
+            raise HTTPException(status_code=422, detail=f"model '{model}' is not a ViT: attention rollout explains ViT backbones; ask for heatmap 'gradcam'.")
+        if method in ("gradcam", "attention") and is_vit:
+            raise HTTPException(status_code=422, detail=f"model '{model}' is a ViT: ask for heatmap 'rollout'.")
         if method == "attention" and getattr(self._infers[model], "n_attn", 0) == 0:
             raise HTTPException(status_code=422, detail=f"model '{model}' has no non-local block: ask for heatmap 'gradcam'.")
         return super().infer(request, datastore)

@@ -12,6 +12,8 @@ bundle in the repository is never written to; ``/train`` replaces the app's ``mo
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import re
 import shutil
@@ -28,6 +30,8 @@ __all__ = [
     "prepare_app",
     "save_state_dict_atomic",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: the model name the app registers (MONAI Label infers the task type from "classification" in the name)
 DEFAULT_MODEL_NAME = "mstl_covid_classification"
@@ -57,6 +61,8 @@ def network_config_from_state_dict(state: Mapping[str, torch.Tensor], source: st
     Raises:
         ValueError: when the keys are not those of an (attentive) ResNet classifier; the message names ``source``.
     """
+    if "patch_embedding.patch_embeddings.weight" in state and "fc.weight" in state:
+        return _vit_config_from_state_dict(state, source)
     for key in ("conv1.weight", "fc.weight"):
         if key not in state:
             raise ValueError(f"{source} is not a ResNet classifier checkpoint: it has no {key!r}.")
@@ -75,6 +81,26 @@ def network_config_from_state_dict(state: Mapping[str, torch.Tensor], source: st
         "n_attn": len(attn),
         "in_channels": int(state["conv1.weight"].shape[1]),
         "num_classes": int(state["fc.weight"].shape[0]),
+    }
+
+
+def _vit_config_from_state_dict(state: Mapping[str, torch.Tensor], source: str) -> dict:
+    """``backbone`` (by width; 12 blocks), ``patch_size``, ``image_size`` (patch grid x patch) of a ViT classifier."""
+    from mstl_monai.engines.utils import VIT_BACKBONES
+
+    patch = state["patch_embedding.patch_embeddings.weight"]
+    width, depth = int(patch.shape[0]), len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    names = {192: "vit_tiny", 384: "vit_small", 768: "vit_base"}
+    if names.get(width) not in VIT_BACKBONES or depth != 12 or patch.shape[2] != patch.shape[3]:
+        raise ValueError(f"{source}: a ViT of width {width} and {depth} blocks is none of {VIT_BACKBONES} (12 blocks).")
+    grid = math.isqrt(int(state["patch_embedding.position_embeddings"].shape[1]))
+    return {
+        "backbone": names[width],
+        "n_attn": 0,
+        "in_channels": int(patch.shape[1]),
+        "num_classes": int(state["fc.weight"].shape[0]),
+        "patch_size": int(patch.shape[2]),
+        "image_size": grid * int(patch.shape[2]),
     }
 
 
@@ -206,8 +232,17 @@ def prepare_app(
             "num_classes": 2,
         }
         image_size, resize_size = image_size or 224, resize_size or 256
+    vit = {k: net_cfg[k] for k in ("patch_size", "image_size") if k in net_cfg}  # a ViT's grid is in its weights
+    if vit.get("image_size", image_size) != image_size:
+        logger.info(f"checkpoint {checkpoint} is a ViT for {vit['image_size']}-px crops: image_size {image_size} -> {vit['image_size']}.")
+        image_size = vit["image_size"]
     net = build_network(
-        net_cfg["backbone"], n_attn=net_cfg["n_attn"], n_input_channels=net_cfg["in_channels"], num_classes=net_cfg["num_classes"]
+        net_cfg["backbone"],
+        n_attn=net_cfg["n_attn"],
+        n_input_channels=net_cfg["in_channels"],
+        num_classes=net_cfg["num_classes"],
+        img_size=int(image_size),
+        patch_size=vit.get("patch_size"),
     )
     if state is not None:
         try:
@@ -242,6 +277,8 @@ def prepare_app(
         "image_size": int(image_size),
         "resize_size": int(resize_size),
     }
+    if "patch_size" in vit:
+        settings["patch_size"] = int(vit["patch_size"])
     settings.update(overrides or {})
     for f in ("inference.yaml", "train.yaml"):
         extra = TRAIN_DEFAULTS if f == "train.yaml" else {}

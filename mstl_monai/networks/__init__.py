@@ -6,15 +6,19 @@ from __future__ import annotations
 
 from . import blocks, nets
 from .complexity import count_macs, count_parameters
+from .vit_weights import convert_vit_state_dict, detect_vit_format, load_vit_weights
 from .weights import extract_state_dict, load_stage_checkpoint, load_torchvision_weights, read_checkpoint
 
 __all__ = [
     "blocks",
     "nets",
     "count_macs",
+    "convert_vit_state_dict",
     "count_parameters",
+    "detect_vit_format",
     "extract_state_dict",
     "load_stage_checkpoint",
     "load_torchvision_weights",
+    "load_vit_weights",
     "read_checkpoint",
 ]

@@ -252,6 +252,10 @@ def load_torchvision_weights(net: nn.Module, path_or_state_dict: str | Path | Ma
         FileNotFoundError: missing file.
         ValueError: corrupt or unsafe file, or a checkpoint of another architecture.
     """
+    if _is_vit(net):  # torchvision/timm ViT checkpoints: mstl_monai.networks.vit_weights
+        from mstl_monai.networks.vit_weights import load_vit_weights
+
+        return load_vit_weights(net, path_or_state_dict, exclude_prefixes=())
     stride = getattr(getattr(net, "conv1", None), "stride", None)
     if stride is not None and any(s != 2 for s in stride):
         warnings.warn(
@@ -293,5 +297,15 @@ def load_stage_checkpoint(
     Returns:
         ``{"loaded": [...], "new": [...], "dropped": [...], "adapted": [...]}`` as :func:`load_torchvision_weights`.
     """
+    if _is_vit(net):
+        from mstl_monai.networks.vit_weights import load_vit_weights
+
+        return load_vit_weights(net, path, exclude_prefixes=tuple(exclude_prefixes))
     src, source = _source(path)
     return _transfer(net, src, source, exclude_prefixes=tuple(exclude_prefixes), adapt_input=True)
+
+
+def _is_vit(net: nn.Module) -> bool:
+    from mstl_monai.networks.nets.vit import VisionTransformer
+
+    return isinstance(net, VisionTransformer)

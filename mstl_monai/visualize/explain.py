@@ -1,6 +1,7 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
 """Explain a trained classifier: Grad-CAM and attention overlays (the paper's Fig. 4) and a localisation check.
+For a ViT backbone the attention column is the attention rollout (Abnar & Zuidema 2020) and Grad-CAM is left out.
 
 .. code-block:: bash
 
@@ -63,6 +64,7 @@ def explain_files(
     from mstl_monai.transforms import LungLobeGenerator
     from mstl_monai.visualize import (
         attention_heatmap,
+        attention_rollout,
         box_area_fraction,
         grad_cam,
         save_explanation_figure,
@@ -73,6 +75,8 @@ def explain_files(
     locate = LungLobeGenerator(spatial_size=8)
     device = next(net.parameters()).device
     has_attn = bool(getattr(net, "attention_blocks", {}))
+    # a ViT: attention rollout in the attention column (its token maps are no conv maps for Grad-CAM)
+    is_vit = bool(getattr(net, "attention_layers", None))
     net.eval()
     rows, skipped = [], []
     for f in files:
@@ -86,8 +90,11 @@ def explain_files(
         x = normalize(img.clone())[None].to(device)
         with torch.no_grad():
             prob = torch.softmax(net(x).float(), 1)[0].cpu().numpy()
-        cam = grad_cam(net, x, class_idx=class_idx)[0, 0].cpu().numpy()
-        attn = attention_heatmap(net, x)[0, 0].cpu().numpy() if has_attn else None
+        cam = None if is_vit else grad_cam(net, x, class_idx=class_idx)[0, 0].cpu().numpy()
+        if is_vit:
+            attn = attention_rollout(net, x)[0, 0].cpu().numpy()
+        else:
+            attn = attention_heatmap(net, x)[0, 0].cpu().numpy() if has_attn else None
         lobes = locate(img)
         box = [int(v) for v in lobes.lung_box.tolist()]
         row = {
@@ -95,15 +102,21 @@ def explain_files(
             "p_" + class_names[1]: float(prob[1]),
             "lung_box": " ".join(map(str, box)),
             "lung_fallback": bool(lobes.fallback),
-            "box_area_fraction": box_area_fraction(box, cam.shape),
+            "box_area_fraction": box_area_fraction(box, img.shape[-2:]),
             "gradcam_mass_in_lung_box": _mass(cam, box),
             "attention_mass_in_lung_box": _mass(attn, box),
+            "attention_method": "rollout" if is_vit else ("attn" if has_attn else "none"),
         }
         rows.append(row)
         if figures:
             title = f"{Path(f).name}: p({class_names[1]}) = {prob[1]:.2f}"
             save_explanation_figure(
-                os.path.join(output_dir, f"{Path(f).stem}_explain.png"), img[0].numpy(), cam, attn, title=title
+                os.path.join(output_dir, f"{Path(f).stem}_explain.png"),
+                img[0].numpy(),
+                cam,
+                attn,
+                title=title,
+                attention_label="attention rollout" if is_vit else "attention (ATTN)",
             )
     if not rows:
         raise ValueError(f"none of the {len(files)} inputs could be read.")
@@ -122,11 +135,12 @@ def explain_files(
         "n_lung_found": len(ok),
         "n_skipped": len(skipped),
         "skipped": skipped,
-        "n_zero_gradcam": int(sum(np.isnan(r["gradcam_mass_in_lung_box"]) for r in rows)),
+        "n_zero_gradcam": None if is_vit else int(sum(np.isnan(r["gradcam_mass_in_lung_box"]) for r in rows)),
         "mean_box_area_fraction": mean("box_area_fraction"),
         "mean_gradcam_mass_in_lung_box": mean("gradcam_mass_in_lung_box"),
         "mean_attention_mass_in_lung_box": mean("attention_mass_in_lung_box"),
         "class_idx": class_idx,
+        "attention_method": "rollout" if is_vit else ("attn" if has_attn else "none"),
     }
     for method in ("gradcam", "attention"):
         summary[f"{method}_excess_over_box"] = _excess_over_box(ok, f"{method}_mass_in_lung_box")
@@ -176,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", required=True)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    net = build_network(a.backbone, n_attn=a.n_attn, n_input_channels=a.in_channels, num_classes=a.num_classes)
+    net = build_network(
+        a.backbone, n_attn=a.n_attn, n_input_channels=a.in_channels, num_classes=a.num_classes, img_size=a.image_size
+    )
     report = load_pretrained(net, a.ckpt, exclude_prefixes=())
     if report is not None and report.get("new"):
         raise ValueError(f"checkpoint {a.ckpt} does not hold the whole network: missing {report['new'][:5]} ...")

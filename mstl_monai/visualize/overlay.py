@@ -83,12 +83,13 @@ def overlay(
 def save_explanation_figure(
     path: PathLike,
     image: NdarrayOrTensor,
-    gradcam: NdarrayOrTensor,
+    gradcam: NdarrayOrTensor | None,
     attention: NdarrayOrTensor | None = None,
     title: str | None = None,
     alpha: float = 0.4,
     cmap: str = "jet",
     dpi: int = 150,
+    attention_label: str = "attention (ATTN)",
 ) -> Path:
     """Write a PNG like the paper's Fig. 4: CT slice | Grad-CAM overlay | attention overlay (if given).
 
@@ -100,12 +101,13 @@ def save_explanation_figure(
     Args:
         path: the PNG file (written atomically, parent folders created).
         image: ``(H, W)`` slice in [0, 1] (see :func:`overlay` for other accepted shapes).
-        gradcam: ``(H, W)`` Grad-CAM map in [0, 1].
+        gradcam: ``(H, W)`` Grad-CAM map in [0, 1], or ``None`` (no Grad-CAM panel, e.g. for a ViT).
         attention: ``(H, W)`` attention map in [0, 1], or ``None`` for a two-panel figure.
         title: figure title (e.g. the true label and predicted probability).
         alpha: heatmap weight of the overlays.
         cmap: matplotlib colormap of the heatmaps.
         dpi: resolution.
+        attention_label: title of the attention panel (``"attention rollout"`` for a ViT).
 
     Returns:
         the path written.
@@ -114,9 +116,10 @@ def save_explanation_figure(
     from matplotlib.figure import Figure
 
     panels = [("CT slice", (_image_rgb(image) * 255).round().astype(np.uint8))]
-    panels.append(("Grad-CAM", overlay(image, gradcam, alpha=alpha, cmap=cmap)))
+    if gradcam is not None:
+        panels.append(("Grad-CAM", overlay(image, gradcam, alpha=alpha, cmap=cmap)))
     if attention is not None:
-        panels.append(("attention (ATTN)", overlay(image, attention, alpha=alpha, cmap=cmap)))
+        panels.append((attention_label, overlay(image, attention, alpha=alpha, cmap=cmap)))
     fig = Figure(figsize=(3.2 * len(panels), 3.6 if title else 3.3))
     FigureCanvasAgg(fig)
     for i, (name, rgb) in enumerate(panels):

@@ -232,7 +232,7 @@ class TestGrid(unittest.TestCase):
     def test_paper_scale_config(self):
         cfg = load_pipeline_config(REPO_ROOT / "configs" / "paper_scale.yaml")
         names = [c["name"] for c in cfg["chains"]]
-        self.assertEqual(len(names), 60)
+        self.assertEqual(len(names), 61)  # the 60-cell grid + the TL-Med ViT-B/16 chain
         self.assertEqual(cfg["_grid_skipped"], [])
         chain = next(c for c in cfg["chains"] if c["name"] == "r101_attn1_stln_stlm_sstl_simclr")
         self.assertEqual(chain["pretrained"], "resnet101-63fe2227.pth")

@@ -18,6 +18,7 @@ from .attentive_resnet import (
 from .moco import MoCo, ProjectedEncoder, projection_head
 from .region_head import RegionHead
 from .simclr import SimCLR
+from .vit import VITS, VisionTransformer, resample_position_embeddings, vit_base, vit_small, vit_tiny
 
 __all__ = [
     "ATTENTIVE_RESNETS",
@@ -27,6 +28,8 @@ __all__ = [
     "ProjectedEncoder",
     "RegionHead",
     "SimCLR",
+    "VITS",
+    "VisionTransformer",
     "attention_positions",
     "attentive_resnet18",
     "attentive_resnet34",
@@ -34,4 +37,8 @@ __all__ = [
     "attentive_resnet101",
     "attentive_resnet152",
     "projection_head",
+    "resample_position_embeddings",
+    "vit_base",
+    "vit_small",
+    "vit_tiny",
 ]

@@ -76,11 +76,14 @@ class MoCo(nn.Module):
     are queued. With one process, the equivalent: the key batch is shuffled and the key encoder runs on
     ``shuffle_bn_splits`` sub-batches, each with its own batch statistics, then the keys are put back in order.
     With the same permutation, one process with ``shuffle_bn_splits = world_size`` gives exactly the keys of the
-    multi-process run. The key encoder update and the queue only move in training mode; in eval mode
+    multi-process run. A backbone without BatchNorm (a :class:`~mstl_monai.networks.nets.VisionTransformer`, whose
+    LayerNorm normalises each token of each image on its own) has no batch statistics to leak: nothing replaces the
+    shuffle, the keys are computed on the whole batch in order (no shuffle, no cross-process image gathering). The key encoder update and the queue only move in training mode; in eval mode
     ``forward`` computes the logits against the current queue and changes nothing.
 
     Args:
-        base_encoder: the backbone (an :class:`~mstl_monai.networks.nets.AttentiveResNet`); its classifier is
+        base_encoder: the backbone (an :class:`~mstl_monai.networks.nets.AttentiveResNet` or a
+            :class:`~mstl_monai.networks.nets.VisionTransformer`, whose CLS feature is the representation); its classifier is
             removed (``reset_classifier(0)``) and it becomes ``encoder_q.backbone``.
         dim: dimension of the projected features (128).
         K: queue length; must stay below the number of training images (see :meth:`check_queue_size`).
@@ -139,6 +142,11 @@ class MoCo(nn.Module):
         queue = F.normalize(torch.randn(dim, K, device=ref.device), dim=0)
         self.register_buffer("queue", queue)
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long, device=ref.device))
+
+    @property
+    def has_batchnorm(self) -> bool:
+        """Whether the key encoder has BatchNorm layers, i.e. whether the shuffled BN is needed."""
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.encoder_k.modules())
 
     @property
     def encoder_q_backbone(self) -> nn.Module:
@@ -208,10 +216,12 @@ class MoCo(nn.Module):
         """Normalised keys ``(N, dim)`` of this process's key images, with shuffled BN in training mode."""
         if not self.encoder_k.training:
             return F.normalize(self.encoder_k(im_k), dim=1)
-        if _world_size() > 1:
+        if _world_size() > 1 and self.has_batchnorm:
             x, idx_unshuffle = self._batch_shuffle_ddp(im_k)
             k = F.normalize(self.encoder_k(x), dim=1)
             return self._batch_unshuffle_ddp(k, idx_unshuffle)
+        if not self.has_batchnorm:  # e.g. a ViT (LayerNorm only): every key depends on its own image alone
+            return F.normalize(self.encoder_k(im_k), dim=1)
         n = im_k.shape[0]
         perm = torch.randperm(n).to(im_k.device)
         chunks = im_k[perm].chunk(min(self.shuffle_bn_splits, n))

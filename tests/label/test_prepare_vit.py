@@ -1,0 +1,39 @@
+"""MONAI Label app preparation for a ViT checkpoint (core environment, no MONAI Label needed)."""
+
+from __future__ import annotations
+
+import tempfile
+import unittest
+from pathlib import Path
+
+import torch
+import yaml
+
+from mstl_monai.engines import build_network
+from mstl_monai.label import network_config_from_state_dict, prepare_app
+
+
+class TestPrepareViT(unittest.TestCase):
+    def test_config_and_app_from_vit_checkpoint(self):
+        net = build_network("vit_tiny", n_input_channels=1, num_classes=2, img_size=64, patch_size=16)
+        cfg = network_config_from_state_dict(net.state_dict(), "vit.pt")
+        want = {"backbone": "vit_tiny", "n_attn": 0, "in_channels": 1, "num_classes": 2, "patch_size": 16, "image_size": 64}
+        self.assertEqual(cfg, want)
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = Path(d, "model.pt")
+            torch.save({"network": net.state_dict()}, ckpt)
+            model_dir = prepare_app(Path(d, "app"), ckpt, image_size=224, resize_size=72)
+            inf = yaml.safe_load((model_dir / "configs" / "inference.yaml").read_text())
+            # the ViT's own input size (from its position-embedding grid) wins over the 224 default
+            self.assertEqual((inf["backbone"], inf["image_size"], inf["patch_size"]), ("vit_tiny", 64, 16))
+            saved = torch.load(model_dir / "models" / "model.pt", weights_only=True)
+            self.assertTrue(all(torch.equal(saved[k], v) for k, v in net.state_dict().items()))
+
+    def test_unsupported_vit_depth(self):
+        net = build_network("vit_tiny", num_layers=2, num_classes=2, img_size=32)
+        with self.assertRaisesRegex(ValueError, "v.pt.*2 blocks"):
+            network_config_from_state_dict(net.state_dict(), "v.pt")
+
+
+if __name__ == "__main__":
+    unittest.main()
