@@ -229,17 +229,18 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
             rows_csv.append(line)
     csvs["table2"] = rows_csv
     # per-stage gain Pp - Pn (the paper's question: does each stage help, and more with ATTNs?)
-    steps = [
-        ("STL-N", (), ("stl_n",), None),
-        ("STL-M after STL-N", ("stl_n",), ("stl_n", "stl_m"), None),
-        ("SSTL-M (ours) after STL-N → STL-M", ("stl_n", "stl_m"), ("stl_n", "stl_m", "sstl_m"), "ours"),
-        ("STL-M", (), ("stl_m",), None),
-        ("SSTL-M (ours) after STL-M", ("stl_m",), ("stl_m", "sstl_m"), "ours"),
+    steps = [  # (stage added, chain without it, chain with it, SSTL-M method of the chain without, with)
+        ("STL-N", (), ("stl_n",), None, None),
+        ("STL-M after STL-N", ("stl_n",), ("stl_n", "stl_m"), None, None),
+        ("SSTL-M (ours) after STL-N → STL-M", ("stl_n", "stl_m"), ("stl_n", "stl_m", "sstl_m"), None, "ours"),
+        ("STL-M", (), ("stl_m",), None, None),
+        ("SSTL-M (ours) after STL-M", ("stl_m",), ("stl_m", "sstl_m"), None, "ours"),
+        ("STL-N before STL-M → SSTL-M (ours)", ("stl_m", "sstl_m"), ("stl_n", "stl_m", "sstl_m"), "ours", "ours"),
     ]
     lines = []
     for bb, n in nets:
-        for label, before, after, meth in steps:
-            ra, rb = _find_row(rows, bb, n, after, meth), _find_row(rows, bb, n, before)
+        for label, before, after, meth_b, meth in steps:
+            ra, rb = _find_row(rows, bb, n, after, meth), _find_row(rows, bb, n, before, meth_b)
             if ra is None or rb is None:
                 continue
             lines.append([bb, VARIANT.get(n, str(n)), label] + [_delta(ra, rb, k) for k in ("accuracy", "f1", "auc")])
