@@ -56,3 +56,27 @@ __all__ = [
     "knn_scores",
     "lobe_probe",
 ]
+
+from .scan import (  # noqa: E402
+    ScanClassifier,
+    ScanWriter,
+    aggregate_slice_probabilities,
+    autocast_helps,
+    collect_scans,
+    load_classifier_weights,
+    lung_fractions,
+    run_scan_inference,
+    select_lung_slices,
+)
+
+__all__ += [
+    "ScanClassifier",
+    "ScanWriter",
+    "aggregate_slice_probabilities",
+    "autocast_helps",
+    "collect_scans",
+    "load_classifier_weights",
+    "lung_fractions",
+    "run_scan_inference",
+    "select_lung_slices",
+]
