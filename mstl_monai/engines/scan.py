@@ -291,9 +291,10 @@ class ScanClassifier:
     def slice_probabilities(self, stack: torch.Tensor, indices: Sequence[int]) -> np.ndarray:
         """Probability of ``positive_class`` for the slices ``indices`` of a (N, 1, H, W) stack."""
         self.network.eval()
+        plain = stack.as_tensor() if isinstance(stack, MetaTensor) else torch.as_tensor(stack)  # no metadata tracking
         out = []
         for start in range(0, len(indices), self.batch_size):
-            batch = torch.stack([self._prepare(stack[i]) for i in indices[start : start + self.batch_size]])
+            batch = torch.stack([self._prepare(plain[i]) for i in indices[start : start + self.batch_size]])
             logits = self.inferer(batch.to(self.device), self.network)
             out.append(torch.softmax(logits.float(), dim=1)[:, self.positive_class].cpu())
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)

@@ -127,6 +127,8 @@ class TestLoadCTSeriesSynthetic(unittest.TestCase):
         a, b = LoadCTSeries()(ras), LoadCTSeries()(self.tmp / "lps.nii.gz")
         np.testing.assert_allclose(a.meta["slice_positions"], b.meta["slice_positions"], atol=1e-4)
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+        self.assertEqual(a.meta["slice_sources"][0], f"{ras}#0")
+        self.assertEqual(b.meta["slice_sources"][0], f"{self.tmp / 'lps.nii.gz'}#7")  # stored superior first
         dcm = LoadCTSeries()(self.tmp / "s")
         np.testing.assert_array_equal(a.numpy(), dcm.numpy())
         # anterior up: the bright marker dot sits in the upper part of the image
