@@ -79,6 +79,12 @@ def _label_python(testcase: unittest.TestCase) -> str:
         if os.environ.get("CI"):
             testcase.fail(msg)
         testcase.skipTest(msg)
+    probe = subprocess.run([py, "-c", "import monailabel, nibabel, yaml"], capture_output=True, text=True)
+    if probe.returncode != 0:  # e.g. while scripts/setup_label_env.sh is still installing
+        msg = f"MONAI Label environment {py} is incomplete: {probe.stderr.strip().splitlines()[-1:]}"
+        if os.environ.get("CI"):
+            testcase.fail(msg)
+        testcase.skipTest(msg)
     return py
 
 
