@@ -565,8 +565,7 @@ def run_scan_inference(
         try:
             result = classifier(loader(scan), name=scan)
         except (ValueError, FileNotFoundError, TypeError) as e:
-            logger.warning(f"scan {scan}: {e}")
-            print(f"{scan}: not classified: {e}", flush=True)
+            print(f"{scan}: not classified: {e}", flush=True)  # the one line about it (also in scans.csv)
             rows.append(writer.add_error(scan, e))
             continue
         row = writer.add(result)
@@ -579,7 +578,6 @@ def run_scan_inference(
             f"({row['slices_skipped']} without enough lung skipped), {row['aggregation']}; top slices at z = "
             f"{row['top_slices_z_mm'].replace(';', ', ')} mm{gap}"
         )
-        logger.info(line)
         print(line, flush=True)
     print(f"wrote {os.path.join(writer.output_dir, 'scans.csv')} and slices.csv ({len(rows)} scans)", flush=True)
     if not any(r["status"] == "ok" for r in rows):
