@@ -79,3 +79,27 @@ __all__ = [
     "lobe_probe",
     "check_overrides",
 ]
+
+from .scan import (  # noqa: E402
+    ScanClassifier,
+    ScanWriter,
+    aggregate_slice_probabilities,
+    autocast_helps,
+    collect_scans,
+    load_classifier_weights,
+    lung_fractions,
+    run_scan_inference,
+    select_lung_slices,
+)
+
+__all__ += [
+    "ScanClassifier",
+    "ScanWriter",
+    "aggregate_slice_probabilities",
+    "autocast_helps",
+    "collect_scans",
+    "load_classifier_weights",
+    "lung_fractions",
+    "run_scan_inference",
+    "select_lung_slices",
+]

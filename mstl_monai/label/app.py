@@ -41,7 +41,7 @@ from monai.transforms import InvertibleTransform
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
 
@@ -53,7 +53,7 @@ from mstl_monai.transforms import LoadCTSlice, LocateLungd
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClassLabelDatastore", "HEATMAP_METHODS", "MSTLInferTask", "MSTLLabelApp", "MSTLTrainTask"]
+__all__ = ["ClassLabelDatastore", "HEATMAP_METHODS", "MSTLInferTask", "MSTLLabelApp", "MSTLScanInferTask", "MSTLTrainTask"]
 
 #: image files the datastore lists (CT slices: PNG/JPEG, DICOM, NIfTI)
 IMAGE_EXTENSIONS = ["*.png", "*.jpg", "*.jpeg", "*.dcm", "*.nii.gz", "*.nii"]
@@ -224,6 +224,59 @@ class MSTLInferTask(BundleInferTask):
         return heat[0].clamp(0, 1).numpy()
 
 
+class MSTLScanInferTask(InferTask):
+    """Scan-level inference on a volume of the datastore (NIfTI) with the bundle's ``configs/inference_scan.yaml``.
+
+    ``POST /infer/<model>_scan?image=ID`` answers with the scan's probability, its 95 % interval, the decision at
+    the threshold, the slices used/skipped and the top slices (index, z in mm, probability); with
+    ``params={"heatmap": "gradcam"}`` and ``output=image`` (or ``all``) the top slices' Grad-CAM overlays come as
+    one PNG, side by side. A volume without lung gets a 422 naming it.
+
+    Args:
+        path: the app's bundle folder.
+        conf: the app's ``--conf`` settings.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str], class_names: Sequence[str]) -> None:
+        from mstl_monai.label.scan import ScanInferRunner
+
+        super().__init__(
+            type=InferType.CLASSIFICATION,
+            labels={name: i for i, name in enumerate(class_names)},
+            dimension=3,
+            description="Scan-level COVID-19 / non-COVID from the lung slices of a CT volume (top-k mean over slices)",
+            config={"heatmap": ["none", "gradcam"], "series_uid": ""},
+        )
+        self.path = path
+        self.runner = ScanInferRunner(path, {"device": "cpu" if not torch.cuda.is_available() else "cuda:0"})
+
+    def is_valid(self) -> bool:
+        return self.runner.is_valid()
+
+    def __call__(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        image = request.get("image")
+        if not isinstance(image, str):
+            raise HTTPException(status_code=422, detail="scan inference needs one volume (a NIfTI file) as image.")
+        uid = _first(request.get("series_uid"), "") or None
+        try:
+            answer = self.runner(image, series_uid=uid)
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from None
+        overlays = answer.pop("_overlays")
+        answer["scan"] = os.path.basename(str(answer["scan"]))
+        method = str(_first(request.get("heatmap"), "none")).lower()
+        if method == "none":
+            return None, answer
+        from PIL import Image
+
+        from mstl_monai.label.scan import montage
+
+        out = tempfile.NamedTemporaryFile(suffix=".png", delete=False).name
+        Image.fromarray(montage(overlays)).save(out)
+        answer["heatmap"] = {"method": method, "format": "overlay", "slices": [t["slice"] for t in answer["top_slices"]]}
+        return out, answer
+
+
 class MSTLTrainTask(BundleTrainTask):
     """Finetune the served checkpoint on the datastore's labelled images with the bundle's ``train.yaml``.
 
@@ -357,7 +410,11 @@ class MSTLLabelApp(MONAILabelApp):
         task = MSTLInferTask(self.model_root, self.conf)
         if not task.is_valid():
             raise RuntimeError(f"bundle {self.model_root} has no configs/inference.yaml or models/model.pt.")
-        return {self.model_name: task}
+        infers = {self.model_name: task}
+        scan = MSTLScanInferTask(self.model_root, self.conf, self.class_names)
+        if scan.is_valid():  # a bundle with configs/inference_scan.yaml
+            infers[f"{self.model_name}_scan"] = scan
+        return infers
 
     def init_trainers(self) -> dict[str, Any]:
         return {self.model_name: MSTLTrainTask(self.model_root, self.conf, self.class_names)}

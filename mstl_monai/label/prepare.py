@@ -259,7 +259,7 @@ def prepare_app(
 
     model_dir = app_dir / "model" / name
     (model_dir / "configs").mkdir(parents=True, exist_ok=True)
-    for f in ("inference.yaml", "train.yaml", "metadata.json", "logging.conf", "multi_gpu_train.yaml"):
+    for f in ("inference.yaml", "train.yaml", "metadata.json", "logging.conf", "multi_gpu_train.yaml", "inference_scan.yaml"):
         if (configs / f).is_file():
             shutil.copy(configs / f, model_dir / "configs" / f)
     for extra in ("docs", "LICENSE"):
@@ -280,7 +280,9 @@ def prepare_app(
     if "patch_size" in vit:
         settings["patch_size"] = int(vit["patch_size"])
     settings.update(overrides or {})
-    for f in ("inference.yaml", "train.yaml"):
+    for f in ("inference.yaml", "train.yaml", "inference_scan.yaml"):
+        if not (model_dir / "configs" / f).is_file():  # inference_scan.yaml: the scan task is optional
+            continue
         extra = TRAIN_DEFAULTS if f == "train.yaml" else {}
         _set_top_level(model_dir / "configs" / f, dict(extra, **settings))
     model_pt = model_dir / "models" / "model.pt"

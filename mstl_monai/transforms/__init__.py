@@ -28,3 +28,7 @@ __all__ = [
     "sniff_ct_format",
 ]
 __all__ += list(_lobe_all)
+
+from .io import LoadCTSeries, LoadCTSeriesD, LoadCTSeriesd, LoadCTSeriesDict  # noqa: E402
+
+__all__ += ["LoadCTSeries", "LoadCTSeriesD", "LoadCTSeriesDict", "LoadCTSeriesd"]

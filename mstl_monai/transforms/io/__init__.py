@@ -17,3 +17,7 @@ __all__ = [
     "lung_window",
     "sniff_ct_format",
 ]
+
+from .series import LoadCTSeries, LoadCTSeriesD, LoadCTSeriesd, LoadCTSeriesDict  # noqa: E402
+
+__all__ += ["LoadCTSeries", "LoadCTSeriesD", "LoadCTSeriesDict", "LoadCTSeriesd"]

@@ -1,0 +1,94 @@
+"""Synthetic CT series (DICOM written from scratch with pydicom) and DICOM -> NIfTI conversion with nibabel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+
+def phantom_hu(size: int = 64, lung_scale: float = 1.0) -> np.ndarray:
+    """An axial chest phantom in HU (rows, cols): air -1000, body 40, two lungs -850 scaled by ``lung_scale``
+    (0: no lung), the left lung (image right) a little larger so that a left/right flip is visible."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    img = np.full((size, size), -1000.0)
+    img[((xx - 0.5) / 0.42) ** 2 + ((yy - 0.5) / 0.34) ** 2 <= 1] = 40.0
+    if lung_scale > 0:
+        for cx, rx in ((0.33, 0.11), (0.67, 0.13)):
+            inside = ((xx - cx) / (rx * lung_scale)) ** 2 + ((yy - 0.5) / (0.22 * lung_scale)) ** 2 <= 1
+            img[inside] = -850.0
+    img[int(size * 0.2), int(size * 0.5)] = 400.0  # a bright dot in front: marks anterior
+    return img
+
+
+def write_slice(path: str | os.PathLike, hu: np.ndarray, z: float, series_uid: str, instance: int, spacing: float = 5.0) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.SeriesDescription = f"phantom {series_uid[-6:]}"
+    ds.InstanceNumber = instance
+    ds.Rows, ds.Columns = hu.shape
+    ds.PixelSpacing = [spacing, spacing]
+    ds.SliceThickness = 5.0
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [-100.0, -120.0, float(z)]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.PixelData = np.clip(np.round(hu + 1024), 0, 65535).astype(np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+def lung_profile(n: int) -> np.ndarray:
+    """Lung scale per slice: none in the first and last two slices, full in the middle."""
+    t = np.linspace(-1, 1, n)
+    s = np.clip(1.2 * (1 - t**2), 0, 1)
+    s[:2] = s[-2:] = 0.0
+    return s
+
+
+def write_series(
+    folder: str | os.PathLike, zs, series_uid: str | None = None, names=None, size: int = 64, constant: float | None = None
+) -> str:
+    """Write one slice per z into ``folder`` (file names ``names`` or ``s<i>.dcm``); returns the series UID."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    uid = series_uid or generate_uid()
+    scales = lung_profile(len(zs))
+    for i, z in enumerate(zs):
+        hu = np.full((size, size), constant) if constant is not None else phantom_hu(size, scales[i])
+        write_slice(folder / (names[i] if names else f"s{i:03d}.dcm"), hu, z, uid, i + 1)
+    return uid
+
+
+def series_to_nifti(folder: str | os.PathLike, path: str | os.PathLike, dtype=np.int16) -> Path:
+    """Write a DICOM series folder as a NIfTI volume in HU with its RAS affine (independent of LoadCTSeries)."""
+    dss = [pydicom.dcmread(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if n.endswith(".dcm")]
+    dss.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    vol = np.stack([d.pixel_array.astype(np.float32) * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in dss], -1)
+    vol = vol.transpose(1, 0, 2)  # (cols = i, rows = j, slices = k)
+    d0 = dss[0]
+    iop = np.asarray(d0.ImageOrientationPatient, dtype=float)
+    dr, dc = (float(v) for v in d0.PixelSpacing)
+    step = float(dss[1].ImagePositionPatient[2]) - float(d0.ImagePositionPatient[2])
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1] = iop[:3] * dc, iop[3:] * dr
+    lps[:3, 2] = np.cross(iop[:3], iop[3:]) * step
+    lps[:3, 3] = np.asarray(d0.ImagePositionPatient, dtype=float)
+    path = Path(path)
+    nib.save(nib.Nifti1Image(vol.astype(dtype), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps), str(path))
+    return path
