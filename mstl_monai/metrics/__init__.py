@@ -11,6 +11,7 @@ from .classification import (
     classification_metrics,
     paired_bootstrap_difference,
     roc_curve_points,
+    youden_threshold,
 )
 from .io import atomic_write, read_predictions_csv, to_jsonable, write_metrics_json, write_predictions_csv
 from .leep import LEEPMetric, compute_leep, labels_to_indices
@@ -42,4 +43,5 @@ __all__ = [
     "to_jsonable",
     "write_metrics_json",
     "write_predictions_csv",
+    "youden_threshold",
 ]

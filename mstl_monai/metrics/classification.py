@@ -17,6 +17,7 @@ __all__ = [
     "classification_metrics",
     "bootstrap_classification_metrics",
     "roc_curve_points",
+    "youden_threshold",
 ]
 
 #: the metrics that :func:`bootstrap_classification_metrics` gives a confidence interval for
@@ -334,3 +335,40 @@ def roc_curve_points(y_true: NdarrayOrTensor, prob_pos: NdarrayOrTensor) -> tupl
     tpr = np.concatenate([[0.0], tps / npos])
     thresholds = np.concatenate([[np.inf], p_desc[last]])
     return fpr, tpr, thresholds
+
+
+def youden_threshold(y_true: NdarrayOrTensor, prob_pos: NdarrayOrTensor) -> float | None:
+    """The decision threshold of maximum Youden index ``J = sensitivity + specificity - 1``.
+
+    The rule the finetune stage applies to the **val** probabilities of its best checkpoint: the candidates are
+    the midpoints between adjacent distinct values of ``prob_pos`` (a sample is predicted positive when
+    ``prob_pos > threshold``, as in :func:`classification_metrics`); the one with the highest ``J`` wins, and among
+    equal ``J`` the one closest to 0.5.
+
+    .. code-block:: python
+
+        youden_threshold([0, 0, 1, 1], [0.1, 0.3, 0.35, 0.9])  # 0.325: all four right (J = 1)
+
+    Returns:
+        the threshold, or ``None`` when no threshold separates anything (one class only, all probabilities
+        equal, or no candidate with ``J > 0``): the caller keeps 0.5.
+
+    Raises:
+        ValueError: as :func:`classification_metrics` for invalid input.
+    """
+    y, p = _binary_inputs(y_true, prob_pos)
+    npos = int(y.sum())
+    nneg = y.size - npos
+    values = np.unique(p)
+    if npos == 0 or nneg == 0 or values.size < 2:
+        return None
+    cand = (values[:-1] + values[1:]) / 2.0
+    # positives / negatives above each candidate, from the sorted probabilities of each class
+    tp = npos - np.searchsorted(np.sort(p[y == 1]), cand, side="right")
+    fp = nneg - np.searchsorted(np.sort(p[y == 0]), cand, side="right")
+    j = tp / npos + (nneg - fp) / nneg - 1.0
+    best = j.max()
+    if not best > 1e-12:
+        return None
+    ties = np.flatnonzero(np.isclose(j, best, rtol=0.0, atol=1e-12))
+    return float(cand[ties[np.argmin(np.abs(cand[ties] - 0.5))]])
