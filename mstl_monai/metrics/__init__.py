@@ -11,6 +11,7 @@ from .classification import (
     classification_metrics,
     paired_bootstrap_difference,
     roc_curve_points,
+    seed_bootstrap_metrics,
     youden_threshold,
 )
 from .io import atomic_write, read_predictions_csv, to_jsonable, write_metrics_json, write_predictions_csv
@@ -40,6 +41,7 @@ __all__ = [
     "read_predictions_csv",
     "roc_curve_points",
     "save_roc_curve",
+    "seed_bootstrap_metrics",
     "to_jsonable",
     "write_metrics_json",
     "write_predictions_csv",

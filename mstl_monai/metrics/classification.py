@@ -17,6 +17,7 @@ __all__ = [
     "classification_metrics",
     "bootstrap_classification_metrics",
     "roc_curve_points",
+    "seed_bootstrap_metrics",
     "youden_threshold",
 ]
 
@@ -372,3 +373,63 @@ def youden_threshold(y_true: NdarrayOrTensor, prob_pos: NdarrayOrTensor) -> floa
         return None
     ties = np.flatnonzero(np.isclose(j, best, rtol=0.0, atol=1e-12))
     return float(cand[ties[np.argmin(np.abs(cand[ties] - 0.5))]])
+
+
+def seed_bootstrap_metrics(
+    y_true: NdarrayOrTensor,
+    prob_pos_per_seed: NdarrayOrTensor,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    threshold: float = 0.5,
+) -> dict:
+    """Metrics of the same model trained with ``K`` seeds, averaged over the seeds, with a CI over images and seeds.
+
+    ``value`` is the mean over the seeds of each seed's metric on all images (``sd`` their spread). The interval is a
+    two-level bootstrap: each resample draws the ``n`` test images with replacement (the same images for every
+    seed: paired) and ``K`` seeds with replacement, and averages the drawn seeds' metrics on the drawn images; so it
+    is wider than one seed's image-only interval by what the seeds disagree. The seed ensemble (the seeds' mean
+    probability, one model) is ``ensemble``: :func:`bootstrap_classification_metrics` of it.
+
+    Args:
+        y_true: ``(n,)`` labels in {0, 1}.
+        prob_pos_per_seed: ``(K, n)`` probability of class 1 from each seed's model, on the same images in order.
+        n_bootstrap, seed, ci, threshold: as :func:`bootstrap_classification_metrics`.
+
+    Returns:
+        ``{name: {"value", "ci_low", "ci_high", "sd", "per_seed"}}`` for each of ``METRIC_NAMES``, ``"n"``,
+        ``"n_seeds"`` and ``"ensemble"``.
+    """
+    n_bootstrap = _check_bootstrap_args(n_bootstrap, ci)
+    probs = _to_numpy(prob_pos_per_seed, "prob_pos_per_seed").astype(np.float64)
+    if probs.ndim != 2 or probs.shape[0] < 1:
+        raise ValueError(f"prob_pos_per_seed must have shape (n_seeds, n), got {tuple(probs.shape)}.")
+    per_seed = [_binary_inputs(y_true, p) for p in probs]
+    y = per_seed[0][0]
+    k = probs.shape[0]
+    point = [classification_metrics(y, p, threshold=threshold) for _, p in per_seed]
+    rng = np.random.default_rng(seed + 1)
+    samples: dict[str, list[np.ndarray]] = {m: [] for m in METRIC_NAMES}
+    for counts in _resample_counts(y.size, n_bootstrap, seed):
+        res = [_metrics_from_counts(counts, y, p, float(threshold)) for _, p in per_seed]
+        single = (res[0]["tp"] + res[0]["fn"] == 0) | (res[0]["tn"] + res[0]["fp"] == 0)
+        drawn = rng.integers(0, k, size=(counts.shape[0], k))
+        for m in METRIC_NAMES:
+            vals = np.stack([r[m] for r in res])  # (K, B)
+            mean = np.take_along_axis(vals, drawn.T, axis=0).mean(0)
+            samples[m].append(np.where(single, np.nan, mean) if m in _NEED_BOTH_CLASSES else mean)
+    out: dict = {}
+    for m in METRIC_NAMES:
+        lo, hi, _ = _percentile_ci(samples[m], ci)
+        vals = np.array([pt[m] for pt in point], dtype=np.float64)
+        out[m] = {
+            "value": float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan"),
+            "ci_low": lo,
+            "ci_high": hi,
+            "sd": float(np.nanstd(vals, ddof=1)) if k > 1 and np.isfinite(vals).sum() > 1 else 0.0,
+            "per_seed": [float(v) for v in vals],
+        }
+    out["n"] = int(y.size)
+    out["n_seeds"] = k
+    out["ensemble"] = bootstrap_classification_metrics(y, probs.mean(0), n_bootstrap, seed, ci, threshold)
+    return out
