@@ -54,6 +54,12 @@ same way. ``stl_n`` says how the cells whose stage set holds ``stl_n`` get STL-N
 * ``{stage: stl_n}`` (optionally with ``overrides``): the chain trains the ``stl_n`` stage first (image folder).
 
 ``grid`` may also be a list of such sections, expanded in order. ``mstl-pipeline --list`` prints every chain name.
+
+``seeds: [0, 1, 2]`` runs every chain once per seed (the bundle's ``seed``: initialisation, data order,
+augmentation). Seed 0 is the chain as written (its name, folders and published results unchanged); seed ``k`` is
+the chain ``<name>_s<k>`` with the override ``seed: k``, whose stages run under ``<backbone>_attn<n>_seed<k>/``.
+A chain that sets ``seed`` in its own overrides runs once, as written. ``scripts/make_tables.py`` averages the
+seeds of a cell and adds their ensemble.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ __all__ = [
     "BACKBONES",
     "load_pipeline_config",
     "expand_grid",
+    "expand_seeds",
     "parse_stage_set",
     "grid_chain_name",
     "skipped_lines",
@@ -111,7 +118,10 @@ SSTL_METHODS = ("ours", "moco", "simclr")
 ATTN_COUNTS = (0, 1, 5)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 #: keys a pipeline config, a chain and a chain's stage entry may hold
-_CONFIG_KEYS = ("bundle_dir", "output_root", "results_dir", "data_root", "pretrained", "common", "stage_defaults", "grid", "chains")
+_CONFIG_KEYS = (
+    "bundle_dir", "output_root", "results_dir", "data_root", "pretrained", "common", "stage_defaults", "grid", "chains",
+    "seeds",
+)
 _CHAIN_KEYS = ("name", "stages", "overrides", "pretrained")
 _STEP_KEYS = ("stage", "overrides", "config")
 #: transfer stages a grid stage set may hold, in chain order, and their part of the chain name
@@ -245,6 +255,33 @@ def expand_grid(grid: dict) -> tuple[list[dict], list[dict]]:
     return chains, skipped
 
 
+def expand_seeds(chains: list[dict], seeds: Any) -> list[dict]:
+    """Each chain once per seed: seed 0 as written, seed ``k`` as ``<name>_s<k>`` with the override ``seed: k``.
+
+    A chain whose own overrides set ``seed`` is kept once, as written.
+
+    Raises:
+        ValueError: ``seeds`` is not a non-empty list of distinct non-negative integers.
+    """
+    seeds = _as_list(seeds)
+    if not seeds or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"'seeds' must be a list of distinct non-negative integers, e.g. [0, 1, 2], got {seeds!r}.")
+    out: list[dict] = []
+    for chain in chains:
+        if not isinstance(chain, dict) or "seed" in (chain.get("overrides") or {}):
+            out.append(chain)
+            continue
+        for k in seeds:
+            if k == 0:
+                out.append(chain)
+                continue
+            c = copy.deepcopy(chain)
+            c["name"] = f"{chain.get('name')}_s{k}"
+            c["overrides"] = dict(c.get("overrides") or {}, seed=k)
+            out.append(c)
+    return out
+
+
 def load_pipeline_config(path: str | os.PathLike) -> dict:
     """Read and check a pipeline YAML (see ``configs/cpu_scale.yaml``); expand its ``grid`` into ``cfg["chains"]``.
 
@@ -274,6 +311,11 @@ def load_pipeline_config(path: str | os.PathLike) -> dict:
                 names.add(chain["name"])
                 chains.append(chain)
         skipped += [s for s in skip if s["name"] not in names and s not in skipped]
+    if cfg.get("seeds") is not None:
+        try:
+            chains = expand_seeds(chains, cfg["seeds"])
+        except ValueError as e:
+            raise ValueError(f"pipeline config {path}: {e}") from None
     cfg["chains"] = chains
     cfg["_grid_skipped"] = skipped
     _check_keys(cfg, _CONFIG_KEYS, f"pipeline config {path}", "key")
@@ -355,6 +397,8 @@ def plan_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> li
     common = dict(cfg.get("common", {}))
     net_cfg = dict(common, **chain.get("overrides", {}))
     folder = out_root / f"{net_cfg.get('backbone', 'resnet50')}_attn{net_cfg.get('n_attn', 0)}"
+    if net_cfg.get("seed") not in (None, 0, "0"):  # another seed trains every stage again; seed 0 keeps its folders
+        folder = folder.with_name(f"{folder.name}_seed{net_cfg['seed']}")
     steps: list[dict] = []
     previous_ckpt: str | None = chain.get("pretrained") or cfg.get("pretrained") or None
     if previous_ckpt:

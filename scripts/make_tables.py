@@ -8,6 +8,12 @@ present (``--leep`` computes it from the STL-M checkpoints in ``--runs``), and w
 ``table*.csv``, ``roc.png`` and ``leep.png`` into ``--results``. Every number comes from those files; cells with no
 run say "not run", and Table 1 reads the STL-N top-1 files (stl_n_<backbone>_attn<n>.json) written by scripts/stl_n_top1.py. The paper's numbers (SPEC.md section 7, R-50/R-101 at 224 px,
 full recipe) stand beside ours for reference; our CPU-scale runs use another backbone and recipe.
+
+Chains run with several seeds (the pipeline's ``seeds:``; ``<chain>_s<k>`` for seed k) give the "Seeds" table: the
+mean over seeds with a 95% CI over test images and seeds (``mstl_monai.metrics.seed_bootstrap_metrics``), the seed
+spread, and the seed ensemble (the seeds' mean probability) beside them. Tables 2-5 show seed 0's chains.
+Where the evaluation recorded a decision threshold chosen on val (``at_threshold`` in metrics.json), the
+"Decision threshold" table shows the metrics at it beside those at 0.5.
 """
 
 from __future__ import annotations
@@ -93,6 +99,7 @@ def _describe(chain_json: dict) -> dict:
         "method": method,
         "image_size": ov.get("image_size"),
         "guard": guard,
+        "seed": int(ov.get("seed", 0) or 0),
     }
 
 
@@ -175,6 +182,78 @@ def _delta(ra: dict | None, rb: dict | None, key: str) -> str:
 
 def _paper(t: tuple | None) -> str:
     return " / ".join(f"{v:.1f}" for v in t) if t else "-"
+
+
+def _cell_key(r: dict) -> tuple:
+    return (r["backbone"], r["n_attn"], r["stages"], r["method"] or "", r.get("guard", 0.0), r.get("image_size"))
+
+
+def seed_table(rows: list[dict]) -> tuple[str, list[list]]:
+    """The cells run with several seeds: mean over seeds [95% CI over images and seeds] (± seed SD), and the seed
+    ensemble; from each seed's predictions.csv (the same test images)."""
+    from mstl_monai.metrics import seed_bootstrap_metrics
+    from mstl_monai.metrics.io import read_predictions_csv
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("predictions"):
+            groups.setdefault(_cell_key(r), []).append(r)
+    hdr = ["backbone", "variant", "stages", "seeds", "acc", "F1", "AUC", "ensemble acc", "ensemble F1", "ensemble AUC"]
+    lines = []
+    for key, group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        seeds = sorted({r["seed"] for r in group})
+        if len(seeds) < 2:
+            continue
+        group = sorted(group, key=lambda r: r["seed"])
+        n0, y0, p0, _ = read_predictions_csv(group[0]["predictions"])
+        order0 = {(str(n), int(y)): i for i, (n, y) in enumerate(zip(n0, y0))}
+        probs = [p0[:, 1]]
+        for r in group[1:]:
+            n, y, p, _ = read_predictions_csv(r["predictions"])
+            if sorted(order0) != sorted((str(a), int(b)) for a, b in zip(n, y)):
+                raise SystemExit(f"{r['chain']}: its predictions.csv holds other test images than {group[0]['chain']}'s")
+            aligned = np.empty(len(y0))
+            for i, (a, b) in enumerate(zip(n, y)):
+                aligned[order0[(str(a), int(b))]] = p[i, 1]
+            probs.append(aligned)
+        m = seed_bootstrap_metrics(y0, np.stack(probs), n_bootstrap=1000, seed=0)
+        stages = " → ".join(STAGE_NAMES[x] for x in key[2]) or "none"
+        if key[3]:
+            stages += f" ({METHOD_NAMES.get(key[3], key[3])})"
+        cells = [f"{_cell(m, k)} ±{100 * m[k]['sd']:.1f}" for k in ("accuracy", "f1", "auc")]
+        line = [key[0], VARIANT.get(key[1], str(key[1])), stages, ", ".join(map(str, seeds))] + cells
+        line += [_cell(m["ensemble"], k) for k in ("accuracy", "f1", "auc")]
+        lines.append(line)
+    if not lines:
+        return "", []
+    md = [
+        "\n### Seeds: mean over seeds and seed ensemble (COVID19-CT test, %, 95% CI)\n",
+        "Mean over the seeds [95% CI from a bootstrap over test images and seeds] ±SD across seeds; the ensemble averages"
+        " the seeds' probabilities (one model, 95% bootstrap CI over test images).\n",
+        "| " + " | ".join(hdr) + " |",
+        "|" + "---|" * len(hdr),
+    ]
+    md += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(md) + "\n", [hdr] + lines
+
+
+def threshold_table(rows: list[dict]) -> tuple[str, list[list]]:
+    """Metrics at the decision threshold chosen on val (metrics.json ``at_threshold``) beside those at 0.5."""
+    hdr = ["chain", "threshold", "acc", "F1", "sens", "spec", "acc @0.5", "F1 @0.5", "sens @0.5", "spec @0.5"]
+    lines = []
+    for r in rows:
+        m = r["metrics"]
+        used = m.get("decision_threshold") or {}
+        if "at_threshold" not in m or used.get("source") == "default":
+            continue
+        keys = ("accuracy", "f1", "sensitivity", "specificity")
+        lines.append([r["chain"], f"{used['value']:.3f}"] + [_cell(m["at_threshold"], k) for k in keys] + [_cell(m, k) for k in keys])
+    if not lines:
+        return "", []
+    md = ["\n### Decision threshold chosen on val (max Youden J) vs 0.5 (COVID19-CT test, %, 95% CI)\n",
+          "| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    md += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(md) + "\n", [hdr] + lines
 
 
 def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
@@ -446,7 +525,11 @@ def main(argv=None) -> int:
     rows = load_results(results)
     if not rows:
         raise SystemExit(f"no finished chains (metrics.json + chain.json) under {results}")
-    md, csvs = make_tables(rows)
+    md, csvs = make_tables([r for r in rows if r.get("seed", 0) == 0] or rows)
+    for name, (smd, srows) in (("seeds", seed_table(rows)), ("threshold", threshold_table(rows))):
+        md += smd
+        if srows:
+            csvs[name] = srows
     lmd, lrows = leep_table(results)
     md += lmd
     if lrows:

@@ -10,12 +10,13 @@ from .checkpoint import (
     checkpoint_info,
     checkpoint_network,
     checkpoint_settings,
+    decision_threshold,
     export_ckpt_file,
     read_checkpoint_info,
     read_network_state,
     write_checkpoint_info,
 )
-from .handlers import AtomicCheckpointSaver, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
+from .handlers import AtomicCheckpointSaver, DecisionThresholdHandler, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
 from .report import ClassificationReport, PredictionWriter, lung_fields, write_classification_report
 from .inferers import AutocastInferer, resolve_amp_dtype
 from .utils import BACKBONES, build_network, check_datalist, load_pretrained, readable_datalist, require_file, split_datalist
@@ -43,10 +44,12 @@ __all__ = [
     "split_datalist",
     "AtomicCheckpointSaver",
     "CheckpointNetworkLoader",
+    "DecisionThresholdHandler",
     "check_checkpoint_settings",
     "checkpoint_info",
     "checkpoint_network",
     "checkpoint_settings",
+    "decision_threshold",
     "export_ckpt_file",
     "read_checkpoint_info",
     "read_network_state",

@@ -43,6 +43,7 @@ __all__ = [
     "checkpoint_info",
     "checkpoint_network",
     "checkpoint_settings",
+    "decision_threshold",
     "export_ckpt_file",
     "info_path",
     "read_checkpoint_info",
@@ -251,6 +252,34 @@ def checkpoint_settings(path: str | os.PathLike, **fallback: Any) -> dict[str, A
 
 def _default_names(n: int) -> list[str]:
     return FALLBACK["class_names"] if n == 2 else [f"class_{i}" for i in range(n)]
+
+
+def decision_threshold(threshold: Any, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The decision threshold a reader applies, and where it comes from.
+
+    Args:
+        threshold: the configured value (a bundle's ``threshold`` setting, by default the checkpoint's own
+            ``decision_threshold``); None or ``"none"``: none, 0.5 applies.
+        settings: the checkpoint's settings (:func:`checkpoint_settings`), to tell its own value from an override.
+
+    Returns:
+        ``{"value": t, "source": ...}``, ``source`` one of ``"checkpoint"`` (chosen on the val split by the
+        finetune stage: maximum Youden index), ``"override"`` or ``"default"`` (none given or stored: 0.5).
+
+    Raises:
+        ValueError: a threshold outside (0, 1) or not a number; one line naming the setting.
+    """
+    if threshold is None or (isinstance(threshold, str) and threshold.strip().lower() in ("", "none", "null")):
+        return {"value": 0.5, "source": "default"}
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold={threshold!r} is not a number: give a value in (0, 1), e.g. --threshold 0.5.")
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"threshold={threshold!r} is outside (0, 1): give a probability, e.g. --threshold 0.5.")
+    stored = (settings or {}).get("decision_threshold")
+    source = "checkpoint" if stored is not None and float(stored) == value else "override"
+    return {"value": value, "source": source}
 
 
 def check_checkpoint_settings(path: str | os.PathLike, **given: Any) -> dict[str, Any]:

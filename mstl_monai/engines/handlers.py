@@ -21,7 +21,13 @@ from mstl_monai.engines.checkpoint import info_path, write_checkpoint_info
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["EpochSeedHandler", "AtomicCheckpointSaver", "ResumeFromLatest", "latest_checkpoint"]
+__all__ = [
+    "EpochSeedHandler",
+    "AtomicCheckpointSaver",
+    "DecisionThresholdHandler",
+    "ResumeFromLatest",
+    "latest_checkpoint",
+]
 
 _STEP_RE = re.compile(r"=(\d+)\.(?:pt|pth)$")
 #: temporary files of an interrupted save: ignite's ``DiskSaver`` (``tmpXXXXXXXX``) and ``atomic_write``
@@ -232,6 +238,93 @@ class AtomicCheckpointSaver(CheckpointSaver):
         if not state_dict:
             return
         super().load_state_dict(state_dict)
+
+    def update_info(self, **changes: Any) -> None:
+        """Change what the next sidecars say (e.g. ``decision_threshold``); files already written stay as they are."""
+        if self.info is not None:
+            self.info.update(changes)  # the dict the save handlers write
+
+
+class DecisionThresholdHandler:
+    """Choose the decision threshold of each validation epoch and store it with the best checkpoint.
+
+    Attach to the validator (a MONAI ``SupervisedEvaluator`` whose ``pred`` are class probabilities). At the end of
+    every validation run it applies :func:`~mstl_monai.metrics.youden_threshold` (maximum ``J = sens + spec - 1``,
+    ties to the threshold closest to 0.5, midpoints between adjacent distinct probabilities) to the positive
+    class's val probabilities, logs it (``val_threshold`` in ``engine.state.metrics``), and hands it to ``saver``
+    before the saver runs: when that epoch's model becomes the new best ``model.pt``, its sidecar
+    ``model.pt.json`` says ``"decision_threshold": t`` (written atomically with the checkpoint). An epoch where no
+    threshold separates the classes stores ``null`` (readers then use 0.5, and say so).
+
+    Binary tasks only (a ``pred`` with two entries); otherwise nothing is chosen. Under multi-GPU validation only
+    rank 0's images are seen (a warning says so).
+
+    Args:
+        saver: the validator's :class:`AtomicCheckpointSaver` of the best model (None: only log the threshold).
+        positive_class: index of the class whose probability is thresholded (COVID = 1).
+        output_transform: engine output -> ``(preds, labels)``; default ``from_engine(["pred", "label"])``.
+    """
+
+    def __init__(
+        self, saver: AtomicCheckpointSaver | None = None, positive_class: int = 1, output_transform: Any = None
+    ) -> None:
+        from monai.handlers import from_engine
+
+        self.saver = saver
+        self.positive_class = int(positive_class)
+        self.output_transform = output_transform or from_engine(["pred", "label"])
+        self.logger = logging.getLogger(__name__)
+        self.threshold: float | None = None
+        self._reset(None)
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        self.logger = engine.logger
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        # before the checkpoint saver (whatever the handler order in the config), so a new best model.pt is
+        # written with the threshold of its own epoch
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        handlers = engine._event_handlers[Events.EPOCH_COMPLETED]
+        handlers.insert(0, handlers.pop())
+
+    def _reset(self, engine: Engine | None) -> None:
+        self._probs: list[float] = []
+        self._labels: list[int] = []
+        self._binary = True
+
+    def _collect(self, engine: Engine) -> None:
+        preds, labels = self.output_transform(engine.state.output)
+        for p, y in zip(preds, labels):
+            p = torch.as_tensor(p).detach().float().cpu().reshape(-1)
+            if p.numel() != 2:
+                self._binary = False
+                return
+            y = torch.as_tensor(y).reshape(-1)
+            self._probs.append(float(p[self.positive_class]))
+            self._labels.append(int(y.argmax()) if y.numel() > 1 else int(y[0]))
+
+    def __call__(self, engine: Engine) -> None:
+        from ignite import distributed as idist
+
+        from mstl_monai.metrics import youden_threshold
+
+        if not self._binary or not self._probs:
+            return
+        if idist.get_world_size() > 1:
+            self.logger.warning("decision threshold chosen on rank 0's share of the val images only")
+        y = np.asarray(self._labels) == self.positive_class
+        self.threshold = youden_threshold(y.astype(np.int64), np.asarray(self._probs))
+        engine.state.decision_threshold = self.threshold
+        if self.threshold is None:
+            self.logger.info(
+                f"epoch {engine.state.epoch}: no val threshold separates the classes (max Youden J <= 0): 0.5 applies"
+            )
+        else:
+            engine.state.metrics["val_threshold"] = self.threshold
+        if self.saver is not None:
+            self.saver.update_info(decision_threshold=self.threshold)
 
 
 class ResumeFromLatest:

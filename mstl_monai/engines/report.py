@@ -35,6 +35,16 @@ def _as_index(label: Any) -> int:
     return int(t.argmax()) if t.numel() > 1 else int(t.reshape(-1)[0])
 
 
+def _threshold(threshold: float | Mapping | None) -> dict:
+    """``{"value", "source"}`` of a threshold given as a number, such a dict, or None (0.5, ``default``)."""
+    if isinstance(threshold, Mapping):
+        return {"value": float(threshold["value"]), "source": str(threshold.get("source", "given"))}
+    from mstl_monai.engines.checkpoint import decision_threshold
+
+    used = decision_threshold(threshold)
+    return used if used["source"] == "default" else {**used, "source": "given"}
+
+
 def write_classification_report(
     output_dir: str,
     names: Sequence[str],
@@ -46,12 +56,17 @@ def write_classification_report(
     seed: int = 0,
     title: str | None = None,
     extra: dict | None = None,
+    threshold: float | Mapping | None = None,
 ) -> dict:
     """Write ``metrics.json``, ``predictions.csv`` and ``roc.png`` into ``output_dir`` and return the metrics.
 
     Binary tasks get accuracy, F1 of ``positive_class`` (COVID), ROC AUC, sensitivity and specificity with
     95% percentile-bootstrap intervals; tasks with more classes get accuracy with its interval and
     one-vs-rest AUC of ``positive_class``.
+
+    The top-level metrics of a binary task are those at 0.5 (argmax), as always; ``at_threshold`` holds the same
+    metrics at the decision threshold used (``threshold``: a number, or ``{"value", "source"}`` as
+    :func:`~mstl_monai.engines.decision_threshold` gives; None: 0.5) and ``decision_threshold`` records it.
     """
     from mstl_monai.metrics import bootstrap_classification_metrics, save_roc_curve
     from mstl_monai.metrics.io import write_metrics_json, write_predictions_csv
@@ -65,6 +80,11 @@ def write_classification_report(
     p_pos = probs[:, positive_class]
     if probs.shape[1] == 2:
         metrics = bootstrap_classification_metrics(y_pos, p_pos, n_bootstrap=n_bootstrap, seed=seed)
+        used = _threshold(threshold)
+        metrics["decision_threshold"] = used
+        metrics["at_threshold"] = bootstrap_classification_metrics(
+            y_pos, p_pos, n_bootstrap=n_bootstrap, seed=seed, threshold=used["value"]
+        )
     else:
         rng = np.random.default_rng(seed)
         correct = (probs.argmax(1) == labels).astype(np.float64)
@@ -110,6 +130,9 @@ class ClassificationReport:
         title: curve label in ``roc.png``.
         split: name of the data split scored (e.g. ``"test"``): the log line names the images and metrics with it
             (``evaluation on 203 test images: test accuracy ...``).
+        threshold: the decision threshold on the positive class's probability (a number, or ``{"value",
+            "source"}`` from :func:`~mstl_monai.engines.decision_threshold`); the metrics at it go to
+            ``metrics.json`` as ``at_threshold`` beside those at 0.5. None: 0.5.
     """
 
     def __init__(
@@ -123,8 +146,10 @@ class ClassificationReport:
         title: str | None = None,
         extra: dict | None = None,
         split: str | None = None,
+        threshold: float | Mapping | None = None,
     ) -> None:
         self.output_dir = output_dir
+        self.threshold = threshold
         self.split = split
         self.class_names = list(class_names)
         self.positive_class = positive_class
@@ -186,15 +211,25 @@ class ClassificationReport:
             seed=self.seed,
             title=self.title,
             extra=self.extra,
+            threshold=self.threshold,
         )
         engine.state.report = self.metrics
         prefix = f"{self.split} " if self.split else ""
-        summary = ", ".join(
-            f"{prefix}{k} {v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
-            for k, v in self.metrics.items()
-            if isinstance(v, dict) and "value" in v and v["value"] is not None
-        )
-        self.logger.info(f"evaluation on {len(labels)} {prefix}images: {summary}; report in {self.output_dir}")
+
+        def summary(metrics: dict) -> str:
+            return ", ".join(
+                f"{prefix}{k} {v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+                for k, v in metrics.items()
+                if isinstance(v, dict) and "ci_low" in v and v["value"] is not None
+            )
+
+        text = f"evaluation on {len(labels)} {prefix}images: {summary(self.metrics)} (threshold 0.5)"
+        used = self.metrics.get("decision_threshold")
+        if used is not None and used["source"] != "default":
+            text += f"; at the {used['source']} threshold {used['value']:.4f}: {summary(self.metrics['at_threshold'])}"
+        elif used is not None:
+            text += " (no decision threshold stored with the checkpoint: 0.5 used)"
+        self.logger.info(f"{text}; report in {self.output_dir}")
 
 
 def lung_fields(item: Mapping, found_key: str = "lung_found", fraction_key: str = "lung_box_fraction") -> dict:
@@ -225,7 +260,8 @@ class PredictionWriter:
     replaced only by a complete new one, never truncated. Files that could not be read were removed from the
     datalist beforehand (see :func:`mstl_monai.engines.readable_datalist`) and are listed in ``skipped.csv``.
 
-    Columns: ``file, pred, pred_class, prob_<class>...``, then ``lung_found`` (``False``: the lobe Generator's
+    Columns: ``file, pred, pred_class, prob_<class>...``, then ``threshold`` (the decision threshold on the
+    positive class's probability that made ``pred``; a binary task only, argmax otherwise), ``lung_found`` (``False``: the lobe Generator's
     locator found no lung, e.g. a blank or non-CT image, so the prediction deserves no trust) and
     ``lung_box_fraction`` (area of the located lung box / image area; empty without a lung), from
     :class:`~mstl_monai.transforms.LocateLungd` in the preprocessing (both empty when it is not there). At the
@@ -240,6 +276,9 @@ class PredictionWriter:
         skipped_file: the ``skipped.csv`` of the run, counted and named in the summary (optional).
         lung_found_key: batch key of the lung flag.
         lung_fraction_key: batch key of the lung-box fraction.
+        threshold: decision threshold of a binary task (a number, or ``{"value", "source"}`` from
+            :func:`~mstl_monai.engines.decision_threshold`); None: 0.5 (argmax).
+        positive_class: the class whose probability is thresholded (COVID = 1).
     """
 
     def __init__(
@@ -251,9 +290,13 @@ class PredictionWriter:
         skipped_file: str | None = None,
         lung_found_key: str = "lung_found",
         lung_fraction_key: str = "lung_box_fraction",
+        threshold: float | Mapping | None = None,
+        positive_class: int = 1,
     ) -> None:
         self.output_dir = output_dir
         self.class_names = list(class_names)
+        self.threshold = _threshold(threshold)
+        self.positive_class = int(positive_class)
         self.filename = filename
         self.name_key = name_key
         self.skipped_file = skipped_file
@@ -287,7 +330,7 @@ class PredictionWriter:
         os.makedirs(self.output_dir, exist_ok=True)
         header = ["file", "pred", "pred_class"] + [f"prob_{c}" for c in self.class_names]
         with open(self.partial_path, "w") as f:
-            f.write(",".join(header + ["lung_found", "lung_box_fraction"]) + "\n")
+            f.write(",".join(header + ["threshold", "lung_found", "lung_box_fraction"]) + "\n")
         self.rows, self.per_class, self.no_lung, self.lung_unknown = 0, [0] * len(self.class_names), 0, 0
         where = os.path.abspath(self.partial_path)
         self.logger.info(f"writing predictions to {where} (it becomes {self.filename} when the run completes)")
@@ -299,11 +342,16 @@ class PredictionWriter:
             p = torch.as_tensor(out["pred"]).detach().float().cpu().reshape(-1).numpy()
             item = batch[i] if i < len(batch) else {}
             name = str(item.get(self.name_key, f"item_{self.rows + i}"))
-            k = int(p.argmax())
+            if p.size == 2:
+                pos = self.positive_class
+                k = pos if p[pos] > self.threshold["value"] else 1 - pos
+                t = f"{self.threshold['value']:.6g}"
+            else:
+                k, t = int(p.argmax()), ""
             lung = lung_fields(item, self.lung_found_key, self.lung_fraction_key)
             found = "" if lung["lung_found"] is None else str(lung["lung_found"])
             frac = "" if lung["lung_box_fraction"] is None else f"{lung['lung_box_fraction']:.4f}"
-            fields = [_csv_field(name), str(k), _csv_field(self.class_names[k])] + [f"{v:.6f}" for v in p]
+            fields = [_csv_field(name), str(k), _csv_field(self.class_names[k])] + [f"{v:.6f}" for v in p] + [t]
             lines.append(",".join(fields + [found, frac]))
             self.per_class[k] += 1
             self.no_lung += lung["lung_found"] is False
@@ -329,6 +377,9 @@ class PredictionWriter:
         """The end-of-run summary: predictions per class, those without a lung, skipped inputs, file paths."""
         counts = ", ".join(f"{n} {c}" for c, n in zip(self.class_names, self.per_class))
         text = f"inference done: {self.rows} predictions ({counts}) in {os.path.abspath(self.path)}"
+        if len(self.class_names) == 2:
+            where = {"checkpoint": "the checkpoint's (chosen on val)", "default": "0.5: none stored with the checkpoint"}
+            text += f"; decision threshold {self.threshold['value']:.4g} ({where.get(self.threshold['source'], self.threshold['source'])})"
         if self.no_lung:
             text += (
                 f"; {self.no_lung} made without a lung found (lung_found=False: blank or non-CT images?"

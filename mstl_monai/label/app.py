@@ -47,7 +47,7 @@ from monailabel.tasks.train.bundle import BundleTrainTask
 
 import mstl_monai
 from mstl_monai.engines.report import lung_fields
-from mstl_monai.label.prepare import DEFAULT_MODEL_NAME, parse_class_label, save_state_dict_atomic
+from mstl_monai.label.prepare import DEFAULT_MODEL_NAME, parse_class_label, save_state_dict_atomic, thresholded_class
 from mstl_monai.metrics.io import write_metrics_json
 from mstl_monai.transforms import LoadCTSlice, LocateLungd
 
@@ -156,6 +156,8 @@ class MSTLInferTask(BundleInferTask):
         kwargs.setdefault("add_post_restore", False)
         kwargs.setdefault("load_strict", True)
         super().__init__(path, conf, **kwargs)
+        self._threshold_conf = (conf or {}).get("threshold")
+        self._model_file = os.path.join(path, "models", self.const.model_pytorch())
         if self.valid:
             self._config.update({"heatmap": list(HEATMAP_METHODS), "heatmap_format": ["map", "overlay"]})
             self.n_attn = int(self.bundle_config.config.get("n_attn", 0))
@@ -171,7 +173,10 @@ class MSTLInferTask(BundleInferTask):
         scores = {p["label"]: round(p["score"], 6) for p in result.get("prediction", [])}
         result["class_probabilities"] = scores
         if scores:
-            result["predicted_class"] = max(scores, key=scores.get)
+            used = self._threshold(data)
+            result["predicted_class"] = thresholded_class(scores, used["value"])
+            if len(scores) == 2:
+                result["decision_threshold"] = used
         result.update(self._lung(data))
         method = str(_first(data.get("heatmap"), "none")).lower()
         if method == "none":
@@ -190,6 +195,24 @@ class MSTLInferTask(BundleInferTask):
             Image.fromarray((heat * 255).round().astype(np.uint8)).save(out)
         result["heatmap"] = {"method": method, "format": fmt, "shape": list(heat.shape)}
         return out, result
+
+    def _threshold(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The decision threshold of a request: its ``threshold`` parameter, else the app's ``--conf threshold``,
+        else the one stored with the served checkpoint (``models/model.pt.json``), else 0.5."""
+        from mstl_monai.engines.checkpoint import decision_threshold, read_checkpoint_info
+
+        try:
+            settings = read_checkpoint_info(self._model_file) or {}
+        except ValueError as e:
+            logger.warning(f"{e} The decision threshold 0.5 is used.")
+            settings = {}
+        given = _first(data.get("threshold"), None)
+        if given is None:
+            given = self._threshold_conf
+        try:
+            return decision_threshold(settings.get("decision_threshold") if given is None else given, settings)
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from None
 
     def _lung(self, data: dict[str, Any]) -> dict[str, Any]:
         """``lung_found`` / ``lung_box_fraction`` of the request, with a ``warning`` when no lung was found.
@@ -351,6 +374,11 @@ class MSTLTrainTask(BundleTrainTask):
 
         state = extract_state_dict(read_checkpoint(best), best)
         target = os.path.join(self.bundle_path, "models", self.const.model_pytorch())
+        from mstl_monai.engines.checkpoint import read_checkpoint_info, write_checkpoint_info
+
+        chosen, served = read_checkpoint_info(best), read_checkpoint_info(target)
+        if chosen is not None and served is not None:  # the new weights' val threshold replaces the old one
+            write_checkpoint_info(target, served, decision_threshold=chosen.get("decision_threshold"))
         save_state_dict_atomic(state, target)
         logger.info(f"new weights {best} -> {target}")
         stats = {

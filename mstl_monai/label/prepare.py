@@ -24,6 +24,7 @@ import torch
 import yaml
 
 __all__ = [
+    "thresholded_class",
     "DEFAULT_MODEL_NAME",
     "network_config_from_state_dict",
     "parse_class_label",
@@ -141,6 +142,15 @@ def parse_class_label(text: str | bytes, class_names: list[str], source: str = "
     if value.strip().lower() in lower:
         return lower.index(value.strip().lower())
     raise ValueError(f"{source}: label {value!r} is not one of {class_names}.")
+
+
+def thresholded_class(scores: Mapping[str, float], threshold: float = 0.5, positive_class: int = 1) -> str:
+    """The predicted class of a binary classifier's ``{class name: probability}`` (in output order): the positive
+    class when its probability is above ``threshold``; more classes: the most probable one."""
+    names = list(scores)
+    if len(names) != 2:
+        return max(scores, key=scores.get)
+    return names[positive_class] if scores[names[positive_class]] > threshold else names[1 - positive_class]
 
 
 def save_state_dict_atomic(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:

@@ -11,6 +11,8 @@ from .classification import (
     classification_metrics,
     paired_bootstrap_difference,
     roc_curve_points,
+    seed_bootstrap_metrics,
+    youden_threshold,
 )
 from .io import atomic_write, read_predictions_csv, to_jsonable, write_metrics_json, write_predictions_csv
 from .leep import LEEPMetric, compute_leep, labels_to_indices
@@ -39,7 +41,9 @@ __all__ = [
     "read_predictions_csv",
     "roc_curve_points",
     "save_roc_curve",
+    "seed_bootstrap_metrics",
     "to_jsonable",
     "write_metrics_json",
     "write_predictions_csv",
+    "youden_threshold",
 ]

@@ -17,6 +17,8 @@ __all__ = [
     "classification_metrics",
     "bootstrap_classification_metrics",
     "roc_curve_points",
+    "seed_bootstrap_metrics",
+    "youden_threshold",
 ]
 
 #: the metrics that :func:`bootstrap_classification_metrics` gives a confidence interval for
@@ -334,3 +336,100 @@ def roc_curve_points(y_true: NdarrayOrTensor, prob_pos: NdarrayOrTensor) -> tupl
     tpr = np.concatenate([[0.0], tps / npos])
     thresholds = np.concatenate([[np.inf], p_desc[last]])
     return fpr, tpr, thresholds
+
+
+def youden_threshold(y_true: NdarrayOrTensor, prob_pos: NdarrayOrTensor) -> float | None:
+    """The decision threshold of maximum Youden index ``J = sensitivity + specificity - 1``.
+
+    The rule the finetune stage applies to the **val** probabilities of its best checkpoint: the candidates are
+    the midpoints between adjacent distinct values of ``prob_pos`` (a sample is predicted positive when
+    ``prob_pos > threshold``, as in :func:`classification_metrics`); the one with the highest ``J`` wins, and among
+    equal ``J`` the one closest to 0.5.
+
+    .. code-block:: python
+
+        youden_threshold([0, 0, 1, 1], [0.1, 0.3, 0.35, 0.9])  # 0.325: all four right (J = 1)
+
+    Returns:
+        the threshold, or ``None`` when no threshold separates anything (one class only, all probabilities
+        equal, or no candidate with ``J > 0``): the caller keeps 0.5.
+
+    Raises:
+        ValueError: as :func:`classification_metrics` for invalid input.
+    """
+    y, p = _binary_inputs(y_true, prob_pos)
+    npos = int(y.sum())
+    nneg = y.size - npos
+    values = np.unique(p)
+    if npos == 0 or nneg == 0 or values.size < 2:
+        return None
+    cand = (values[:-1] + values[1:]) / 2.0
+    # positives / negatives above each candidate, from the sorted probabilities of each class
+    tp = npos - np.searchsorted(np.sort(p[y == 1]), cand, side="right")
+    fp = nneg - np.searchsorted(np.sort(p[y == 0]), cand, side="right")
+    j = tp / npos + (nneg - fp) / nneg - 1.0
+    best = j.max()
+    if not best > 1e-12:
+        return None
+    ties = np.flatnonzero(np.isclose(j, best, rtol=0.0, atol=1e-12))
+    return float(cand[ties[np.argmin(np.abs(cand[ties] - 0.5))]])
+
+
+def seed_bootstrap_metrics(
+    y_true: NdarrayOrTensor,
+    prob_pos_per_seed: NdarrayOrTensor,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    threshold: float = 0.5,
+) -> dict:
+    """Metrics of the same model trained with ``K`` seeds, averaged over the seeds, with a CI over images and seeds.
+
+    ``value`` is the mean over the seeds of each seed's metric on all images (``sd`` their spread). The interval is a
+    two-level bootstrap: each resample draws the ``n`` test images with replacement (the same images for every
+    seed: paired) and ``K`` seeds with replacement, and averages the drawn seeds' metrics on the drawn images; so it
+    is wider than one seed's image-only interval by what the seeds disagree. The seed ensemble (the seeds' mean
+    probability, one model) is ``ensemble``: :func:`bootstrap_classification_metrics` of it.
+
+    Args:
+        y_true: ``(n,)`` labels in {0, 1}.
+        prob_pos_per_seed: ``(K, n)`` probability of class 1 from each seed's model, on the same images in order.
+        n_bootstrap, seed, ci, threshold: as :func:`bootstrap_classification_metrics`.
+
+    Returns:
+        ``{name: {"value", "ci_low", "ci_high", "sd", "per_seed"}}`` for each of ``METRIC_NAMES``, ``"n"``,
+        ``"n_seeds"`` and ``"ensemble"``.
+    """
+    n_bootstrap = _check_bootstrap_args(n_bootstrap, ci)
+    probs = _to_numpy(prob_pos_per_seed, "prob_pos_per_seed").astype(np.float64)
+    if probs.ndim != 2 or probs.shape[0] < 1:
+        raise ValueError(f"prob_pos_per_seed must have shape (n_seeds, n), got {tuple(probs.shape)}.")
+    per_seed = [_binary_inputs(y_true, p) for p in probs]
+    y = per_seed[0][0]
+    k = probs.shape[0]
+    point = [classification_metrics(y, p, threshold=threshold) for _, p in per_seed]
+    rng = np.random.default_rng(seed + 1)
+    samples: dict[str, list[np.ndarray]] = {m: [] for m in METRIC_NAMES}
+    for counts in _resample_counts(y.size, n_bootstrap, seed):
+        res = [_metrics_from_counts(counts, y, p, float(threshold)) for _, p in per_seed]
+        single = (res[0]["tp"] + res[0]["fn"] == 0) | (res[0]["tn"] + res[0]["fp"] == 0)
+        drawn = rng.integers(0, k, size=(counts.shape[0], k))
+        for m in METRIC_NAMES:
+            vals = np.stack([r[m] for r in res])  # (K, B)
+            mean = np.take_along_axis(vals, drawn.T, axis=0).mean(0)
+            samples[m].append(np.where(single, np.nan, mean) if m in _NEED_BOTH_CLASSES else mean)
+    out: dict = {}
+    for m in METRIC_NAMES:
+        lo, hi, _ = _percentile_ci(samples[m], ci)
+        vals = np.array([pt[m] for pt in point], dtype=np.float64)
+        out[m] = {
+            "value": float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan"),
+            "ci_low": lo,
+            "ci_high": hi,
+            "sd": float(np.nanstd(vals, ddof=1)) if k > 1 and np.isfinite(vals).sum() > 1 else 0.0,
+            "per_seed": [float(v) for v in vals],
+        }
+    out["n"] = int(y.size)
+    out["n_seeds"] = k
+    out["ensemble"] = bootstrap_classification_metrics(y, probs.mean(0), n_bootstrap, seed, ci, threshold)
+    return out

@@ -167,3 +167,43 @@ class TestSelectionTable(unittest.TestCase):
             self.assertIn("| resnet18 | +5 ATTNs | none | 52.0 [47.0, 57.0] / 52.0 [47.0, 57.0] / 52.0 [47.0, 57.0] | 66.0", md)
             self.assertIn("| +14.0 / +14.0 | 0.10 |", md)
             self.assertTrue((root / "selection.csv").is_file())
+
+
+class TestSeedTables(unittest.TestCase):
+    """Several seeds of a cell (issue 15 item 1): mean over seeds with a CI over images and seeds, and the ensemble."""
+
+    def test_seed_mean_and_ensemble(self):
+        import numpy as np
+
+        from mstl_monai.metrics import bootstrap_classification_metrics, classification_metrics, write_predictions_csv
+
+        rng = np.random.default_rng(0)
+        y = rng.integers(0, 2, 80)
+        names = [f"img{i}.png" for i in range(80)]
+        probs = [np.clip(0.3 * y + 0.7 * rng.random(80), 0, 1) for _ in range(3)]
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            for k, p in enumerate(probs):
+                name = "r18_scratch" + (f"_s{k}" if k else "")
+                _write(root, name, ["finetune", "evaluate"], 0, 0.6 + 0.01 * k)
+                chain = json.loads((root / name / "chain.json").read_text())
+                if k:
+                    chain["chain"]["overrides"]["seed"] = k
+                (root / name / "chain.json").write_text(json.dumps(chain))
+                order = rng.permutation(80)  # each seed's rows in its own order
+                write_predictions_csv(root / name / "predictions.csv", [names[i] for i in order], y[order], np.stack([1 - p, p], 1)[order])
+            m = json.loads((root / "r18_scratch" / "metrics.json").read_text())
+            m["decision_threshold"] = {"value": 0.42, "source": "checkpoint"}
+            m["at_threshold"] = {k: _metric(0.66) for k in ("accuracy", "f1", "sensitivity", "specificity")}
+            (root / "r18_scratch" / "metrics.json").write_text(json.dumps(m))
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            md = (root / "tables.md").read_text()
+            self.assertIn("### Seeds: mean over seeds and seed ensemble", md)
+            line = next(ln for ln in md.splitlines() if ln.startswith("| resnet18 | baseline | none | 0, 1, 2 |"))
+            auc_mean = np.mean([classification_metrics(y, p)["auc"] for p in probs])
+            ens = bootstrap_classification_metrics(y, np.mean(probs, 0), n_bootstrap=1000, seed=0)["auc"]
+            self.assertIn(f"{100 * auc_mean:.1f} [", line)
+            self.assertTrue(line.rsplit(" | ", 1)[1].startswith(f"{100 * ens['value']:.1f} ["), line)  # the ensemble's AUC
+            self.assertIn("| r18_scratch | 0.420 | 66.0 [61.0, 71.0]", md)  # the val threshold's metrics beside 0.5
+            self.assertIn("| resnet18 | baseline | 60.0 [55.0, 65.0] | not run |", md)  # Table 5: seed 0's chain
+            self.assertTrue((root / "seeds.csv").is_file())

@@ -1,0 +1,67 @@
+"""The operating threshold chosen on val (issue 15 item 2): a tiny real finetune writes it into model.pt.json, and
+evaluate.yaml and inference.yaml use it (overridable, 0.5 still reported)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tempfile
+import unittest
+from pathlib import Path
+
+from tests.bundle._bundle_utils import TINY, phantom_dataset, run_bundle
+
+
+class TestDecisionThreshold(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp(prefix="mstl_threshold_"))
+        cls.data = phantom_dataset(cls.tmp, n_per_class=8)
+        cls.ov = dict(TINY, dataset_dir=str(cls.data), n_attn=0, epochs=2, run_dir=str(cls.tmp / "ft"), selection_min_class_fraction=0.0)
+        proc = run_bundle("training", ["train.yaml"], cls.ov)
+        cls.train_log = proc.stdout + proc.stderr
+        cls.ckpt = cls.tmp / "ft" / "models" / "model.pt"
+        cls.info = json.loads((cls.tmp / "ft" / "models" / "model.pt.json").read_text())
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_finetune_stores_the_val_threshold(self):
+        t = self.info["decision_threshold"]
+        self.assertIsInstance(t, float, self.train_log[-3000:])
+        self.assertTrue(0.0 < t < 1.0)
+        self.assertIn("val_threshold", self.train_log)
+
+    def test_evaluate_reports_both_thresholds(self):
+        run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(self.ov, n_bootstrap=20))
+        m = json.loads((self.tmp / "ft" / "eval_test" / "metrics.json").read_text())
+        self.assertEqual(m["decision_threshold"], {"value": self.info["decision_threshold"], "source": "checkpoint"})
+        self.assertEqual(m["at_threshold"]["bootstrap"]["threshold"], self.info["decision_threshold"])
+        self.assertEqual(m["bootstrap"]["threshold"], 0.5)  # the top level stays at 0.5
+        out = self.tmp / "ft" / "eval_05"
+        run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(self.ov, n_bootstrap=20, threshold=0.5, output_dir=str(out)))
+        m05 = json.loads((out / "metrics.json").read_text())
+        self.assertEqual(m05["decision_threshold"], {"value": 0.5, "source": "override"})
+        self.assertEqual(m05["at_threshold"]["accuracy"], m05["accuracy"])
+
+    def test_inference_uses_the_stored_threshold(self):
+        t = self.info["decision_threshold"]
+        for given, want in ((None, t), (0.5, 0.5)):
+            out = self.tmp / f"infer_{given}"
+            ov = {"input": str(self.data), "output_dir": str(out), "ckpt_path": str(self.ckpt), "amp": False}
+            if given is not None:
+                ov["threshold"] = given
+            proc = run_bundle("run", ["inference.yaml"], ov)
+            with open(out / "predictions.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+            self.assertTrue(rows)
+            for r in rows:
+                self.assertAlmostEqual(float(r["threshold"]), want, places=5)
+                self.assertEqual(r["pred"], str(int(float(r["prob_COVID"]) > want)))
+            self.assertIn(f"decision threshold {want:.4g}", proc.stdout + proc.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
