@@ -335,7 +335,7 @@ def checkpoint_network(
     """
     from mstl_monai.engines.utils import build_network
 
-    check_checkpoint_settings(
+    settings = check_checkpoint_settings(
         checkpoint,
         backbone=name,
         n_attn=n_attn,
@@ -345,6 +345,8 @@ def checkpoint_network(
         resize_size=resize_size,
         class_names=class_names,
     )
+    if settings.get("num_layers") and kwargs.get("num_layers") is None:  # a ViT's depth is in its weights
+        kwargs["num_layers"] = settings["num_layers"]
     return build_network(name, n_attn=n_attn, **kwargs)
 
 

@@ -86,14 +86,15 @@ def network_config_from_state_dict(state: Mapping[str, torch.Tensor], source: st
 
 
 def _vit_config_from_state_dict(state: Mapping[str, torch.Tensor], source: str) -> dict:
-    """``backbone`` (by width; 12 blocks), ``patch_size``, ``image_size`` (patch grid x patch) of a ViT classifier."""
+    """``backbone`` (by width), ``num_layers`` (blocks), ``patch_size``, ``image_size`` (patch grid x patch) of a ViT
+    classifier."""
     from mstl_monai.engines.utils import VIT_BACKBONES
 
     patch = state["patch_embedding.patch_embeddings.weight"]
     width, depth = int(patch.shape[0]), len({k.split(".")[1] for k in state if k.startswith("blocks.")})
     names = {192: "vit_tiny", 384: "vit_small", 768: "vit_base"}
-    if names.get(width) not in VIT_BACKBONES or depth != 12 or patch.shape[2] != patch.shape[3]:
-        raise ValueError(f"{source}: a ViT of width {width} and {depth} blocks is none of {VIT_BACKBONES} (12 blocks).")
+    if names.get(width) not in VIT_BACKBONES or depth < 1 or patch.shape[2] != patch.shape[3]:
+        raise ValueError(f"{source}: a ViT of width {width} and {depth} blocks is none of {VIT_BACKBONES}.")
     grid = math.isqrt(int(state["patch_embedding.position_embeddings"].shape[1]))
     return {
         "backbone": names[width],
@@ -102,6 +103,7 @@ def _vit_config_from_state_dict(state: Mapping[str, torch.Tensor], source: str) 
         "num_classes": int(state["fc.weight"].shape[0]),
         "patch_size": int(patch.shape[2]),
         "image_size": grid * int(patch.shape[2]),
+        "num_layers": depth,
     }
 
 
@@ -253,6 +255,7 @@ def prepare_app(
         num_classes=net_cfg["num_classes"],
         img_size=int(image_size),
         patch_size=vit.get("patch_size"),
+        num_layers=net_cfg.get("num_layers"),
     )
     if state is not None:
         try:
