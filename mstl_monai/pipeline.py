@@ -116,7 +116,7 @@ SSTL_METHODS = ("ours", "moco", "simclr")
 #: non-local block counts the networks take (the keys of ``mstl_monai.networks.nets.ATTN_STAGE_COUNTS``) and their
 #: backbones (``mstl_monai.engines.BACKBONES``), repeated so the runner needs no torch
 ATTN_COUNTS = (0, 1, 5)
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vit_tiny", "vit_small", "vit_base")
 #: keys a pipeline config, a chain and a chain's stage entry may hold
 _CONFIG_KEYS = (
     "bundle_dir", "output_root", "results_dir", "data_root", "pretrained", "common", "stage_defaults", "grid", "chains",
