@@ -205,7 +205,7 @@ def prepare_app(
             contradicts the checkpoint is an error, as for ``resize_size``, ``backbone`` and ``n_attn``.
         resize_size: longest-side resize before the crop (None: the checkpoint's; 256 if it does not say).
         backbone: backbone (None: the checkpoint's, or ``resnet18`` without a checkpoint).
-        n_attn: non-local blocks (None: the checkpoint's, or 5 without a checkpoint).
+        n_attn: non-local blocks (None: the checkpoint's, or without a checkpoint 5 for a ResNet and 0 for a ViT).
         overrides: further top-level settings for both configs (e.g. ``{"batch_size": 8, "epochs": 20}``).
         force: replace an existing ``models/model.pt`` of the app (otherwise it is kept: it may hold training
             done through ``/train``).
@@ -239,7 +239,8 @@ def prepare_app(
         state, ckpt_settings = None, {}
         net_cfg = {
             "backbone": backbone or "resnet18",
-            "n_attn": 5 if n_attn is None else int(n_attn),
+            # default without a checkpoint: 5 ATTNs for a ResNet, none for a ViT (ATTN blocks are ResNet-only)
+            "n_attn": (0 if str(backbone or "").lower().startswith("vit") else 5) if n_attn is None else int(n_attn),
             "in_channels": 1,
             "num_classes": 2,
         }

@@ -50,7 +50,10 @@ def write_slice(path: str | os.PathLike, hu: np.ndarray, z: float, series_uid: s
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
     ds.PixelData = np.clip(np.round(hu + 1024), 0, 65535).astype(np.uint16).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
+    try:  # pydicom 3
+        ds.save_as(str(path), enforce_file_format=True)
+    except TypeError:  # pydicom 2 (the MONAI Label environment pins pydicom<3)
+        ds.save_as(str(path), write_like_original=False)
 
 
 def lung_profile(n: int) -> np.ndarray:
