@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Datalist builders for the pipeline's data sets and a synthetic lung-CT phantom."""
+"""Datalist builders for the pipeline's data sets, their checks, and a synthetic lung-CT phantom."""
 
 from __future__ import annotations
 
@@ -20,12 +20,15 @@ from .datalists import (
     unlabelled_datalist,
 )
 from .phantom import PHANTOM_LABELS, make_lung_phantom, write_phantom_dataset
+from .utils import check_datalist, collect_files, readable_datalist, require_file
 
 __all__ = [
     "COVID_CT_CLASSES",
     "CXR_CLASSES",
     "IMAGE_EXTENSIONS",
     "PHANTOM_LABELS",
+    "check_datalist",
+    "collect_files",
     "covid_ct_datalist",
     "covid_ct_datalists",
     "covidx_datalist",
@@ -34,6 +37,8 @@ __all__ = [
     "make_lung_phantom",
     "meta_safe_collate",
     "natural_image_classes",
+    "readable_datalist",
+    "require_file",
     "natural_image_datalist",
     "split_datalist",
     "unlabelled_datalist",

@@ -19,7 +19,9 @@ from .checkpoint import (
 from .handlers import AtomicCheckpointSaver, DecisionThresholdHandler, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
 from .report import ClassificationReport, PredictionWriter, lung_fields, write_classification_report
 from .inferers import AutocastInferer, resolve_amp_dtype
-from .utils import BACKBONES, build_network, check_datalist, load_pretrained, readable_datalist, require_file, split_datalist
+# the bundle configs' and users' names from before the pieces went to their families (networks/, data/, ...)
+from mstl_monai.data import check_datalist, readable_datalist, require_file, split_datalist
+from mstl_monai.networks import BACKBONES, build_network, load_pretrained
 from .sstl import (
     SSTL_METHODS,
     BackboneSaver,

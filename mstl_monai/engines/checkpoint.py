@@ -198,7 +198,7 @@ def _describe(cfg: Mapping[str, Any]) -> str:
 
 
 def _architecture(state: Mapping[str, torch.Tensor], source: str) -> dict[str, Any]:
-    from mstl_monai.label.prepare import network_config_from_state_dict
+    from mstl_monai.networks.factory import network_config_from_state_dict
 
     return network_config_from_state_dict(state, source)
 
@@ -333,7 +333,7 @@ def checkpoint_network(
     Used as ``network_def`` by the bundle's inference and evaluation, so ``ckpt_export`` and MONAI Label check too.
     ``kwargs`` go to :func:`~mstl_monai.engines.build_network` (``n_input_channels``, ``num_classes``, ``dropout``).
     """
-    from mstl_monai.engines.utils import build_network
+    from mstl_monai.networks.factory import build_network
 
     settings = check_checkpoint_settings(
         checkpoint,

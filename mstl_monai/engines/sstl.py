@@ -412,7 +412,7 @@ class SSTLNetwork(nn.Module):
         """Load a pretrained backbone (torchvision ImageNet file or an earlier stage's checkpoint, '' = none) with
         :func:`mstl_monai.engines.load_pretrained`, then make MoCo's key encoder a copy of the query encoder, so
         the momentum encoder starts from the loaded weights too. Returns the loaded/new/dropped report."""
-        from mstl_monai.engines.utils import load_pretrained
+        from mstl_monai.networks.weights import load_pretrained
 
         report = load_pretrained(self.backbone, path)
         self.sync_key_encoder()

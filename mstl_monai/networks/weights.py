@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import re
 import warnings
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["load_torchvision_weights", "load_stage_checkpoint", "read_checkpoint", "extract_state_dict"]
+__all__ = ["load_pretrained", "load_torchvision_weights", "load_stage_checkpoint", "read_checkpoint", "extract_state_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -309,3 +310,61 @@ def _is_vit(net: nn.Module) -> bool:
     from mstl_monai.networks.nets.vit import VisionTransformer
 
     return isinstance(net, VisionTransformer)
+
+
+def load_pretrained(net: torch.nn.Module, path: str | os.PathLike | None, exclude_prefixes: Sequence[str] = ("fc",)):
+    """Initialise ``net``'s backbone from ``path`` ('' or None: leave it as it is, i.e. train from scratch).
+
+    ``path`` is either a torchvision ImageNet checkpoint (e.g. ``resnet50-11ad3fa6.pth``, the STL-N stage
+    skipped by importing ImageNet weights), for a ViT backbone a torchvision or timm ``VisionTransformer`` file
+    (the format is detected from the keys, :func:`mstl_monai.networks.load_vit_weights`), or a checkpoint written
+    by an earlier stage of this bundle (STL-N, STL-M, SSTL-M). The head is dropped when its shape differs; a checkpoint that does not fit
+    raises ``ValueError`` naming the file. Returns the loaded / new / dropped key report.
+    """
+    if path is None or str(path) == "":
+        logger.info("no pretrained checkpoint given: training from scratch")
+        return None
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained checkpoint {path!r} does not exist.")
+    if _is_vit(net):
+        report, kind = _load_vit(net, path, exclude_prefixes)
+    elif _looks_like_torchvision(path):
+        report = load_torchvision_weights(net, path)
+        kind = "torchvision ImageNet"
+    else:
+        report = load_stage_checkpoint(net, path, exclude_prefixes=tuple(exclude_prefixes))
+        kind = "stage"
+    logger.info(
+        f"loaded {kind} checkpoint {path}: {len(report['loaded'])} tensors loaded, {len(report['new'])} new,"
+        f" {len(report['dropped'])} dropped, {len(report.get('adapted', []))} adapted"
+    )
+    return report
+
+
+def _load_vit(net: torch.nn.Module, path: str, exclude_prefixes: Sequence[str]) -> tuple[dict, str]:
+    """A torchvision or timm ViT file (ImageNet weights, the head kept when it fits) or a stage checkpoint (the
+    ``exclude_prefixes`` head left new), detected from the keys."""
+    from mstl_monai.networks.vit_weights import detect_vit_format, load_vit_weights
+
+    state = extract_state_dict(read_checkpoint(path), path)
+    fmt = detect_vit_format(state)
+    if fmt in ("torchvision", "timm"):
+        return load_vit_weights(net, state, exclude_prefixes=(), source=path), f"{fmt} ViT"
+    report = load_vit_weights(net, state, exclude_prefixes=tuple(exclude_prefixes), source=path)
+    return report, "stage (ViT)"
+
+
+def _looks_like_torchvision(path: str) -> bool:
+    """A torchvision ResNet checkpoint is a flat state dict with ``conv1.weight`` of 3 input channels and no
+    wrapper keys of our stages (``network``, ``encoder_q.``, ``attn.``)."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint {path!r}: {e}") from e
+    if not isinstance(sd, dict) or "conv1.weight" not in sd:
+        return False
+    if any(k.startswith(("attn.", "encoder_q.", "backbone.")) for k in sd):
+        return False
+    w = sd["conv1.weight"]
+    return isinstance(w, torch.Tensor) and w.ndim == 4 and w.shape[1] == 3 and sd.get("fc.weight") is not None

@@ -173,7 +173,7 @@ def _mass(heatmap: np.ndarray | None, box: list[int]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mstl_monai.engines import build_network, load_pretrained
+    from mstl_monai.networks import build_network, load_pretrained
 
     p = argparse.ArgumentParser(description="Grad-CAM / attention overlays and a lung localisation check.")
     p.add_argument("--ckpt", required=True, help="finetuned checkpoint (models/model.pt)")
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     report = load_pretrained(net, a.ckpt, exclude_prefixes=())
     if report is not None and report.get("new"):
         raise ValueError(f"checkpoint {a.ckpt} does not hold the whole network: missing {report['new'][:5]} ...")
-    from mstl_monai.engines.utils import collect_files
+    from mstl_monai.data.utils import collect_files
 
     files = collect_files(a.input)
     if a.max_files:
