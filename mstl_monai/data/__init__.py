@@ -20,6 +20,7 @@ from .datalists import (
     unlabelled_datalist,
 )
 from .phantom import PHANTOM_LABELS, make_lung_phantom, write_phantom_dataset
+from .sstl import sstl_datalist
 from .utils import check_datalist, collect_files, readable_datalist, require_file
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "require_file",
     "natural_image_datalist",
     "split_datalist",
+    "sstl_datalist",
     "unlabelled_datalist",
     "write_phantom_dataset",
 ]
