@@ -87,15 +87,13 @@ __all__ = [
 
 from .scan import (  # noqa: E402
     ScanClassifier,
-    ScanWriter,
     aggregate_slice_probabilities,
     autocast_helps,
-    collect_scans,
     load_classifier_weights,
     lung_fractions,
-    run_scan_inference,
     select_lung_slices,
 )
+from .scan_inference import ScanWriter, collect_scans, run_scan_inference  # noqa: E402
 
 __all__ += [
     "ScanClassifier",
