@@ -35,6 +35,7 @@ from .sstl import (
     sstl_scalar_terms,
 )
 from .probes import ProbeHandler, SSTLProbe, extract_features, knn_probe, knn_scores, lobe_probe
+from .tracking import MLflowStageLogger, flatten_metrics
 from mstl_monai.utils.settings import check_overrides  # the bundle configs' first `initialize` entry
 
 __all__ = [
@@ -82,6 +83,8 @@ __all__ = [
     "knn_probe",
     "knn_scores",
     "lobe_probe",
+    "MLflowStageLogger",
+    "flatten_metrics",
     "check_overrides",
 ]
 

@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         "from every published chain (default: results stay in the run folder, <output_root>/results)",
     )
     parser.add_argument(
+        "--tracking",
+        default=None,
+        help="experiment tracking of every stage, as MONAI's `monai.bundle run --tracking` (e.g. mlflow: one MLflow "
+        "experiment per chain, one run per stage, stored in <output_root>/mlruns.db)",
+    )
+    parser.add_argument(
         "--list", action="store_true", help="print the chain names (hand-listed, then the grid's) one per line and exit"
     )
     args = parser.parse_args(argv)
@@ -74,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for chain in chains:
         c0 = time.time()
-        rows = run_chain(cfg, chain, args.repo_root, dry_run=args.dry_run, rerun=args.rerun, publish=args.publish)
+        rows = run_chain(
+            cfg, chain, args.repo_root, dry_run=args.dry_run, rerun=args.rerun, publish=args.publish, tracking=args.tracking
+        )
         if not args.dry_run:
             stages = ", ".join(f"{r['stage']} {_hms(r.get('seconds') or 0)}" for r in rows)
             print(f"[{chain['name']}] elapsed {_hms(time.time() - c0)} this run (stage times, incl. earlier runs: {stages})", flush=True)

@@ -31,11 +31,17 @@ def _stage_id(stage: str, st_overrides: dict) -> str:
     return stage + "-" + "-".join(str(v).replace("/", "_") for _, v in sorted(st_overrides.items()))
 
 
-def plan_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> list[dict]:
+def plan_chain(
+    cfg: dict, chain: dict, repo_root: str | os.PathLike = ".", tracking: str | None = None
+) -> list[dict]:
     """Return, for each stage of ``chain``, its command line, output folder and the checkpoint it passes on.
 
     Stage folders are shared between chains with the same network and the same earlier stages:
     ``<output_root>/<backbone>_attn<n>/[imagenet/]stl_m/sstl_m-ours/finetune``, so a grid trains each prefix once.
+
+    ``tracking`` (e.g. ``"mlflow"``) is passed to each stage as MONAI's ``--tracking``, with one store for the run
+    folder (``<output_root>/mlruns.db``, artifacts in ``<output_root>/mlruns/``), the chain as the experiment and the
+    stage as the run: a chain is one MLflow experiment with a run per stage it trains.
     """
     repo_root = Path(repo_root).resolve()
     bundle_dir = (repo_root / cfg["bundle_dir"]).resolve()
@@ -78,6 +84,10 @@ def plan_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> li
         cmd += ["--logging_file", str(bundle_dir / "configs" / "logging.conf")]
         for k, v in overrides.items():
             cmd += [f"--{k}", _fmt(v)]
+        if tracking:
+            cmd += ["--tracking", str(tracking), "--experiment_name", chain["name"], "--run_name", stage]
+            if tracking == "mlflow":
+                cmd += ["--tracking_uri", f"sqlite:///{out_root / 'mlruns.db'}"]
         step = {"chain": chain["name"], "stage": stage, "dir": str(stage_dir), "cmd": cmd, "overrides": overrides}
         step["config_files"] = config_files
         if stage == "evaluate":

@@ -90,16 +90,18 @@ def run_chain(
     dry_run: bool = False,
     rerun: bool = False,
     publish: bool = False,
+    tracking: str | None = None,
 ) -> list[dict]:
     """Run the stages of one chain in order; skip finished ones; return a summary row per stage.
 
     The chain's result files go to :func:`run_dir_results` ``/<chain>/``, and with ``publish`` also to
     ``<results_dir>/<chain>/`` (kept in git). A chain whose published results were made with the same settings is
     skipped as a whole, even where ``runs/`` is empty (a fresh clone): a grid can be completed over several sessions.
-    ``rerun`` turns that off (stages with ``DONE.json`` in ``runs/`` are still skipped).
+    ``rerun`` turns that off (stages with ``DONE.json`` in ``runs/`` are still skipped). ``tracking`` (``"mlflow"``)
+    records each stage it runs as a run of the chain's MLflow experiment (:func:`~mstl_monai.pipeline.plan_chain`).
     """
     rows = []
-    steps = plan_chain(cfg, chain, repo_root)
+    steps = plan_chain(cfg, chain, repo_root, tracking=tracking)
     published = Path(repo_root) / cfg["results_dir"] / chain["name"]
     targets = [run_dir_results(cfg, repo_root) / chain["name"]] + ([published] if publish else [])
     if not rerun and results_up_to_date(cfg, chain, repo_root):
