@@ -210,7 +210,12 @@ class TestGrid(unittest.TestCase):
     def test_cpu_scale_config(self):
         cfg = load_pipeline_config(REPO_ROOT / "configs" / "cpu_scale.yaml")
         guarded = ["r18_attn5_scratch_guard", "r18_attn5_stlm_sstl_simclr_guard"]  # hand-listed, before the grid
-        self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(CPU_CHAINS + guarded))
+        vit = ["vit_tiny_base_scratch", "vit_tiny_base_stln", "vit_tiny_base_stln_stlm", "vit_tiny_base_stln_stlm_sstl_ours"]
+        self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(CPU_CHAINS + guarded + vit))
+        vit_chain = next(c for c in cfg["chains"] if c["name"] == "vit_tiny_base_stln_stlm")
+        vit_steps = plan_chain(cfg, vit_chain, REPO_ROOT)
+        self.assertTrue(vit_steps[1]["dir"].endswith("vit_tiny_attn0/stl_n/stl_m"))
+        self.assertEqual(vit_steps[1]["overrides"]["learning_rate"], 0.01)  # TL-Med's optimiser in every stage
         chain = next(c for c in cfg["chains"] if c["name"] == "r18_attn5_stlm_sstl_moco")
         self.assertEqual(chain["overrides"], {"backbone": "resnet18", "n_attn": 5})
         self.assertEqual(
