@@ -211,7 +211,12 @@ class TestGrid(unittest.TestCase):
         cfg = load_pipeline_config(REPO_ROOT / "configs" / "cpu_scale.yaml")
         guarded = ["r18_attn5_scratch_guard", "r18_attn5_stlm_sstl_simclr_guard"]  # hand-listed, before the grid
         vit = ["vit_tiny_base_scratch", "vit_tiny_base_stln", "vit_tiny_base_stln_stlm", "vit_tiny_base_stln_stlm_sstl_ours"]
-        self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(CPU_CHAINS + guarded + vit))
+        lf = [f"r18_base_{arm}_lf{f}" for f in (10, 25, 50) for arm in ("scratch", "stln_stlm_sstl_ours")]
+        self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(CPU_CHAINS + guarded + vit + lf))
+        lf_steps = plan_chain(cfg, next(c for c in cfg["chains"] if c["name"] == "r18_base_stln_stlm_sstl_ours_lf25"), REPO_ROOT)
+        self.assertTrue(lf_steps[2]["dir"].endswith("resnet18_attn0/stl_n/stl_m/sstl_m-ours"))  # the 100 % chain's stages
+        self.assertTrue(lf_steps[3]["dir"].endswith("sstl_m-ours/finetune-label_fraction=0.25"))
+        self.assertEqual(lf_steps[3]["overrides"]["label_fraction"], 0.25)
         vit_chain = next(c for c in cfg["chains"] if c["name"] == "vit_tiny_base_stln_stlm")
         vit_steps = plan_chain(cfg, vit_chain, REPO_ROOT)
         self.assertTrue(vit_steps[1]["dir"].endswith("vit_tiny_attn0/stl_n/stl_m"))
