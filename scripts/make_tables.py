@@ -82,10 +82,13 @@ def _describe(chain_json: dict) -> dict:
     common = chain_json.get("common", {})
     ov = dict(common, **chain.get("overrides", {}))
     stages, method, guard = [], None, float(ov.get("selection_min_class_fraction", 0) or 0)
+    recipe: tuple = ()
     for st in chain["stages"]:
         name = st if isinstance(st, str) else st["stage"]
         if name == "finetune" and isinstance(st, dict):
             guard = float(st.get("overrides", {}).get("selection_min_class_fraction", guard) or 0)
+            # other finetune settings (label_fraction, mixup_alpha, ...): not the grid's cell, kept apart
+            recipe = tuple(sorted((k, v) for k, v in st.get("overrides", {}).items() if k != "selection_min_class_fraction"))
         if name == "sstl_m":
             method = (st.get("overrides", {}) if isinstance(st, dict) else {}).get("method", "ours")
         if name in ("stl_n", "stl_m", "sstl_m"):
@@ -99,6 +102,7 @@ def _describe(chain_json: dict) -> dict:
         "method": method,
         "image_size": ov.get("image_size"),
         "guard": guard,
+        "recipe": recipe,
         "seed": int(ov.get("seed", 0) or 0),
     }
 
@@ -135,7 +139,7 @@ def _val(m: dict | None, key: str) -> float | None:
 def _find_row(rows, backbone, n_attn, stages, method=None, guard=0.0):
     for r in rows:
         same = r["backbone"] == backbone and r["n_attn"] == n_attn and r["stages"] == tuple(stages)
-        if same and r["method"] == method and r.get("guard", 0.0) == guard:
+        if same and r["method"] == method and r.get("guard", 0.0) == guard and not r.get("recipe"):
             return r
     return None
 
@@ -185,7 +189,7 @@ def _paper(t: tuple | None) -> str:
 
 
 def _cell_key(r: dict) -> tuple:
-    return (r["backbone"], r["n_attn"], r["stages"], r["method"] or "", r.get("guard", 0.0), r.get("image_size"))
+    return (r["backbone"], r["n_attn"], r["stages"], r["method"] or "", r.get("guard", 0.0), r.get("image_size"), r.get("recipe", ()))
 
 
 def seed_table(rows: list[dict]) -> tuple[str, list[list]]:
@@ -220,6 +224,8 @@ def seed_table(rows: list[dict]) -> tuple[str, list[list]]:
         stages = " → ".join(STAGE_NAMES[x] for x in key[2]) or "none"
         if key[3]:
             stages += f" ({METHOD_NAMES.get(key[3], key[3])})"
+        if key[6]:
+            stages += " [finetune " + ", ".join(f"{k}={v}" for k, v in key[6]) + "]"
         cells = [f"{_cell(m, k)} ±{100 * m[k]['sd']:.1f}" for k in ("accuracy", "f1", "auc")]
         line = [key[0], VARIANT.get(key[1], str(key[1])), stages, ", ".join(map(str, seeds))] + cells
         line += [_cell(m["ensemble"], k) for k in ("accuracy", "f1", "auc")]
