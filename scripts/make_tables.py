@@ -107,6 +107,17 @@ def _describe(chain_json: dict) -> dict:
     }
 
 
+def _finetune_epochs(chain_json: dict) -> int:
+    """The finetune's epochs: its stage override, else the chain's, else the pipeline's stage default (40)."""
+    chain = chain_json["chain"]
+    epochs = chain_json.get("stage_defaults", {}).get("finetune", {}).get("epochs", 40)
+    epochs = chain.get("overrides", {}).get("epochs", epochs)
+    for st in chain["stages"]:
+        if isinstance(st, dict) and st.get("stage") == "finetune":
+            epochs = st.get("overrides", {}).get("epochs", epochs)
+    return int(epochs)
+
+
 def load_results(results: Path) -> list[dict]:
     rows = []
     for d in sorted(p for p in results.iterdir() if p.is_dir()):
@@ -117,7 +128,10 @@ def load_results(results: Path) -> list[dict]:
         info["chain"] = d.name
         info["metrics"] = json.loads(m.read_text())
         t = d / "timing.json"
-        info["seconds"] = sum(v for v in json.loads(t.read_text()).values() if v) if t.is_file() else None
+        timing = json.loads(t.read_text()) if t.is_file() else {}
+        info["seconds"] = sum(v for v in timing.values() if v) if timing else None
+        info["finetune_seconds"] = timing.get("finetune")
+        info["finetune_epochs"] = _finetune_epochs(json.loads(c.read_text()))
         info["predictions"] = d / "predictions.csv" if (d / "predictions.csv").is_file() else None
         rows.append(info)
     return rows
@@ -521,6 +535,43 @@ def leep_table(results: Path) -> tuple[str, list[list]]:
     return "\n".join(md) + "\n", rows
 
 
+def recipe_table(rows: list[dict]) -> tuple[str, list[list]]:
+    """Chains that change a finetune setting (label fraction, input size, mixup, ...) beside the grid cell they
+    change: test metrics, the paired difference to that cell, and the finetune's seconds per epoch (timing.json)."""
+    changed = [r for r in rows if r.get("recipe")]
+    if not changed:
+        return "", []
+    hdr = ["backbone", "variant", "stages", "finetune setting", "acc", "F1", "AUC", "ΔAUC vs default", "s/epoch"]
+    lines = []
+    for r in sorted(changed, key=lambda r: (r["backbone"], r["n_attn"], r["stages"], str(r["recipe"]))):
+        base = _find_row(rows, r["backbone"], r["n_attn"], r["stages"], r["method"], r.get("guard", 0.0))
+        stages = " → ".join(STAGE_NAMES[x] for x in r["stages"]) or "none"
+        if r["method"]:
+            stages += f" ({METHOD_NAMES.get(r['method'], r['method'])})"
+        setting = ", ".join(f"{k}={v}" for k, v in r["recipe"])
+        per_epoch = f"{r['finetune_seconds'] / r['finetune_epochs']:.1f}" if r.get("finetune_seconds") else "-"
+        line = [r["backbone"], VARIANT.get(r["n_attn"], str(r["n_attn"])), stages, setting]
+        line += [_cell(r["metrics"], k) for k in ("accuracy", "f1", "auc")] + [_delta(r, base, "auc"), per_epoch]
+        lines.append(line)
+    for r in rows:  # the defaults' cost, for the s/epoch column's reference
+        if not r.get("recipe") and r.get("finetune_seconds") and any(
+            _find_row(rows, c["backbone"], c["n_attn"], c["stages"], c["method"], c.get("guard", 0.0)) is r for c in changed
+        ):
+            stages = " → ".join(STAGE_NAMES[x] for x in r["stages"]) or "none"
+            lines.append([r["backbone"], VARIANT.get(r["n_attn"], str(r["n_attn"])), stages, "(default)"]
+                         + [_cell(r["metrics"], k) for k in ("accuracy", "f1", "auc")]
+                         + ["0", f"{r['finetune_seconds'] / r['finetune_epochs']:.1f}"])
+    md = [
+        "\n### Finetune settings: label fraction, input size, mixup, ... (COVID19-CT test, %, 95% CI)\n",
+        "Each row changes one finetune setting of a grid cell; Δ = the row minus the cell with the default settings, paired"
+        " bootstrap 95% CI over the test images. s/epoch = the finetune's seconds per epoch (timing.json; machine load"
+        " varies between runs).\n",
+        "| " + " | ".join(hdr) + " |",
+        "|" + "---|" * len(hdr),
+    ] + ["| " + " | ".join(map(str, line)) + " |" for line in lines]
+    return "\n".join(md) + "\n", [hdr] + lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results", default="results/cpu_scale")
@@ -532,7 +583,7 @@ def main(argv=None) -> int:
     if not rows:
         raise SystemExit(f"no finished chains (metrics.json + chain.json) under {results}")
     md, csvs = make_tables([r for r in rows if r.get("seed", 0) == 0] or rows)
-    for name, (smd, srows) in (("seeds", seed_table(rows)), ("threshold", threshold_table(rows))):
+    for name, (smd, srows) in (("seeds", seed_table(rows)), ("threshold", threshold_table(rows)), ("recipes", recipe_table(rows))):
         md += smd
         if srows:
             csvs[name] = srows

@@ -54,6 +54,24 @@ class TestMakeTables(unittest.TestCase):
             self.assertIn("### Table 1: top-1 of the STL-N source", md)
             self.assertIn("| resnet50 | not run | not run | 77.2 | 78.3 |", md)  # the paper's row, ours not run
 
+    def test_finetune_setting_rows_stay_out_of_the_grid(self):
+        """A chain that changes a finetune setting (e.g. label_fraction) is not the grid cell it changes: Table 2 keeps
+        the default row, and the settings table shows it beside the default."""
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            _write(root, "scratch", ["finetune", "evaluate"], 5, 0.60)
+            _write(root, "ours", ["stl_m", {"stage": "sstl_m", "overrides": {"method": "ours"}}, "finetune", "evaluate"], 5, 0.70)
+            _write(root, "ours_lf10", ["stl_m", {"stage": "sstl_m", "overrides": {"method": "ours"}},
+                                       {"stage": "finetune", "overrides": {"label_fraction": 0.1}}, "evaluate"], 5, 0.55)
+            (root / "ours_lf10" / "timing.json").write_text(json.dumps({"finetune": 80.0, "evaluate": 5.0}))
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            md = (root / "tables.md").read_text()
+            self.assertIn("| resnet18 | +5 ATTNs | STL-M → SSTL-M | 70.0 [65.0, 75.0]", md)  # the default, not 55.0
+            self.assertNotIn("| resnet18 | +5 ATTNs | STL-M → SSTL-M | 55.0", md)
+            self.assertIn("| resnet18 | +5 ATTNs | STL-M → SSTL-M (ours) | label_fraction=0.1 | 55.0 [50.0, 60.0]", md)
+            self.assertIn("| -15.0 | 2.0 |", md)  # Δ vs the default cell; 80 s over 40 epochs
+            self.assertTrue((root / "recipes.csv").is_file())
+
     def test_stl_n_tables(self):
         """STL-N rows: Table 1 from stl_n_*.json, Table 2's four-stage chain, the per-stage gains, Tables 5 and 6."""
         sstl = {"stage": "sstl_m", "overrides": {"method": "ours"}}
