@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import unittest
 from pathlib import Path
 
 from tests.bundle._bundle_utils import TINY, run_bundle
-from tests.utils import require_real_data
+from tests.utils import REPO_ROOT, require_real_data
 
 
 class TestRecipeOptions(unittest.TestCase):
@@ -38,6 +40,17 @@ class TestRecipeOptions(unittest.TestCase):
         run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], ev)
         m = json.loads((self.tmp / "ft" / "eval_test" / "metrics.json").read_text())
         self.assertEqual(m["n_images"] if "n_images" in m else m["n"], 203)
+        # scripts/robustness_check.py scores the clean split as the bundle's evaluation does (TTA from the checkpoint)
+        out_json = self.tmp / "robust.json"
+        proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "robustness_check.py"), "--ckpt",
+                               str(self.tmp / "ft" / "models" / "model.pt"), "--split", "test", "--n_bootstrap", "20",
+                               "--data_root", str(data.parent), "--json", str(out_json)],
+                              capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        rob = json.loads(out_json.read_text())[0]
+        self.assertTrue(rob["tta"])
+        self.assertEqual(len(rob["shifts"]), 7)
+        self.assertAlmostEqual(rob["shifts"]["clean"]["auc"]["value"], m["auc"]["value"], delta=0.01)
         # inference: TTA from the checkpoint, and off on request: the probabilities differ
         probs = {}
         for tta in (None, False):
