@@ -158,9 +158,9 @@ _SEED_PAIRED: dict = {}
 _SEED_USED: list[bool] = []  # a Δ of the table being written was taken over seeds (its note is due)
 SEED_MARK = "‡"
 SEED_NOTE = (
-    f"\n{SEED_MARK} Δ over seeds: the mean over all seeds of the one cell minus that of the other (the Seeds table lists"
-    " them; acc / F1 / AUC columns show seed 0's chain), 95% CI from a bootstrap over the test images (the same for"
-    " both) and over each cell's seeds."
+    f"\n{SEED_MARK} Δ over seeds: the mean over all seeds of the one cell minus that of the other (the Seeds table"
+    " lists them; acc / F1 / AUC columns show seed 0's chain), 95% CI from a bootstrap over the test images (the same"
+    " for both) and over each cell's seeds."
 )
 
 

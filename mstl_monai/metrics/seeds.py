@@ -88,7 +88,7 @@ def _resampled_metrics(counts: np.ndarray, y: np.ndarray, probs: np.ndarray, thr
 
 
 def _seed_mean(vals: np.ndarray, drawn: np.ndarray | None = None) -> np.ndarray:
-    """Mean over the seeds (axis 0) of the finite values, ``nan`` where none is; ``drawn`` ``(B, K)`` picks the seeds."""
+    """Mean over the seeds (axis 0) of the finite values (``nan`` where none is); ``drawn`` ``(B, K)`` picks seeds."""
     if drawn is not None:
         vals = np.take_along_axis(vals, drawn.T, axis=0)
     ok = np.isfinite(vals)

@@ -241,33 +241,37 @@ class TestSeedDeltas(unittest.TestCase):
                     chain = json.loads((root / name / "chain.json").read_text())
                     chain["chain"]["overrides"]["seed"] = k
                     (root / name / "chain.json").write_text(json.dumps(chain))
-                    order = orders[name] = rng.permutation(n)  # each run's rows in its own order: paired by name
-                    write_predictions_csv(root / name / "predictions.csv", [names[i] for i in order], y[order], np.stack([1 - p, p], 1)[order])
+                    o = orders[name] = rng.permutation(n)  # each run's rows in its own order: paired by name
+                    rows = np.stack([1 - p, p], 1)[o]
+                    write_predictions_csv(root / name / "predictions.csv", [names[i] for i in o], y[o], rows)
             self.assertEqual(make_tables.main(["--results", d]), 0)
             md = (root / "tables.md").read_text()
         # Table 2: ours (3 seeds) - scratch (3 seeds): the seed-mean difference and its two-level CI, marked;
         # the images in the order of the first cell's seed-0 predictions.csv (the bootstrap draws positions)
-        o = orders["ours"]
-        ref = seed_paired_difference(y[o], np.stack(probs["ours"])[:, o], np.stack(probs["scratch"])[:, o], n_bootstrap=1000, seed=0)
+        def seeds(a, b, o):
+            pa, pb = np.stack(probs[a])[:, o], np.stack(probs[b])[:, o]
+            return seed_paired_difference(y[o], pa, pb, n_bootstrap=1000, seed=0)
+
+        def fmt(r):
+            return f"{100 * r['value']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+
+        ref = seeds("ours", "scratch", orders["ours"])
         row = next(ln for ln in md.splitlines() if ln.startswith("| resnet18 | +5 ATTNs | STL-M → SSTL-M |"))
         cells_ = [c.strip() for c in row.strip("|").split("|")]
         for j, k in zip((9, 10, 11), ("accuracy", "f1", "auc")):
-            r = ref[k]
-            self.assertEqual(cells_[j], f"{100 * r['value']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] ‡")
+            self.assertEqual(cells_[j], fmt(ref[k]) + " ‡")
         self.assertGreater(ref["auc"]["ci_low"], 0.0)  # the seed-mean gain of the clearly better cell is resolved
         self.assertNotEqual(cells_[9], "+0.0 [+0.0, +0.0] ‡")  # not the metrics.json values (all 0.6 here)
         self.assertEqual(md.count(make_tables.SEED_NOTE.strip()), 2)  # under Table 2 and the per-stage gains
         # per-stage gain: stln has one seed, so "STL-N" (stln - scratch) stays seed 0's pairing, unmarked
         gain = next(ln for ln in md.splitlines() if ln.startswith("| resnet18 | +5 ATTNs | STL-N |"))
         o = orders["stln"]
-        p0 = paired_bootstrap_difference(y[o], probs["stln"][0][o], probs["scratch"][0][o], n_bootstrap=1000, seed=0)["accuracy"]
-        self.assertIn(f"| +0.0 [{100 * p0['ci_low']:+.1f}, {100 * p0['ci_high']:+.1f}] |", gain)
+        p0 = paired_bootstrap_difference(y[o], probs["stln"][0][o], probs["scratch"][0][o], n_bootstrap=1000, seed=0)
+        self.assertIn(f"| +0.0 [{100 * p0['accuracy']['ci_low']:+.1f}, {100 * p0['accuracy']['ci_high']:+.1f}] |", gain)
         self.assertNotIn("‡", gain)
         # 2 seeds (stlm) vs 3 (scratch): over all seeds of each
         gain = next(ln for ln in md.splitlines() if ln.startswith("| resnet18 | +5 ATTNs | STL-M |"))
-        o = orders["stlm"]
-        ref = seed_paired_difference(y[o], np.stack(probs["stlm"])[:, o], np.stack(probs["scratch"])[:, o], n_bootstrap=1000, seed=0)
-        self.assertIn(f"| {100 * ref['auc']['value']:+.1f} [{100 * ref['auc']['ci_low']:+.1f}, {100 * ref['auc']['ci_high']:+.1f}] ‡ |", gain)
+        self.assertIn(f"| {fmt(seeds('stlm', 'scratch', orders['stlm'])['auc'])} ‡ |", gain)
         self.assertIn("| resnet18 | +5 ATTNs | SSTL-M (ours) after STL-M |", md)
         # the Table 3 section has no Δ over seeds (no MoCo / SimCLR): no note there
         t3 = md.split("### Table 3")[1].split("### Table 5")[0]

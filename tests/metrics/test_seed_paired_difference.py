@@ -37,9 +37,8 @@ class TestSeedPairedDifference(unittest.TestCase):
             self.assertAlmostEqual(r["accuracy"]["a"], classification_metrics(self.y, self.good[0])["accuracy"])
         # at another threshold, with torch inputs, and for the ensemble of several seeds
         ref = paired_bootstrap_difference(self.y, self.good[2], self.bad[0], n_bootstrap=200, seed=3, threshold=0.3)
-        r = seed_paired_difference(
-            torch.as_tensor(self.y), torch.as_tensor(self.good[2:]), self.bad[:1], n_bootstrap=200, seed=3, threshold=0.3
-        )
+        y, good = torch.as_tensor(self.y), torch.as_tensor(self.good[2:])
+        r = seed_paired_difference(y, good, self.bad[:1], n_bootstrap=200, seed=3, threshold=0.3)
         self.assert_same(r, ref)
         ens = paired_bootstrap_difference(self.y, self.good.mean(0), self.bad.mean(0), n_bootstrap=200, seed=3)
         self.assert_same(seed_paired_difference(self.y, self.good, self.bad, n_bootstrap=200, seed=3)["ensemble"], ens)
