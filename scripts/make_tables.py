@@ -11,7 +11,9 @@ full recipe) stand beside ours for reference; our CPU-scale runs use another bac
 
 Chains run with several seeds (the pipeline's ``seeds:``; ``<chain>_s<k>`` for seed k) give the "Seeds" table: the
 mean over seeds with a 95% CI over test images and seeds (``mstl_monai.metrics.seed_bootstrap_metrics``), the seed
-spread, and the seed ensemble (the seeds' mean probability) beside them. Tables 2-5 show seed 0's chains.
+spread, and the seed ensemble (the seeds' mean probability) beside them. Tables 2-5 show seed 0's chains; their
+Δ columns, where both cells ran 2+ seeds, compare the means over all seeds of each cell (marked ‡;
+``mstl_monai.metrics.seed_paired_difference``: a bootstrap over the test images, paired, and each cell's seeds).
 Where the evaluation recorded a decision threshold chosen on val (``at_threshold`` in metrics.json), the
 "Decision threshold" table shows the metrics at it beside those at 0.5.
 """
@@ -164,6 +166,16 @@ def _find(rows, backbone, n_attn, stages, method=None, guard=0.0):
 
 
 _PAIRED: dict = {}
+#: the cells (``_cell_key``) run with 2+ seeds that saved predictions: one row per seed, by seed (set by main)
+SEED_GROUPS: dict[tuple, list[dict]] = {}
+_SEED_PAIRED: dict = {}
+_SEED_USED: list[bool] = []  # a Δ of the table being written was taken over seeds (its note is due)
+SEED_MARK = "‡"
+SEED_NOTE = (
+    f"\n{SEED_MARK} Δ over seeds: the mean over all seeds of the one cell minus that of the other (the Seeds table"
+    " lists them; acc / F1 / AUC columns show seed 0's chain), 95% CI from a bootstrap over the test images (the same"
+    " for both) and over each cell's seeds."
+)
 
 
 def _paired(ra: dict, rb: dict) -> dict | None:
@@ -187,11 +199,64 @@ def _paired(ra: dict, rb: dict) -> dict | None:
     return _PAIRED[key]
 
 
+def _seed_group(r: dict | None) -> list[dict] | None:
+    group = SEED_GROUPS.get(_cell_key(r)) if r else None
+    return group if group and len(group) > 1 else None
+
+
+def _aligned_probs(group: list[dict], names, y) -> np.ndarray | None:
+    """``(K, n)`` class-1 probabilities of the rows of ``group`` on the images ``names``/``y`` (None if one row
+    scored other images)."""
+    from mstl_monai.metrics.io import read_predictions_csv
+
+    pos = {(str(a), int(b)): i for i, (a, b) in enumerate(zip(names, y))}
+    out = np.empty((len(group), len(pos)))
+    for k, r in enumerate(group):
+        n, c, p, _ = read_predictions_csv(r["predictions"])
+        keys = [(str(a), int(b)) for a, b in zip(n, c)]
+        if len(keys) != len(pos) or set(keys) != set(pos):
+            return None
+        out[k, [pos[x] for x in keys]] = p[:, 1]
+    return out
+
+
+def _seed_paired(ra: dict | None, rb: dict | None) -> dict | None:
+    """Seed-mean differences a - b over all seeds of each cell (None unless both cells ran 2+ seeds on the same
+    test images)."""
+    ga, gb = _seed_group(ra), _seed_group(rb)
+    if ga is None or gb is None:
+        return None
+    key = (tuple(str(r["predictions"]) for r in ga), tuple(str(r["predictions"]) for r in gb))
+    if key not in _SEED_PAIRED:
+        from mstl_monai.metrics import seed_paired_difference
+        from mstl_monai.metrics.io import read_predictions_csv
+
+        names, y, _, _ = read_predictions_csv(ga[0]["predictions"])
+        pa, pb = _aligned_probs(ga, names, y), _aligned_probs(gb, names, y)
+        ok = pa is not None and pb is not None
+        _SEED_PAIRED[key] = seed_paired_difference(y, pa, pb, n_bootstrap=1000, seed=0) if ok else None
+    return _SEED_PAIRED[key]
+
+
+def _seed_note(md: list[str]) -> None:
+    """Put the ‡ note under the table just written when one of its Δ was taken over seeds."""
+    if _SEED_USED:
+        md.append(SEED_NOTE)
+        _SEED_USED.clear()
+
+
 def _delta(ra: dict | None, rb: dict | None, key: str) -> str:
-    """``a - b`` in points, with its paired 95% CI when both chains saved their predictions."""
+    """``a - b`` in points, with its paired 95% CI when both chains saved their predictions; over seeds (‡) when
+    both cells ran 2+ seeds."""
     a, b = _val(ra["metrics"] if ra else None, key), _val(rb["metrics"] if rb else None, key)
     if a is None or b is None:
         return "-"
+    s = _seed_paired(ra, rb)
+    if s is not None:
+        _SEED_USED.append(True)
+        d = s[key]
+        ci = f" [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]" if np.isfinite(d["ci_low"]) else ""
+        return f"{100 * d['value']:+.1f}{ci} {SEED_MARK}"
     d = _paired(ra, rb)
     if d is None or not np.isfinite(d[key]["ci_low"]):
         return f"{a - b:+.1f}"
@@ -326,6 +391,7 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
             line += [_paper(paper[0]) if paper and full == full4 else "-", _paper(paper[1]) if paper and full == full4 else "-"]
             md.append("| " + " | ".join(line) + " |")
             rows_csv.append(line)
+    _seed_note(md)
     csvs["table2"] = rows_csv
     # per-stage gain Pp - Pn (the paper's question: does each stage help, and more with ATTNs?)
     steps = [  # (stage added, chain without it, chain with it, SSTL-M method of the chain without, with)
@@ -349,6 +415,7 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
         hdr = ["backbone", "variant", "stage added", "Δacc", "ΔF1", "ΔAUC"]
         md += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
         md += ["| " + " | ".join(line) + " |" for line in lines]
+        _seed_note(md)
         csvs["stage_gain"] = [hdr] + lines
     # Table 3: SSTL-M methods after STL-M
     md.append("\n### Table 3: SSTL-M method after STL-M, then finetune (%, 95% bootstrap CI)\n")
@@ -367,6 +434,7 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
             line += [vs, _paper(paper[j]) if paper else "-"]
             md.append("| " + " | ".join(line) + " |")
             rows_csv.append(line)
+    _seed_note(md)
     csvs["table3"] = rows_csv
     # Table 5: one supervised stage
     md.append("\n### Table 5: one supervised stage only (acc, %, 95% CI)\n")
@@ -401,6 +469,7 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
             line = [g["backbone"], VARIANT.get(g["n_attn"], str(g["n_attn"])), stages] + cells + [delta, f"{g['guard']:.2f}"]
             md.append("| " + " | ".join(line) + " |")
             rows_csv.append(line)
+        _seed_note(md)
         csvs["selection"] = rows_csv
     md.append(
         "\n\\* Paper columns: the paper's own network when it ran this backbone (R-50/R-101, 224 px, full recipe), else its"
@@ -582,6 +651,13 @@ def main(argv=None) -> int:
     rows = load_results(results)
     if not rows:
         raise SystemExit(f"no finished chains (metrics.json + chain.json) under {results}")
+    by_cell: dict[tuple, dict[int, dict]] = {}
+    for r in rows:
+        if r.get("predictions"):
+            by_cell.setdefault(_cell_key(r), {}).setdefault(r["seed"], r)
+    SEED_GROUPS.clear()
+    SEED_GROUPS.update({k: [v[s] for s in sorted(v)] for k, v in by_cell.items()})
+    _SEED_USED.clear()
     md, csvs = make_tables([r for r in rows if r.get("seed", 0) == 0] or rows)
     for name, (smd, srows) in (("seeds", seed_table(rows)), ("threshold", threshold_table(rows)), ("recipes", recipe_table(rows))):
         md += smd

@@ -225,3 +225,72 @@ class TestSeedTables(unittest.TestCase):
             self.assertIn("| r18_scratch | 0.420 | 66.0 [61.0, 71.0]", md)  # the val threshold's metrics beside 0.5
             self.assertIn("| resnet18 | baseline | 60.0 [55.0, 65.0] | not run |", md)  # Table 5: seed 0's chain
             self.assertTrue((root / "seeds.csv").is_file())
+
+
+class TestSeedDeltas(unittest.TestCase):
+    """Δ columns over seeds (issue 15 item 1): cells with 2+ seeds on both sides compare their seed means (‡)."""
+
+    def test_deltas_over_seeds(self):
+        import numpy as np
+
+        from mstl_monai.metrics import paired_bootstrap_difference, seed_paired_difference, write_predictions_csv
+
+        rng = np.random.default_rng(1)
+        n = 90
+        y = rng.integers(0, 2, n)
+        names = [f"img{i}.png" for i in range(n)]
+        sstl = {"stage": "sstl_m", "overrides": {"method": "ours"}}
+        cells = {  # name -> (stages, signal strength of each seed's model)
+            "scratch": (["finetune", "evaluate"], (0.0, 0.05, 0.1)),
+            "stln": (["stl_n", "finetune", "evaluate"], (0.2,)),  # one seed only
+            "stlm": (["stl_m", "finetune", "evaluate"], (0.2, 0.15)),  # two seeds
+            "ours": (["stl_m", sstl, "finetune", "evaluate"], (0.3, 0.35, 0.25)),
+        }
+        probs, orders = {}, {}
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            for cell, (stages, strengths) in cells.items():
+                probs[cell] = []
+                for k, s in enumerate(strengths):
+                    p = np.clip(0.5 + s * (2 * y - 1) + rng.normal(0, 0.25, n), 0, 1)
+                    probs[cell].append(p)
+                    name = cell + (f"_s{k}" if k else "")
+                    _write(root, name, stages, 5, 0.6)
+                    chain = json.loads((root / name / "chain.json").read_text())
+                    chain["chain"]["overrides"]["seed"] = k
+                    (root / name / "chain.json").write_text(json.dumps(chain))
+                    o = orders[name] = rng.permutation(n)  # each run's rows in its own order: paired by name
+                    rows = np.stack([1 - p, p], 1)[o]
+                    write_predictions_csv(root / name / "predictions.csv", [names[i] for i in o], y[o], rows)
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            md = (root / "tables.md").read_text()
+        # Table 2: ours (3 seeds) - scratch (3 seeds): the seed-mean difference and its two-level CI, marked;
+        # the images in the order of the first cell's seed-0 predictions.csv (the bootstrap draws positions)
+        def seeds(a, b, o):
+            pa, pb = np.stack(probs[a])[:, o], np.stack(probs[b])[:, o]
+            return seed_paired_difference(y[o], pa, pb, n_bootstrap=1000, seed=0)
+
+        def fmt(r):
+            return f"{100 * r['value']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+
+        ref = seeds("ours", "scratch", orders["ours"])
+        row = next(ln for ln in md.splitlines() if ln.startswith("| resnet18 | +5 ATTNs | STL-M → SSTL-M |"))
+        cells_ = [c.strip() for c in row.strip("|").split("|")]
+        for j, k in zip((9, 10, 11), ("accuracy", "f1", "auc")):
+            self.assertEqual(cells_[j], fmt(ref[k]) + " ‡")
+        self.assertGreater(ref["auc"]["ci_low"], 0.0)  # the seed-mean gain of the clearly better cell is resolved
+        self.assertNotEqual(cells_[9], "+0.0 [+0.0, +0.0] ‡")  # not the metrics.json values (all 0.6 here)
+        self.assertEqual(md.count(make_tables.SEED_NOTE.strip()), 2)  # under Table 2 and the per-stage gains
+        # per-stage gain: stln has one seed, so "STL-N" (stln - scratch) stays seed 0's pairing, unmarked
+        gain = next(ln for ln in md.splitlines() if ln.startswith("| resnet18 | +5 ATTNs | STL-N |"))
+        o = orders["stln"]
+        p0 = paired_bootstrap_difference(y[o], probs["stln"][0][o], probs["scratch"][0][o], n_bootstrap=1000, seed=0)
+        self.assertIn(f"| +0.0 [{100 * p0['accuracy']['ci_low']:+.1f}, {100 * p0['accuracy']['ci_high']:+.1f}] |", gain)
+        self.assertNotIn("‡", gain)
+        # 2 seeds (stlm) vs 3 (scratch): over all seeds of each
+        gain = next(ln for ln in md.splitlines() if ln.startswith("| resnet18 | +5 ATTNs | STL-M |"))
+        self.assertIn(f"| {fmt(seeds('stlm', 'scratch', orders['stlm'])['auc'])} ‡ |", gain)
+        self.assertIn("| resnet18 | +5 ATTNs | SSTL-M (ours) after STL-M |", md)
+        # the Table 3 section has no Δ over seeds (no MoCo / SimCLR): no note there
+        t3 = md.split("### Table 3")[1].split("### Table 5")[0]
+        self.assertNotIn("‡", t3)
