@@ -72,6 +72,30 @@ class TestMakeTables(unittest.TestCase):
             self.assertIn("| -15.0 | 2.0 |", md)  # Δ vs the default cell; 80 s over 40 epochs
             self.assertTrue((root / "recipes.csv").is_file())
 
+    def test_finetune_only_seeds_are_seeds_of_the_cell(self):
+        """A chain whose finetune stage sets ``seed`` (pretraining shared with seed 0) is a seed of the same cell."""
+        import csv as _csv
+
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        y = np.array([0, 1] * 20)
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            for k in (0, 1, 2):
+                ft = "finetune" if k == 0 else {"stage": "finetune", "overrides": {"seed": k}}
+                name = "ours" if k == 0 else f"ours_ft_s{k}"
+                _write(root, name, ["stl_m", {"stage": "sstl_m", "overrides": {"method": "ours"}}, ft, "evaluate"], 5, 0.7)
+                p = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, y.size), 0, 1)
+                with open(root / name / "predictions.csv", "w", newline="") as f:
+                    w = _csv.writer(f)
+                    w.writerow(["name", "label", "pred", "prob_non-COVID", "prob_COVID"])
+                    w.writerows([f"i{i}.png", int(t), int(q > 0.5), 1 - q, q] for i, (t, q) in enumerate(zip(y, p)))
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            md = (root / "tables.md").read_text()
+            self.assertIn("| 0, 1, 2 (finetune) |", md)
+            self.assertNotIn("Finetune settings", md)  # a seed is not a finetune setting
+
     def test_stl_n_tables(self):
         """STL-N rows: Table 1 from stl_n_*.json, Table 2's four-stage chain, the per-stage gains, Tables 5 and 6."""
         sstl = {"stage": "sstl_m", "overrides": {"method": "ours"}}
