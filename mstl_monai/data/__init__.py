@@ -19,11 +19,13 @@ from .datalists import (
     split_datalist,
     unlabelled_datalist,
 )
+from .subsets import label_fraction_subset
 from .phantom import PHANTOM_LABELS, make_lung_phantom, write_phantom_dataset
 from .sstl import sstl_datalist
 from .utils import check_datalist, collect_files, readable_datalist, require_file
 
 __all__ = [
+    "label_fraction_subset",
     "COVID_CT_CLASSES",
     "CXR_CLASSES",
     "IMAGE_EXTENSIONS",

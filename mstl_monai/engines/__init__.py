@@ -18,7 +18,8 @@ from .checkpoint import (
 )
 from .handlers import AtomicCheckpointSaver, DecisionThresholdHandler, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
 from .report import ClassificationReport, PredictionWriter, lung_fields, write_classification_report
-from .inferers import AutocastInferer, resolve_amp_dtype
+from .inferers import AutocastInferer, FlipTTAInferer, resolve_amp_dtype
+from .mixup import BatchMixUp, MixUpPrepareBatch, mixup_label_postprocessing
 # the bundle configs' and users' names from before the pieces went to their families (networks/, data/, ...)
 from mstl_monai.data import check_datalist, readable_datalist, require_file, split_datalist
 from mstl_monai.networks import BACKBONES, build_network, load_pretrained
@@ -39,6 +40,10 @@ from .tracking import MLflowStageLogger, flatten_metrics
 from mstl_monai.utils.settings import check_overrides  # the bundle configs' first `initialize` entry
 
 __all__ = [
+    "BatchMixUp",
+    "FlipTTAInferer",
+    "MixUpPrepareBatch",
+    "mixup_label_postprocessing",
     "BACKBONES",
     "build_network",
     "check_datalist",
