@@ -25,13 +25,15 @@ BACKBONES = RESNET_BACKBONES + VIT_BACKBONES
 _VIT_ONLY = ("img_size", "patch_size", "hidden_size", "mlp_dim", "num_layers", "num_heads", "dropout_rate")
 
 
-def build_network(name: str = "resnet50", n_attn: int = 0, **kwargs: Any) -> torch.nn.Module:
+def build_network(name: str = "resnet50", n_attn: int = 0, attention_maps: int = 0, **kwargs: Any) -> torch.nn.Module:
     """Build a backbone by name, e.g. from a bundle config: an attentive ResNet (``resnet18`` ... ``resnet152``) or
     a Vision Transformer (``vit_tiny``, ``vit_small``, ``vit_base``, :class:`~mstl_monai.networks.nets.VisionTransformer`).
 
     Args:
         name: backbone name, one of :data:`BACKBONES` (``attentive_`` prefix accepted for the ResNets).
         n_attn: number of non-local blocks of a ResNet (0, 1 or 5; SPEC.md section 2); must be 0 for a ViT.
+        attention_maps: 0 (default): the backbone itself; ``M > 0``: the backbone inside MAG-SD's
+            :class:`~mstl_monai.networks.nets.MultiscaleAttentionNet` with ``M`` attention maps (ResNets only).
         kwargs: passed on to the factory (``n_input_channels``, ``num_classes``, ``dropout``, ...). The ViT settings
             ``img_size`` (input size of the position embeddings), ``patch_size``, ``hidden_size``, ``mlp_dim``,
             ``num_layers``, ``num_heads``, ``dropout_rate`` are ignored for a ResNet (``None`` values are dropped).
@@ -45,15 +47,26 @@ def build_network(name: str = "resnet50", n_attn: int = 0, **kwargs: Any) -> tor
     if isinstance(n_attn, bool) or not str(n_attn).strip().isdigit():
         raise ValueError(f"n_attn must be a whole number of non-local blocks (0, 1 or 5), got {n_attn!r}.")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    attention_maps = 0 if attention_maps is None else attention_maps
+    if key in VIT_BACKBONES and str(attention_maps).strip() not in ("0", ""):
+        raise ValueError(
+            f"attention_maps={attention_maps}: MAG-SD's multiscale attention head needs a ResNet's feature maps "
+            f"of several scales; a ViT ({name!r}) has one patch grid: use attention_maps 0 (mag_sd false)."
+        )
     if key in VIT_BACKBONES:
         if int(n_attn) != 0:
             raise ValueError(
                 f"n_attn={n_attn}: non-local (ATTN) blocks belong to the ResNets; a ViT ({name!r}) needs n_attn 0."
             )
         return nets.VITS[key](**kwargs)
+    if isinstance(attention_maps, bool) or not str(attention_maps).strip().isdigit():
+        raise ValueError(f"attention_maps must be a whole number of MAG-SD attention maps (0: none), got {attention_maps!r}.")
     for k in _VIT_ONLY:
         kwargs.pop(k, None)
-    return getattr(nets, f"attentive_{key}")(n_attn=int(n_attn), **kwargs)
+    net = getattr(nets, f"attentive_{key}")(n_attn=int(n_attn), **kwargs)
+    if int(attention_maps):
+        net = nets.MultiscaleAttentionNet(net, num_maps=int(attention_maps))
+    return net
 
 
 def load_pretrained(net: torch.nn.Module, path: str | os.PathLike | None, exclude_prefixes: Sequence[str] = ("fc",)):
@@ -73,7 +86,10 @@ def load_pretrained(net: torch.nn.Module, path: str | os.PathLike | None, exclud
         raise FileNotFoundError(f"pretrained checkpoint {path!r} does not exist.")
     from mstl_monai.networks import load_stage_checkpoint, load_torchvision_weights
 
-    from mstl_monai.networks.nets import VisionTransformer
+    from mstl_monai.networks.nets import MultiscaleAttentionNet, VisionTransformer
+
+    if isinstance(net, MultiscaleAttentionNet):  # MAG-SD: the weights go to its backbone; the attention head is new
+        net = net.backbone
 
     if isinstance(net, VisionTransformer):
         report, kind = _load_vit(net, path, exclude_prefixes)

@@ -62,6 +62,13 @@ def network_config_from_state_dict(state: Mapping[str, torch.Tensor], source: st
     Raises:
         ValueError: when the keys are not those of an (attentive) ResNet classifier; the message names ``source``.
     """
+    if "backbone.conv1.weight" in state and any(k.startswith("attention.") for k in state):
+        # MAG-SD (MultiscaleAttentionNet): the backbone under ``backbone.``, M attention maps under ``attention.``
+        inner = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        maps = {int(v.shape[0]) for k, v in state.items() if k.startswith("attention.scales.") and k.endswith(".0.weight")}
+        if len(maps) != 1:
+            raise ValueError(f"{source}: MAG-SD attention head with inconsistent map counts {sorted(maps)}.")
+        return {**network_config_from_state_dict(inner, source), "attention_maps": maps.pop()}
     if "patch_embedding.patch_embeddings.weight" in state and "fc.weight" in state:
         return _vit_config_from_state_dict(state, source)
     for key in ("conv1.weight", "fc.weight"):
@@ -257,6 +264,7 @@ def prepare_app(
         img_size=int(image_size),
         patch_size=vit.get("patch_size"),
         num_layers=net_cfg.get("num_layers"),
+        attention_maps=net_cfg.get("attention_maps", 0),
     )
     if state is not None:
         try:

@@ -6,5 +6,6 @@ from __future__ import annotations
 
 from .contrastive import InfoNCELoss
 from .region import RegionLoss
+from .soft_distance import SoftDistanceLoss, soft_distance_target
 
-__all__ = ["InfoNCELoss", "RegionLoss"]
+__all__ = ["InfoNCELoss", "RegionLoss", "SoftDistanceLoss", "soft_distance_target"]
