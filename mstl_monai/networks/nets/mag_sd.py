@@ -139,6 +139,7 @@ class MultiscaleAttentionNet(nn.Module):
             last = f"layer{s[-1]}_{backbone.layers[stage - 1] - 1}"
             module = backbone.attn[last] if last in backbone.attn else getattr(backbone, s)[-1]
             module.register_forward_hook(self._capture_hook(s))
+            self._cam_layer = f"backbone.attn.{last}" if last in backbone.attn else f"backbone.{s}.{len(getattr(backbone, s)) - 1}"
 
     @property
     def num_maps(self) -> int:
@@ -147,6 +148,20 @@ class MultiscaleAttentionNet(nn.Module):
     @property
     def num_classes(self) -> int:
         return int(self.backbone.num_classes)
+
+    @property
+    def cam_layer(self) -> str:
+        """Name (in ``named_modules``) of the module whose output is the last feature map (for Grad-CAM)."""
+        return self._cam_layer
+
+    @property
+    def attention_blocks(self) -> dict:
+        """The backbone's non-local blocks (for :func:`~mstl_monai.visualize.attention_heatmap`)."""
+        return self.backbone.attention_blocks
+
+    def set_keep_attention(self, flag: bool) -> None:
+        """Keep (or free) the attention maps of the backbone's non-local blocks."""
+        self.backbone.set_keep_attention(flag)
 
     def _capture_hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
