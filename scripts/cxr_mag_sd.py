@@ -106,7 +106,7 @@ def main() -> None:
             for fi, yi, pi in zip(files, y, p):
                 w.writerow([os.path.relpath(fi, os.path.dirname(os.path.dirname(fi))), int(yi)] + [f"{v:.6f}" for v in pi])
         sources = [os.path.basename(fi).split("__")[0] for fi in files]
-        mixed = np.array([s != "nih_chestxray8" for s in sources])
+        mixed = np.array([s != "nih" for s in sources])  # file names: <label>/<source>__<stem>.png
         results["arms"][arm] = {
             "train_seconds_this_call": round(seconds, 1),
             "test": bootstrap_multiclass_metrics(y, p, names, args.n_bootstrap, args.seed),
