@@ -379,10 +379,12 @@ def _fmt(v: Any) -> str:
 
 
 def _stage_id(stage: str, st_overrides: dict) -> str:
-    """Folder name of a stage: its name plus the values of its own overrides (e.g. ``sstl_m-moco``)."""
+    """Folder name of a stage: its name plus its own overrides, ``key=value`` (``sstl_m-moco`` for the SSTL-M method;
+    e.g. ``finetune-label_smoothing=0.1``), so two stages with other settings never share a folder."""
     if not st_overrides:
         return stage
-    return stage + "-" + "-".join(str(v).replace("/", "_") for _, v in sorted(st_overrides.items()))
+    parts = [str(v) if k == "method" else f"{k}={v}" for k, v in sorted(st_overrides.items())]
+    return stage + "-" + "-".join(p.replace("/", "_").replace(" ", "") for p in parts)
 
 
 def plan_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> list[dict]:
@@ -405,6 +407,7 @@ def plan_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> li
         previous_ckpt = str((repo_root / previous_ckpt).resolve()) if not os.path.isabs(previous_ckpt) else previous_ckpt
         folder = folder / ("init-" + Path(previous_ckpt).stem)
     finetune_dir: Path | None = None
+    finetune_overrides: dict[str, Any] = {}
     for st in chain["stages"]:
         st = {"stage": st} if isinstance(st, str) else dict(st)
         stage = st["stage"]
@@ -417,8 +420,15 @@ def plan_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> li
         if stage == "evaluate":
             if finetune_dir is None:
                 raise ValueError(f"chain {chain['name']}: 'evaluate' needs a 'finetune' stage before it.")
-            stage_dir = finetune_dir / "eval_test"
+            # eval_<split>, plus the values of the stage's other overrides (e.g. eval_val-True for {tta: true})
+            # the input size the finetune trained at (a finetune stage override, e.g. image_size 192), not the chain's
+            for k in ("image_size", "resize_size"):
+                if k in finetune_overrides:
+                    overrides[k] = finetune_overrides[k]
+            own = {k: v for k, v in st.get("overrides", {}).items() if k != "test_split"}
+            stage_dir = finetune_dir / _stage_id(f"eval_{overrides.get('test_split', 'test')}", own)
             overrides["run_dir"] = str(finetune_dir)
+            overrides["output_dir"] = str(stage_dir)
         else:
             folder = folder / _stage_id(stage, st.get("overrides", {}))
             stage_dir = folder
@@ -441,6 +451,7 @@ def plan_chain(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> li
             step["checkpoint"] = previous_ckpt
         if stage == "finetune":
             finetune_dir = stage_dir
+            finetune_overrides = dict(overrides)
         steps.append(step)
     return steps
 

@@ -19,9 +19,11 @@ from .datalists import (
     split_datalist,
     unlabelled_datalist,
 )
+from .subsets import label_fraction_subset
 from .phantom import PHANTOM_LABELS, make_lung_phantom, write_phantom_dataset
 
 __all__ = [
+    "label_fraction_subset",
     "COVID_CT_CLASSES",
     "CXR_CLASSES",
     "IMAGE_EXTENSIONS",

@@ -18,7 +18,8 @@ from .checkpoint import (
 )
 from .handlers import AtomicCheckpointSaver, DecisionThresholdHandler, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
 from .report import ClassificationReport, PredictionWriter, lung_fields, write_classification_report
-from .inferers import AutocastInferer, resolve_amp_dtype
+from .inferers import AutocastInferer, FlipTTAInferer, resolve_amp_dtype
+from .mixup import BatchMixUp, MixUpPrepareBatch, mixup_label_postprocessing
 from .utils import BACKBONES, build_network, check_datalist, load_pretrained, readable_datalist, require_file, split_datalist
 from .sstl import (
     SSTL_METHODS,
@@ -36,6 +37,10 @@ from .probes import ProbeHandler, SSTLProbe, extract_features, knn_probe, knn_sc
 from mstl_monai.utils.settings import check_overrides  # the bundle configs' first `initialize` entry
 
 __all__ = [
+    "BatchMixUp",
+    "FlipTTAInferer",
+    "MixUpPrepareBatch",
+    "mixup_label_postprocessing",
     "BACKBONES",
     "build_network",
     "check_datalist",

@@ -101,6 +101,7 @@ def checkpoint_info(
     decision_threshold: float | None = None,
     state_dict_key: str | None = None,
     normalize: Mapping[str, float] | None = None,
+    tta: bool | None = None,
     attention_maps: int = 0,
 ) -> dict[str, Any]:
     """What a checkpoint is, as plain JSON types (e.g. built in a bundle config and given to the savers).
@@ -118,6 +119,8 @@ def checkpoint_info(
         decision_threshold: the chosen threshold on the positive class's probability (None: not chosen, argmax).
         state_dict_key: the entry that holds the network's weights (None: the file is the state dict).
         normalize: intensity normalisation (``subtrahend``, ``divisor``) after scaling to [0, 1].
+        tta: whether the model was selected (and its threshold chosen) with flip test-time augmentation; readers
+            then average the image and its mirror too (the bundle's ``tta`` setting).
         attention_maps: MAG-SD attention maps of the network (0: a plain classifier; recorded only when > 0).
     """
     names = None if class_names is None else [str(c) for c in class_names]
@@ -139,6 +142,7 @@ def checkpoint_info(
         "dropout": None if dropout is None else float(dropout),
         "state_dict_key": state_dict_key,
         "normalize": None if normalize is None else {k: float(v) for k, v in normalize.items()},
+        "tta": None if tta is None else bool(tta),
         **extra,
     }
 
@@ -239,13 +243,14 @@ def checkpoint_settings(path: str | os.PathLike, **fallback: Any) -> dict[str, A
                 settings[k] = fallback.get(k, FALLBACK[k])
         if settings.get("class_names") is None:
             settings["class_names"] = fallback.get("class_names") or _default_names(arch["num_classes"])
+        settings["tta"] = bool(settings.get("tta") or False)
         return settings
     settings = dict(arch)
     settings["image_size"] = int(fallback.get("image_size", FALLBACK["image_size"]))
     settings["resize_size"] = int(fallback.get("resize_size", FALLBACK["resize_size"]))
     names = fallback.get("class_names") or FALLBACK["class_names"]
     settings["class_names"] = list(names) if len(names) == arch["num_classes"] else _default_names(arch["num_classes"])
-    settings.update(decision_threshold=None, settings_source="weights+defaults")
+    settings.update(decision_threshold=None, tta=False, settings_source="weights+defaults")
     logger.warning(
         f"checkpoint {path} has no settings file ({info_path(path).name}): architecture {_describe(arch)} read from "
         f"its weights; its input size and class names are not known, so the configured ones are used (the defaults "

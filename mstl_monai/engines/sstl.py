@@ -526,6 +526,10 @@ class SSTLTrainer(Trainer):
         regions_key: batch key of the lobe crops ``(B, 5, C, h, w)``.
         region_labels_key: batch key of the lobe labels ``(B, 5)``.
         epoch_metrics: attach the ``epoch_<term>`` averages.
+        region_generator: makes the lobe crops on the trainer's device (``"ours"`` only): called with the batch's
+            tensors moved to the device (a dict), it returns the keys to add to the batch, at least ``regions_key``
+            and ``region_labels_key``, e.g. a ``Compose`` of :class:`~mstl_monai.transforms.BatchLungLobeGeneratord`
+            on the full slices and the regions' intensity normalisation. ``None``: the loader yields the crops.
     """
 
     def __init__(
@@ -544,6 +548,7 @@ class SSTLTrainer(Trainer):
         regions_key: str = SSTLKeys.REGIONS.value,
         region_labels_key: str = SSTLKeys.REGION_LABELS.value,
         epoch_metrics: bool = True,
+        region_generator: Callable[[dict], dict] | None = None,
     ) -> None:
         model = _unwrap(network)
         if not isinstance(model, SSTLNetwork):
@@ -579,6 +584,7 @@ class SSTLTrainer(Trainer):
         self.view_keys = tuple(str(k) for k in view_keys)
         self.regions_key = str(regions_key)
         self.region_labels_key = str(region_labels_key)
+        self.region_generator = region_generator
         self._small_regions_warned = False
         if epoch_metrics:
             for term in self.scalar_terms:
@@ -609,9 +615,13 @@ class SSTLTrainer(Trainer):
     def prepare_sstl_batch(
         self, batchdata: dict
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Move the views (and, when the method uses them, the lobe crops and labels) to the device."""
+        """Move the views (and, when the method uses them, the lobe crops and labels) to the device; with a
+        ``region_generator``, make the crops there first (its keys are added to ``batchdata``)."""
         if not isinstance(batchdata, dict):
             raise TypeError(f"SSTL-M batches must be dicts, got {type(batchdata).__name__}.")
+        if self.region_generator is not None and self.sstl_network.uses_regions:
+            tensors = {k: self._get(batchdata, k) for k, v in batchdata.items() if isinstance(v, torch.Tensor)}
+            batchdata.update(self.region_generator(tensors))
         view1, view2 = (self._get(batchdata, k) for k in self.view_keys)
         regions = labels = None
         if self.sstl_network.uses_regions:

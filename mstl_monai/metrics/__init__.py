@@ -18,6 +18,7 @@ from .io import atomic_write, read_predictions_csv, to_jsonable, write_metrics_j
 from .leep import LEEPMetric, compute_leep, labels_to_indices
 from .leep_handler import LEEP
 from .plots import save_roc_curve
+from .seeds import seed_paired_difference
 from .selection import GuardedROCAUC, GuardedROCAUCMetric, predicted_class_fractions
 from .topk import TopKAccuracy, bootstrap_topk_accuracy, pred_and_class_index
 
@@ -42,6 +43,7 @@ __all__ = [
     "roc_curve_points",
     "save_roc_curve",
     "seed_bootstrap_metrics",
+    "seed_paired_difference",
     "to_jsonable",
     "write_metrics_json",
     "write_predictions_csv",
