@@ -82,7 +82,9 @@ class MAGSDIteration:
         engine.state.output[Keys.PRED] = logits
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         loss_ce = engine.loss_function(logits, targets).mean()
-        sd = self.soft_distance(views, logits, targets)
+        # with mixup the labels are soft (B, C): the replacement rule uses each image's dominant class
+        hard = targets.argmax(dim=1) if targets.ndim == 2 and targets.shape[1] > 1 else targets
+        sd = self.soft_distance(views, logits, hard)
         loss = loss_ce + self.sd_weight * sd.sum()
         if not torch.isfinite(loss.detach()):
             raise FloatingPointError(

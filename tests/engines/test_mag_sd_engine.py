@@ -53,6 +53,18 @@ class TestMAGSDIteration(unittest.TestCase):
         changed = [k for k, v in net.state_dict().items() if k.startswith("attention.") and not torch.equal(v, before[k])]
         self.assertTrue(changed, "the attention head is trained")
 
+    def test_with_mixup_soft_labels(self):
+        from mstl_monai.engines import MixUpPrepareBatch
+
+        torch.manual_seed(0)
+        net = build_network("resnet18", n_attn=0, attention_maps=3, n_input_channels=1, num_classes=3)
+        trainer = self._trainer(net, MAGSDIteration())
+        trainer.prepare_batch = MixUpPrepareBatch(num_classes=3, alpha=0.4)
+        trainer.run()
+        out = trainer.state.output
+        out = out[0] if isinstance(out, list) else out
+        self.assertTrue(all(t in out for t in MAGSD_TERMS))
+
     def test_plain_network_refused(self):
         net = build_network("resnet18", n_input_channels=1, num_classes=3)
         trainer = self._trainer(net, MAGSDIteration())
