@@ -78,7 +78,9 @@ def main() -> None:
         n_images = len(trainers["plain"].data_loader.dataset)
         for arm, trainer in trainers.items():
             stamps: dict[str, float] = {}
-            trainer.add_event_handler(Events.EPOCH_STARTED, lambda e, s=stamps: s.__setitem__("t0", time.perf_counter()))
+            trainer.add_event_handler(
+                Events.EPOCH_STARTED, lambda e, s=stamps: s.__setitem__("t0", time.perf_counter())
+            )
             trainer.add_event_handler(
                 Events.EPOCH_COMPLETED,
                 lambda e, s=stamps, a=arm: (times[a].append(time.perf_counter() - s["t0"]), e.terminate()),

@@ -104,7 +104,8 @@ def main() -> None:
             w = csv.writer(f)
             w.writerow(["file", "label"] + [f"prob_{c}" for c in names])
             for fi, yi, pi in zip(files, y, p):
-                w.writerow([os.path.relpath(fi, os.path.dirname(os.path.dirname(fi))), int(yi)] + [f"{v:.6f}" for v in pi])
+                rel = os.path.relpath(fi, os.path.dirname(os.path.dirname(fi)))
+                w.writerow([rel, int(yi)] + [f"{v:.6f}" for v in pi])
         sources = [os.path.basename(fi).split("__")[0] for fi in files]
         mixed = np.array([s != "nih" for s in sources])  # file names: <label>/<source>__<stem>.png
         results["arms"][arm] = {

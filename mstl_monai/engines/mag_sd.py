@@ -49,7 +49,10 @@ class MAGSDIteration:
     """
 
     def __init__(
-        self, augment: AttentionAugment | None = None, soft_distance: SoftDistanceLoss | None = None, sd_weight: float = 1.0
+        self,
+        augment: AttentionAugment | None = None,
+        soft_distance: SoftDistanceLoss | None = None,
+        sd_weight: float = 1.0,
     ) -> None:
         self.augment = augment if augment is not None else AttentionAugment()
         self.soft_distance = soft_distance if soft_distance is not None else SoftDistanceLoss()

@@ -60,7 +60,9 @@ def build_network(name: str = "resnet50", n_attn: int = 0, attention_maps: int =
             )
         return nets.VITS[key](**kwargs)
     if isinstance(attention_maps, bool) or not str(attention_maps).strip().isdigit():
-        raise ValueError(f"attention_maps must be a whole number of MAG-SD attention maps (0: none), got {attention_maps!r}.")
+        raise ValueError(
+            f"attention_maps must be a whole number of MAG-SD attention maps (0: none), got {attention_maps!r}."
+        )
     for k in _VIT_ONLY:
         kwargs.pop(k, None)
     net = getattr(nets, f"attentive_{key}")(n_attn=int(n_attn), **kwargs)

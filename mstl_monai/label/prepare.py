@@ -65,7 +65,9 @@ def network_config_from_state_dict(state: Mapping[str, torch.Tensor], source: st
     if "backbone.conv1.weight" in state and any(k.startswith("attention.") for k in state):
         # MAG-SD (MultiscaleAttentionNet): the backbone under ``backbone.``, M attention maps under ``attention.``
         inner = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-        maps = {int(v.shape[0]) for k, v in state.items() if k.startswith("attention.scales.") and k.endswith(".0.weight")}
+        maps = {
+            int(v.shape[0]) for k, v in state.items() if k.startswith("attention.scales.") and k.endswith(".0.weight")
+        }
         if len(maps) != 1:
             raise ValueError(f"{source}: MAG-SD attention head with inconsistent map counts {sorted(maps)}.")
         return {**network_config_from_state_dict(inner, source), "attention_maps": maps.pop()}

@@ -114,7 +114,8 @@ def paired_bootstrap_multiclass(
     for k in ma:
         vals = np.asarray(samples[k])
         vals = vals[np.isfinite(vals)]
-        lo, hi = (np.percentile(vals, [100.0 * (1.0 - ci) / 2.0, 100.0 * (1.0 + ci) / 2.0]) if vals.size else (np.nan, np.nan))
+        q = [100.0 * (1.0 - ci) / 2.0, 100.0 * (1.0 + ci) / 2.0]
+        lo, hi = np.percentile(vals, q) if vals.size else (np.nan, np.nan)
         out[k] = {"difference": mb[k] - ma[k], "ci_low": float(lo), "ci_high": float(hi)}
     out["n"] = int(y.size)
     return out

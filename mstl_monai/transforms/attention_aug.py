@@ -43,7 +43,10 @@ def _check(images: torch.Tensor, maps: torch.Tensor) -> None:
 
 
 def random_thresholds(
-    n: int, theta: float | Sequence[float], device: torch.device | str | None = None, generator: torch.Generator | None = None
+    n: int,
+    theta: float | Sequence[float],
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """``n`` thresholds (fractions of each map's maximum): a constant ``theta``, or uniform in ``theta=(lo, hi)``."""
     if isinstance(theta, (int, float)):
@@ -91,7 +94,12 @@ def attention_boxes(mask: torch.Tensor, padding: float = 0.1) -> torch.Tensor:
     left, right = _first_last(mask.any(dim=1))
     ph, pw = int(padding * h), int(padding * w)
     return torch.stack(
-        [(top - ph).clamp(min=0), (bottom + 1 + ph).clamp(max=h), (left - pw).clamp(min=0), (right + 1 + pw).clamp(max=w)],
+        [
+            (top - ph).clamp(min=0),
+            (bottom + 1 + ph).clamp(max=h),
+            (left - pw).clamp(min=0),
+            (right + 1 + pw).clamp(max=w),
+        ],
         dim=1,
     )
 

@@ -123,7 +123,9 @@ def explain_files(
                 cam,
                 attn,
                 title=title,
-                attention_label={"rollout": "attention rollout", "mag_sd": "MAG-SD attention"}.get(method, "attention (ATTN)"),
+                attention_label={"rollout": "attention rollout", "mag_sd": "MAG-SD attention"}.get(
+                    method, "attention (ATTN)"
+                ),
             )
     if not rows:
         raise ValueError(f"none of the {len(files)} inputs could be read.")

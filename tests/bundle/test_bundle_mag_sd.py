@@ -60,8 +60,8 @@ class TestBundleMAGSD(unittest.TestCase):
         run_bundle(
             "run",
             ["inference.yaml"],
-            dict(inf, input=str(self.data / "CT_COVID"), output_dir=str(out), ckpt_path=str(run_dir / "models" / "model.pt"),
-                 n_attn=5, image_size=64, resize_size=72),
+            dict(inf, input=str(self.data / "CT_COVID"), output_dir=str(out), n_attn=5, image_size=64, resize_size=72,
+                 ckpt_path=str(run_dir / "models" / "model.pt")),
         )
         with open(out / "predictions.csv") as f:
             self.assertGreater(len(list(csv.DictReader(f))), 0)

@@ -50,7 +50,9 @@ class TestMAGSDIteration(unittest.TestCase):
         self.assertGreater(sd, 0.0)
         for t in MAGSD_TERMS:
             self.assertIn(f"train_{t}", trainer.state.metrics)
-        changed = [k for k, v in net.state_dict().items() if k.startswith("attention.") and not torch.equal(v, before[k])]
+        changed = [
+            k for k, v in net.state_dict().items() if k.startswith("attention.") and not torch.equal(v, before[k])
+        ]
         self.assertTrue(changed, "the attention head is trained")
 
     def test_with_mixup_soft_labels(self):

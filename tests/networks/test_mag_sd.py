@@ -69,7 +69,8 @@ class TestMultiscaleAttentionNet(unittest.TestCase):
         self.assertTrue(any(k.startswith("backbone.attn.") for k in sd))
         self.assertTrue(any(k.startswith("attention.scales.") for k in sd))
         cfg = network_config_from_state_dict(sd)
-        self.assertEqual(cfg, {"backbone": "resnet18", "n_attn": 5, "in_channels": 1, "num_classes": 3, "attention_maps": 3})
+        want = {"backbone": "resnet18", "n_attn": 5, "in_channels": 1, "num_classes": 3, "attention_maps": 3}
+        self.assertEqual(cfg, want)
         plain = build_network("resnet18", n_attn=5, n_input_channels=1, num_classes=3)
         self.assertNotIn("attention_maps", network_config_from_state_dict(plain.state_dict()))
 

@@ -118,7 +118,11 @@ class TestAttentionAugmentations(unittest.TestCase):
             self.assertTrue(found, f"image {i}: box not pasted")
             ys, xs = torch.nonzero(diff, as_tuple=True)
             if len(ys):  # every changed pixel lies in the pasted box
-                y, x = next((y, x) for y, x in found if (ys >= y).all() and (ys < y + 2).all() and (xs >= x).all() and (xs < x + 3).all())
+                y, x = next(
+                    (y, x)
+                    for y, x in found
+                    if (ys >= y).all() and (ys < y + 2).all() and (xs >= x).all() and (xs < x + 3).all()
+                )
                 self.assertTrue(torch.equal(out[i, :, y : y + 2, x : x + 3], src))
 
     def test_patching_places_are_random_and_in_bounds(self):

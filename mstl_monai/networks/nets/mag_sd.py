@@ -50,7 +50,9 @@ class MultiscaleAttentionHead(nn.Module):
     ) -> None:
         super().__init__()
         if len(in_channels) < 2:
-            raise ValueError(f"a multiscale attention head needs features of at least 2 scales, got {list(in_channels)}.")
+            raise ValueError(
+                f"a multiscale attention head needs features of at least 2 scales, got {list(in_channels)}."
+            )
         if int(num_maps) < 1:
             raise ValueError(f"num_maps must be >= 1, got {num_maps}.")
         self.num_maps = int(num_maps)
@@ -139,7 +141,8 @@ class MultiscaleAttentionNet(nn.Module):
             last = f"layer{s[-1]}_{backbone.layers[stage - 1] - 1}"
             module = backbone.attn[last] if last in backbone.attn else getattr(backbone, s)[-1]
             module.register_forward_hook(self._capture_hook(s))
-            self._cam_layer = f"backbone.attn.{last}" if last in backbone.attn else f"backbone.{s}.{len(getattr(backbone, s)) - 1}"
+            last_block = f"backbone.{s}.{len(getattr(backbone, s)) - 1}"
+            self._cam_layer = f"backbone.attn.{last}" if last in backbone.attn else last_block
 
     @property
     def num_maps(self) -> int:
