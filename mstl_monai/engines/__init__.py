@@ -114,3 +114,7 @@ __all__ += [
     "run_scan_inference",
     "select_lung_slices",
 ]
+
+from .mag_sd import MAGSD_TERMS, MAGSDIteration, mag_sd_metrics, unwrap_network  # noqa: E402
+
+__all__ += ["MAGSD_TERMS", "MAGSDIteration", "mag_sd_metrics", "unwrap_network"]

@@ -102,6 +102,7 @@ def checkpoint_info(
     state_dict_key: str | None = None,
     normalize: Mapping[str, float] | None = None,
     tta: bool | None = None,
+    attention_maps: int = 0,
 ) -> dict[str, Any]:
     """What a checkpoint is, as plain JSON types (e.g. built in a bundle config and given to the savers).
 
@@ -120,11 +121,13 @@ def checkpoint_info(
         normalize: intensity normalisation (``subtrahend``, ``divisor``) after scaling to [0, 1].
         tta: whether the model was selected (and its threshold chosen) with flip test-time augmentation; readers
             then average the image and its mirror too (the bundle's ``tta`` setting).
+        attention_maps: MAG-SD attention maps of the network (0: a plain classifier; recorded only when > 0).
     """
     names = None if class_names is None else [str(c) for c in class_names]
     if names is not None and num_classes is not None and len(names) != int(num_classes):
         logger.warning(f"class_names {names[:5]}... do not name the {num_classes} classes: not recorded.")
         names = None
+    extra = {"attention_maps": int(attention_maps)} if attention_maps else {}
     return {
         "format": INFO_FORMAT,
         "stage": None if stage is None else str(stage),
@@ -140,6 +143,7 @@ def checkpoint_info(
         "state_dict_key": state_dict_key,
         "normalize": None if normalize is None else {k: float(v) for k, v in normalize.items()},
         "tta": None if tta is None else bool(tta),
+        **extra,
     }
 
 
@@ -198,6 +202,7 @@ def read_network_state(path: str | os.PathLike, key: str | None = None) -> tuple
 
 def _describe(cfg: Mapping[str, Any]) -> str:
     attn = f" +{cfg['n_attn']} ATTN" if cfg.get("n_attn") else ""
+    attn += f" with {cfg['attention_maps']} MAG-SD attention maps" if cfg.get("attention_maps") else ""
     return f"{cfg['backbone']}{attn} ({cfg['in_channels']} input channel(s), {cfg['num_classes']} classes)"
 
 
@@ -352,7 +357,16 @@ def checkpoint_network(
     )
     if settings.get("num_layers") and kwargs.get("num_layers") is None:  # a ViT's depth is in its weights
         kwargs["num_layers"] = settings["num_layers"]
-    return build_network(name, n_attn=n_attn, **kwargs)
+    # MAG-SD's attention head is in the weights too (``attention_maps``); a given value must be the checkpoint's
+    maps = int(settings.get("attention_maps") or 0)
+    given = kwargs.pop("attention_maps", None)
+    if given is not None and int(given) != maps:
+        raise ValueError(
+            f"checkpoint {os.fspath(checkpoint)} was trained with attention_maps={maps} (MAG-SD "
+            f"{'on' if maps else 'off'}) but attention_maps={given} is given: drop the override (mag_sd) or pass "
+            "the checkpoint it belongs to."
+        )
+    return build_network(name, n_attn=n_attn, attention_maps=maps, **kwargs)
 
 
 class CheckpointNetworkLoader(CheckpointLoader):
@@ -385,6 +399,8 @@ class CheckpointNetworkLoader(CheckpointLoader):
                 want = have = None
             if want is not None and want != have:
                 flags = " ".join(f"--{k} {have[k]}" for k in ARCH_KEYS if have[k] != want[k])
+                if have.get("attention_maps", 0) != want.get("attention_maps", 0):
+                    flags = (flags + f" --mag_sd {str(bool(have.get('attention_maps'))).lower()}").strip()
                 raise ValueError(
                     f"checkpoint {path} holds a {_describe(have)} network but the config builds a {_describe(want)} "
                     f"one: run with {flags} (or leave these settings to the checkpoint)."

@@ -9,7 +9,8 @@ with ``python -m mstl_monai.label init``, then start it with ``monailabel start_
 - ``POST /infer/<model>?image=ID`` (or with an uploaded ``file``): class probabilities
   (``InferType.CLASSIFICATION``, class names from the bundle's ``metadata.json``), ``lung_found`` and
   ``lung_box_fraction`` (and a ``warning`` when no lung was found: the prediction is flagged, not hidden). With
-  the form field ``params={"heatmap": "gradcam"}`` (or ``"attention"``; ``"rollout"`` for a ViT backbone) and
+  the form field ``params={"heatmap": "gradcam"}`` (or ``"attention"``; ``"rollout"`` for a ViT backbone; ``"mag_sd"``
+  for a model finetuned with ``mag_sd: true``: the mean of its multiscale attention maps) and
   ``output=image``, the answer is a PNG heat map at the slice's own size (8-bit, 255 = most relevant);
   ``{"heatmap_format": "overlay"}`` gives the Fig.-4-style colour overlay instead.
 - ``PUT /datastore/label?image=ID`` with a small file ``{"label": "COVID"}`` (or the bare class name or index):
@@ -58,7 +59,7 @@ __all__ = ["ClassLabelDatastore", "HEATMAP_METHODS", "MSTLInferTask", "MSTLLabel
 #: image files the datastore lists (CT slices: PNG/JPEG, DICOM, NIfTI)
 IMAGE_EXTENSIONS = ["*.png", "*.jpg", "*.jpeg", "*.dcm", "*.nii.gz", "*.nii"]
 #: heat maps ``/infer`` can return
-HEATMAP_METHODS = ("none", "gradcam", "attention", "rollout")
+HEATMAP_METHODS = ("none", "gradcam", "attention", "rollout", "mag_sd")
 
 
 def _first(value: Any, default: Any) -> Any:
@@ -229,13 +230,19 @@ class MSTLInferTask(BundleInferTask):
         return lung
 
     def _heatmap(self, data: dict[str, Any], method: str) -> np.ndarray:
-        from mstl_monai.visualize import attention_heatmap, attention_rollout, grad_cam
+        from mstl_monai.visualize import attention_heatmap, attention_rollout, grad_cam, mag_sd_heatmap
 
         device = data.get("device", "cpu")
         network = self._get_network(device, data)
         img = data[self.input_key]
         x = torch.as_tensor(img).float()[None].to(device)
-        maps = {"gradcam": grad_cam, "attention": attention_heatmap, "rollout": attention_rollout}
+        cam_layer = getattr(getattr(network, "module", network), "cam_layer", "layer4")  # MAG-SD: its last feature map
+        maps = {
+            "gradcam": lambda net, x: grad_cam(net, x, target_layers=cam_layer),
+            "attention": attention_heatmap,
+            "rollout": attention_rollout,
+            "mag_sd": mag_sd_heatmap,  # a MAG-SD model's multiscale attention (mean of its maps)
+        }
         heat = maps[method](network, x)
         heat = heat[0].detach().cpu().float()  # (1, S, S) on the network's input grid
         if isinstance(img, MetaTensor):  # back through the resize / pad / crop onto the slice's own grid
@@ -471,7 +478,7 @@ class MSTLLabelApp(MONAILabelApp):
         is_vit = bool(getattr(self._infers[model], "is_vit", False))
         if method == "rollout" and not is_vit:
             raise HTTPException(status_code=422, detail=f"model '{model}' is not a ViT: attention rollout explains ViT backbones; ask for heatmap 'gradcam'.")
-        if method in ("gradcam", "attention") and is_vit:
+        if method in ("gradcam", "attention", "mag_sd") and is_vit:
             raise HTTPException(status_code=422, detail=f"model '{model}' is a ViT: ask for heatmap 'rollout'.")
         if method == "attention" and getattr(self._infers[model], "n_attn", 0) == 0:
             raise HTTPException(status_code=422, detail=f"model '{model}' has no non-local block: ask for heatmap 'gradcam'.")

@@ -197,6 +197,7 @@ def prepare_app(
         img_size=int(image_size),
         patch_size=vit.get("patch_size"),
         num_layers=net_cfg.get("num_layers"),
+        attention_maps=net_cfg.get("attention_maps", 0),
     )
     if state is not None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .contrastive import InfoNCELoss
 from .region import RegionLoss
+from .soft_distance import SoftDistanceLoss, soft_distance_target
 from .sstl import SSTLLoss
 
-__all__ = ["InfoNCELoss", "RegionLoss", "SSTLLoss"]
+__all__ = ["InfoNCELoss", "RegionLoss", "SSTLLoss", "SoftDistanceLoss", "soft_distance_target"]

@@ -30,13 +30,15 @@ _BASIC = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}
 _BOTTLENECK = {(3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101", (3, 8, 36, 3): "resnet152"}
 
 
-def build_network(name: str = "resnet50", n_attn: int = 0, **kwargs: Any) -> torch.nn.Module:
+def build_network(name: str = "resnet50", n_attn: int = 0, attention_maps: int = 0, **kwargs: Any) -> torch.nn.Module:
     """Build a backbone by name, e.g. from a bundle config: an attentive ResNet (``resnet18`` ... ``resnet152``) or
     a Vision Transformer (``vit_tiny``, ``vit_small``, ``vit_base``, :class:`~mstl_monai.networks.nets.VisionTransformer`).
 
     Args:
         name: backbone name, one of :data:`BACKBONES` (``attentive_`` prefix accepted for the ResNets).
         n_attn: number of non-local blocks of a ResNet (0, 1 or 5; SPEC.md section 2); must be 0 for a ViT.
+        attention_maps: 0 (default): the backbone itself; ``M > 0``: the backbone inside MAG-SD's
+            :class:`~mstl_monai.networks.nets.MultiscaleAttentionNet` with ``M`` attention maps (ResNets only).
         kwargs: passed on to the factory (``n_input_channels``, ``num_classes``, ``dropout``, ...). The ViT settings
             ``img_size`` (input size of the position embeddings), ``patch_size``, ``hidden_size``, ``mlp_dim``,
             ``num_layers``, ``num_heads``, ``dropout_rate`` are ignored for a ResNet (``None`` values are dropped).
@@ -48,15 +50,28 @@ def build_network(name: str = "resnet50", n_attn: int = 0, **kwargs: Any) -> tor
     if isinstance(n_attn, bool) or not str(n_attn).strip().isdigit():
         raise ValueError(f"n_attn must be a whole number of non-local blocks (0, 1 or 5), got {n_attn!r}.")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    attention_maps = 0 if attention_maps is None else attention_maps
+    if key in VIT_BACKBONES and str(attention_maps).strip() not in ("0", ""):
+        raise ValueError(
+            f"attention_maps={attention_maps}: MAG-SD's multiscale attention head needs a ResNet's feature maps "
+            f"of several scales; a ViT ({name!r}) has one patch grid: use attention_maps 0 (mag_sd false)."
+        )
     if key in VIT_BACKBONES:
         if int(n_attn) != 0:
             raise ValueError(
                 f"n_attn={n_attn}: non-local (ATTN) blocks belong to the ResNets; a ViT ({name!r}) needs n_attn 0."
             )
         return nets.VITS[key](**kwargs)
+    if isinstance(attention_maps, bool) or not str(attention_maps).strip().isdigit():
+        raise ValueError(
+            f"attention_maps must be a whole number of MAG-SD attention maps (0: none), got {attention_maps!r}."
+        )
     for k in _VIT_ONLY:
         kwargs.pop(k, None)
-    return getattr(nets, f"attentive_{key}")(n_attn=int(n_attn), **kwargs)
+    net = getattr(nets, f"attentive_{key}")(n_attn=int(n_attn), **kwargs)
+    if int(attention_maps):
+        net = nets.MultiscaleAttentionNet(net, num_maps=int(attention_maps))
+    return net
 
 
 def network_config_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "<checkpoint>") -> dict:
@@ -70,6 +85,15 @@ def network_config_from_state_dict(state: Mapping[str, torch.Tensor], source: st
     Raises:
         ValueError: when the keys are not those of an (attentive) ResNet classifier; the message names ``source``.
     """
+    if "backbone.conv1.weight" in state and any(k.startswith("attention.") for k in state):
+        # MAG-SD (MultiscaleAttentionNet): the backbone under ``backbone.``, M attention maps under ``attention.``
+        inner = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        maps = {
+            int(v.shape[0]) for k, v in state.items() if k.startswith("attention.scales.") and k.endswith(".0.weight")
+        }
+        if len(maps) != 1:
+            raise ValueError(f"{source}: MAG-SD attention head with inconsistent map counts {sorted(maps)}.")
+        return {**network_config_from_state_dict(inner, source), "attention_maps": maps.pop()}
     if "patch_embedding.patch_embeddings.weight" in state and "fc.weight" in state:
         return _vit_config_from_state_dict(state, source)
     for key in ("conv1.weight", "fc.weight"):

@@ -242,6 +242,10 @@ def load_pretrained(net: torch.nn.Module, path: str | os.PathLike | None, exclud
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained checkpoint {path!r} does not exist.")
+    from mstl_monai.networks.nets.mag_sd import MultiscaleAttentionNet
+
+    if isinstance(net, MultiscaleAttentionNet):  # MAG-SD: the weights go to its backbone; the attention head is new
+        net = net.backbone
     if _is_vit(net):
         report, kind = _load_vit(net, path, exclude_prefixes)
     elif _looks_like_torchvision(path):

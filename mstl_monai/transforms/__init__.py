@@ -34,3 +34,23 @@ __all__ += list(_lobe_all)
 from .io import LoadCTSeries, LoadCTSeriesD, LoadCTSeriesd, LoadCTSeriesDict  # noqa: E402
 
 __all__ += ["LoadCTSeries", "LoadCTSeriesD", "LoadCTSeriesDict", "LoadCTSeriesd"]
+
+from .attention_aug import (  # noqa: E402
+    AttentionAugment,
+    attention_boxes,
+    attention_dimming,
+    attention_mask,
+    attention_mixup,
+    attention_patching,
+    random_thresholds,
+)
+
+__all__ += [
+    "AttentionAugment",
+    "attention_boxes",
+    "attention_dimming",
+    "attention_mask",
+    "attention_mixup",
+    "attention_patching",
+    "random_thresholds",
+]

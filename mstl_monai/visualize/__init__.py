@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from .attention import attention_heatmap
+from .attention import attention_heatmap, mag_sd_heatmap
 from .cam import grad_cam, minmax_normalize
 from .localization import as_2d, box_area_fraction, box_bounds, heatmap_mass_in_box
 from .overlay import overlay, save_explanation_figure
@@ -18,6 +18,7 @@ __all__ = [
     "box_bounds",
     "grad_cam",
     "heatmap_mass_in_box",
+    "mag_sd_heatmap",
     "minmax_normalize",
     "overlay",
     "rollout_attentions",

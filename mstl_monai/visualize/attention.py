@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mstl_monai.visualize.cam import minmax_normalize
 
-__all__ = ["attention_heatmap"]
+__all__ = ["attention_heatmap", "mag_sd_heatmap"]
 
 
 def _keep_attention_state(net: nn.Module, blocks) -> bool:
@@ -112,3 +112,45 @@ def attention_heatmap(net: nn.Module, x: torch.Tensor, block_name: str | None = 
     finally:
         net.set_keep_attention(previous)
         net.train(training)
+
+
+def mag_sd_heatmap(net: nn.Module, x: torch.Tensor, map_index: int | None = None) -> torch.Tensor:
+    """Heat map of MAG-SD's multiscale attention (:class:`~mstl_monai.networks.nets.MultiscaleAttentionNet`): the
+    mean of its attention maps (or map ``map_index``: 0 mixup, 1 dimming, 2 patching), upsampled bilinearly to
+    ``x``'s size and scaled to [0, 1] per image. Runs in eval mode (restored afterwards), without gradients.
+
+    Args:
+        net: a ``MultiscaleAttentionNet`` (or a DDP wrapping one).
+        x: input batch ``(B, C, H, W)``.
+        map_index: one map instead of the mean.
+
+    Returns:
+        float32 tensor ``(B, 1, H, W)`` in [0, 1] on ``x``'s device.
+
+    Raises:
+        ValueError: the network has no MAG-SD attention head, or ``map_index`` is not one of its maps.
+    """
+    net = getattr(net, "module", net)
+    if not callable(getattr(net, "forward_with_maps", None)):
+        raise ValueError(
+            f"{type(net).__name__} has no MAG-SD attention maps: train with mag_sd true (attention_maps > 0), or use "
+            "attention_heatmap / grad_cam."
+        )
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"x must be a tensor (B, C, H, W), got {getattr(x, 'shape', type(x))}.")
+    training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            _, maps = net.forward_with_maps(x)
+    finally:
+        net.train(training)
+    maps = maps.float()
+    if map_index is None:
+        maps = maps.mean(dim=1, keepdim=True)
+    elif not 0 <= int(map_index) < maps.shape[1]:
+        raise ValueError(f"map_index {map_index} is not one of the network's {maps.shape[1]} attention maps.")
+    else:
+        maps = maps[:, int(map_index) : int(map_index) + 1]
+    heat = F.interpolate(maps, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
+    return minmax_normalize(heat).to(x.device)

@@ -67,6 +67,7 @@ def explain_files(
         attention_rollout,
         box_area_fraction,
         grad_cam,
+        mag_sd_heatmap,
         save_explanation_figure,
     )
 
@@ -77,6 +78,9 @@ def explain_files(
     has_attn = bool(getattr(net, "attention_blocks", {}))
     # a ViT: attention rollout in the attention column (its token maps are no conv maps for Grad-CAM)
     is_vit = bool(getattr(net, "attention_layers", None))
+    # MAG-SD: its multiscale attention maps in the attention column, Grad-CAM on its last feature map
+    mag_sd = callable(getattr(net, "forward_with_maps", None))
+    method = "rollout" if is_vit else ("mag_sd" if mag_sd else ("attn" if has_attn else "none"))
     net.eval()
     rows, skipped = [], []
     for f in files:
@@ -90,9 +94,12 @@ def explain_files(
         x = normalize(img.clone())[None].to(device)
         with torch.no_grad():
             prob = torch.softmax(net(x).float(), 1)[0].cpu().numpy()
-        cam = None if is_vit else grad_cam(net, x, class_idx=class_idx)[0, 0].cpu().numpy()
+        cam_layer = getattr(net, "cam_layer", "layer4")
+        cam = None if is_vit else grad_cam(net, x, class_idx=class_idx, target_layers=cam_layer)[0, 0].cpu().numpy()
         if is_vit:
             attn = attention_rollout(net, x)[0, 0].cpu().numpy()
+        elif mag_sd:
+            attn = mag_sd_heatmap(net, x)[0, 0].cpu().numpy()
         else:
             attn = attention_heatmap(net, x)[0, 0].cpu().numpy() if has_attn else None
         lobes = locate(img)
@@ -105,7 +112,7 @@ def explain_files(
             "box_area_fraction": box_area_fraction(box, img.shape[-2:]),
             "gradcam_mass_in_lung_box": _mass(cam, box),
             "attention_mass_in_lung_box": _mass(attn, box),
-            "attention_method": "rollout" if is_vit else ("attn" if has_attn else "none"),
+            "attention_method": method,
         }
         rows.append(row)
         if figures:
@@ -116,7 +123,9 @@ def explain_files(
                 cam,
                 attn,
                 title=title,
-                attention_label="attention rollout" if is_vit else "attention (ATTN)",
+                attention_label={"rollout": "attention rollout", "mag_sd": "MAG-SD attention"}.get(
+                    method, "attention (ATTN)"
+                ),
             )
     if not rows:
         raise ValueError(f"none of the {len(files)} inputs could be read.")
@@ -140,7 +149,7 @@ def explain_files(
         "mean_gradcam_mass_in_lung_box": mean("gradcam_mass_in_lung_box"),
         "mean_attention_mass_in_lung_box": mean("attention_mass_in_lung_box"),
         "class_idx": class_idx,
-        "attention_method": "rollout" if is_vit else ("attn" if has_attn else "none"),
+        "attention_method": method,
     }
     for method in ("gradcam", "attention"):
         summary[f"{method}_excess_over_box"] = _excess_over_box(ok, f"{method}_mass_in_lung_box")
@@ -202,13 +211,20 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"checkpoint {a.ckpt} is not what the settings say: {'; '.join(wrong)}.")
     a.backbone, a.n_attn, a.in_channels, a.num_classes = s["backbone"], s["n_attn"], s["in_channels"], s["num_classes"]
     a.image_size, a.resize_size = s["image_size"], s["resize_size"]
+    maps = int(s.get("attention_maps") or 0)
     net = build_network(
         a.backbone, n_attn=a.n_attn, n_input_channels=a.in_channels, num_classes=a.num_classes, img_size=a.image_size,
+        attention_maps=maps,  # MAG-SD: its attention head, from the checkpoint's weights
         **({"num_layers": s["num_layers"]} if s.get("num_layers") else {}),
     )
-    report = load_pretrained(net, a.ckpt, exclude_prefixes=())
-    if report is not None and report.get("new"):
-        raise ValueError(f"checkpoint {a.ckpt} does not hold the whole network: missing {report['new'][:5]} ...")
+    if maps:  # a MAG-SD checkpoint: backbone and attention head, loaded strictly
+        from mstl_monai.engines.checkpoint import read_network_state
+
+        net.load_state_dict(read_network_state(a.ckpt)[0])
+    else:
+        report = load_pretrained(net, a.ckpt, exclude_prefixes=())
+        if report is not None and report.get("new"):
+            raise ValueError(f"checkpoint {a.ckpt} does not hold the whole network: missing {report['new'][:5]} ...")
     from mstl_monai.data.utils import collect_files
 
     files = collect_files(a.input)

@@ -15,6 +15,7 @@ from .attentive_resnet import (
     attentive_resnet101,
     attentive_resnet152,
 )
+from .mag_sd import MAGSD_MAPS, MultiscaleAttentionHead, MultiscaleAttentionNet
 from .moco import MoCo, ProjectedEncoder, projection_head
 from .region_head import RegionHead
 from .simclr import SimCLR, simclr_logits
@@ -25,7 +26,10 @@ __all__ = [
     "ATTENTIVE_RESNETS",
     "ATTN_STAGE_COUNTS",
     "AttentiveResNet",
+    "MAGSD_MAPS",
     "MoCo",
+    "MultiscaleAttentionHead",
+    "MultiscaleAttentionNet",
     "ProjectedEncoder",
     "RegionHead",
     "SSTL_METHODS",
