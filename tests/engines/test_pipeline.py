@@ -213,7 +213,7 @@ class TestGrid(unittest.TestCase):
         vit = ["vit_tiny_base_scratch", "vit_tiny_base_stln", "vit_tiny_base_stln_stlm", "vit_tiny_base_stln_stlm_sstl_ours"]
         lf = [f"r18_base_{arm}_lf{f}" for f in (10, 25, 50) for arm in ("scratch", "stln_stlm_sstl_ours")]
         px = [f"r18_base_stln_stlm_sstl_ours_px{n}" for n in (96, 192, 224)]
-        ft_seeds = [f"r18_base_{arm}_ft_s{k}" for k in (1, 2) for arm in ("scratch", "stln_stlm_sstl_ours")]
+        ft_seeds = [f"r18_base_{arm}_robust{s}" for s in ("", "_ft_s1", "_ft_s2") for arm in ("scratch", "stln_stlm_sstl_ours")]
         self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(CPU_CHAINS + guarded + vit + lf + px + ft_seeds))
         px_steps = plan_chain(cfg, next(c for c in cfg["chains"] if c["name"] == "r18_base_stln_stlm_sstl_ours_px192"), REPO_ROOT)
         # the evaluation runs at the finetune's input size, not the chain's 128 px
