@@ -618,17 +618,22 @@ def recipe_table(rows: list[dict]) -> tuple[str, list[list]]:
     changed = [r for r in rows if r.get("recipe")]
     if not changed:
         return "", []
-    hdr = ["backbone", "variant", "stages", "finetune setting", "acc", "F1", "AUC", "ΔAUC vs default", "s/epoch"]
+    hdr = ["backbone", "variant", "stages", "finetune setting", "acc", "F1", "AUC", "ΔAUC vs default",
+           "ΔAUC vs no transfer (same setting)", "s/epoch"]
     lines = []
-    for r in sorted(changed, key=lambda r: (r["backbone"], r["n_attn"], r["stages"], str(r["recipe"]))):
+    seed0 = [r for r in changed if r.get("seed", 0) == 0]
+    for r in sorted(seed0, key=lambda r: (r["backbone"], r["n_attn"], r["stages"], str(r["recipe"]))):
         base = _find_row(rows, r["backbone"], r["n_attn"], r["stages"], r["method"], r.get("guard", 0.0))
+        scratch = next((o for o in seed0 if o["backbone"] == r["backbone"] and o["n_attn"] == r["n_attn"]
+                        and not o["stages"] and o["recipe"] == r["recipe"] and o.get("guard", 0.0) == r.get("guard", 0.0)), None)
         stages = " → ".join(STAGE_NAMES[x] for x in r["stages"]) or "none"
         if r["method"]:
             stages += f" ({METHOD_NAMES.get(r['method'], r['method'])})"
         setting = ", ".join(f"{k}={v}" for k, v in r["recipe"])
         per_epoch = f"{r['finetune_seconds'] / r['finetune_epochs']:.1f}" if r.get("finetune_seconds") else "-"
         line = [r["backbone"], VARIANT.get(r["n_attn"], str(r["n_attn"])), stages, setting]
-        line += [_cell(r["metrics"], k) for k in ("accuracy", "f1", "auc")] + [_delta(r, base, "auc"), per_epoch]
+        gain = _delta(r, scratch, "auc") if r["stages"] and scratch else "-"
+        line += [_cell(r["metrics"], k) for k in ("accuracy", "f1", "auc")] + [_delta(r, base, "auc"), gain, per_epoch]
         lines.append(line)
     for r in rows:  # the defaults' cost, for the s/epoch column's reference
         if not r.get("recipe") and r.get("finetune_seconds") and any(
@@ -637,11 +642,12 @@ def recipe_table(rows: list[dict]) -> tuple[str, list[list]]:
             stages = " → ".join(STAGE_NAMES[x] for x in r["stages"]) or "none"
             lines.append([r["backbone"], VARIANT.get(r["n_attn"], str(r["n_attn"])), stages, "(default)"]
                          + [_cell(r["metrics"], k) for k in ("accuracy", "f1", "auc")]
-                         + ["0", f"{r['finetune_seconds'] / r['finetune_epochs']:.1f}"])
+                         + ["0", "-", f"{r['finetune_seconds'] / r['finetune_epochs']:.1f}"])
     md = [
         "\n### Finetune settings: label fraction, input size, mixup, ... (COVID19-CT test, %, 95% CI)\n",
-        "Each row changes one finetune setting of a grid cell; Δ = the row minus the cell with the default settings, paired"
-        " bootstrap 95% CI over the test images. s/epoch = the finetune's seconds per epoch (timing.json; machine load"
+        "Each row changes one finetune setting of a grid cell; Δ = the row minus the cell with the default settings (or"
+        " minus no transfer with the same setting), paired bootstrap 95% CI over the test images (‡: seed-averaged, when"
+        " both have several seeds). Seed 0 rows; the seeds are in the seed table. s/epoch = the finetune's seconds per epoch (timing.json; machine load"
         " varies between runs).\n",
         "| " + " | ".join(hdr) + " |",
         "|" + "---|" * len(hdr),
