@@ -19,10 +19,11 @@ import numpy as np
 import torch
 import yaml
 
+from mstl_monai.data import dicom_series_to_nifti
 from mstl_monai.label import prepare_app
 from mstl_monai.label.client import LabelClient, serve
 from mstl_monai.label.scan import ScanInferRunner
-from tests.scan._series import series_to_nifti, write_series
+from tests.scan._series import write_series
 from tests.utils import REPO_ROOT, require_label_python, require_real_data
 
 MODEL = "mstl_covid_classification"
@@ -44,7 +45,7 @@ class TestScanInferRunner(unittest.TestCase):
         cfg = yaml.safe_load((model_dir / "configs" / "inference_scan.yaml").read_text())
         self.assertEqual((cfg["backbone"], cfg["n_attn"], cfg["image_size"]), ("resnet18", 0, 64))
         write_series(self.tmp / "s", 5.0 * np.arange(12))
-        vol = series_to_nifti(self.tmp / "s", self.tmp / "vol.nii.gz")
+        vol = dicom_series_to_nifti(self.tmp / "s", self.tmp / "vol.nii.gz")
         runner = ScanInferRunner(model_dir, {"n_bootstrap": 100, "n_top": 2})
         self.assertTrue(runner.is_valid())
         ans = runner(vol)
@@ -77,7 +78,7 @@ class TestLabelScanServer(unittest.TestCase):
         self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
         studies = tmp / "studies"
         studies.mkdir()
-        series_to_nifti(data_root / SERIES, studies / "a0002.nii.gz")
+        dicom_series_to_nifti(data_root / SERIES, studies / "a0002.nii.gz")
         _blank(studies / "blank.nii.gz")
         app = tmp / "app"
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

@@ -13,24 +13,24 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from monai.bundle import ConfigParser
 from monai.transforms import CenterSpatialCrop, Compose, NormalizeIntensity, Resize, SpatialPad
 
-from monai.bundle import ConfigParser
-
+from mstl_monai.data import dicom_series_to_nifti
 from mstl_monai.engines import (
     ScanClassifier,
     ScanWriter,
     aggregate_slice_probabilities,
     build_network,
-    collect_scans,
     checkpoint_info,
+    collect_scans,
     select_lung_slices,
     write_checkpoint_info,
 )
 from mstl_monai.transforms import LoadCTSeries
 from mstl_monai.utils import root_cause
 from tests.bundle._bundle_utils import CONFIGS, run_bundle
-from tests.scan._series import series_to_nifti, write_series
+from tests.scan._series import write_series
 from tests.utils import require_real_data
 
 SERIES = "ct-series/lung-pet-ct-dx-A0002"
@@ -221,7 +221,7 @@ class TestInferenceScanBundle(unittest.TestCase):
 
     def test_real_series_dicom_and_nifti(self):
         folder = require_real_data(self) / SERIES
-        nii = series_to_nifti(folder, self.tmp / "a0002.nii.gz")
+        nii = dicom_series_to_nifti(folder, self.tmp / "a0002.nii.gz")
         blank = self.tmp / "blank.nii.gz"
         nib.save(nib.Nifti1Image(np.full((32, 32, 5), -1000, np.int16), np.diag([-1.0, -1.0, 5.0, 1.0])), str(blank))
         (self.tmp / "no_dicom").mkdir()
