@@ -11,7 +11,9 @@ full recipe) stand beside ours for reference; our CPU-scale runs use another bac
 
 Chains run with several seeds (the pipeline's ``seeds:``; ``<chain>_s<k>`` for seed k) give the "Seeds" table: the
 mean over seeds with a 95% CI over test images and seeds (``mstl_monai.metrics.seed_bootstrap_metrics``), the seed
-spread, and the seed ensemble (the seeds' mean probability) beside them. Tables 2-5 show seed 0's chains.
+spread, and the seed ensemble (the seeds' mean probability) beside them. Tables 2-5 show seed 0's chains; their
+Δ columns, where both cells ran 2+ seeds, compare the means over all seeds of each cell (marked ‡;
+``mstl_monai.metrics.seed_paired_difference``: a bootstrap over the test images, paired, and each cell's seeds).
 Where the evaluation recorded a decision threshold chosen on val (``at_threshold`` in metrics.json), the
 "Decision threshold" table shows the metrics at it beside those at 0.5.
 """
@@ -82,10 +84,17 @@ def _describe(chain_json: dict) -> dict:
     common = chain_json.get("common", {})
     ov = dict(common, **chain.get("overrides", {}))
     stages, method, guard = [], None, float(ov.get("selection_min_class_fraction", 0) or 0)
+    recipe: tuple = ()
+    ft_seed = None
     for st in chain["stages"]:
         name = st if isinstance(st, str) else st["stage"]
         if name == "finetune" and isinstance(st, dict):
             guard = float(st.get("overrides", {}).get("selection_min_class_fraction", guard) or 0)
+            # a finetune-only seed (the pretraining stages shared with seed 0): a seed of the same cell
+            ft_seed = st.get("overrides", {}).get("seed")
+            # other finetune settings (label_fraction, mixup_alpha, ...): not the grid's cell, kept apart
+            recipe = tuple(sorted((k, v) for k, v in st.get("overrides", {}).items()
+                                  if k not in ("selection_min_class_fraction", "seed")))
         if name == "sstl_m":
             method = (st.get("overrides", {}) if isinstance(st, dict) else {}).get("method", "ours")
         if name in ("stl_n", "stl_m", "sstl_m"):
@@ -99,8 +108,21 @@ def _describe(chain_json: dict) -> dict:
         "method": method,
         "image_size": ov.get("image_size"),
         "guard": guard,
-        "seed": int(ov.get("seed", 0) or 0),
+        "recipe": recipe,
+        "seed": int(ft_seed if ft_seed is not None else (ov.get("seed", 0) or 0)),
+        "seed_scope": "finetune" if ft_seed is not None else "chain",
     }
+
+
+def _finetune_epochs(chain_json: dict) -> int:
+    """The finetune's epochs: its stage override, else the chain's, else the pipeline's stage default (40)."""
+    chain = chain_json["chain"]
+    epochs = chain_json.get("stage_defaults", {}).get("finetune", {}).get("epochs", 40)
+    epochs = chain.get("overrides", {}).get("epochs", epochs)
+    for st in chain["stages"]:
+        if isinstance(st, dict) and st.get("stage") == "finetune":
+            epochs = st.get("overrides", {}).get("epochs", epochs)
+    return int(epochs)
 
 
 def load_results(results: Path) -> list[dict]:
@@ -113,7 +135,10 @@ def load_results(results: Path) -> list[dict]:
         info["chain"] = d.name
         info["metrics"] = json.loads(m.read_text())
         t = d / "timing.json"
-        info["seconds"] = sum(v for v in json.loads(t.read_text()).values() if v) if t.is_file() else None
+        timing = json.loads(t.read_text()) if t.is_file() else {}
+        info["seconds"] = sum(v for v in timing.values() if v) if timing else None
+        info["finetune_seconds"] = timing.get("finetune")
+        info["finetune_epochs"] = _finetune_epochs(json.loads(c.read_text()))
         info["predictions"] = d / "predictions.csv" if (d / "predictions.csv").is_file() else None
         rows.append(info)
     return rows
@@ -135,7 +160,7 @@ def _val(m: dict | None, key: str) -> float | None:
 def _find_row(rows, backbone, n_attn, stages, method=None, guard=0.0):
     for r in rows:
         same = r["backbone"] == backbone and r["n_attn"] == n_attn and r["stages"] == tuple(stages)
-        if same and r["method"] == method and r.get("guard", 0.0) == guard:
+        if same and r["method"] == method and r.get("guard", 0.0) == guard and not r.get("recipe"):
             return r
     return None
 
@@ -146,6 +171,16 @@ def _find(rows, backbone, n_attn, stages, method=None, guard=0.0):
 
 
 _PAIRED: dict = {}
+#: the cells (``_cell_key``) run with 2+ seeds that saved predictions: one row per seed, by seed (set by main)
+SEED_GROUPS: dict[tuple, list[dict]] = {}
+_SEED_PAIRED: dict = {}
+_SEED_USED: list[bool] = []  # a Δ of the table being written was taken over seeds (its note is due)
+SEED_MARK = "‡"
+SEED_NOTE = (
+    f"\n{SEED_MARK} Δ over seeds: the mean over all seeds of the one cell minus that of the other (the Seeds table"
+    " lists them; acc / F1 / AUC columns show seed 0's chain), 95% CI from a bootstrap over the test images (the same"
+    " for both) and over each cell's seeds."
+)
 
 
 def _paired(ra: dict, rb: dict) -> dict | None:
@@ -169,11 +204,64 @@ def _paired(ra: dict, rb: dict) -> dict | None:
     return _PAIRED[key]
 
 
+def _seed_group(r: dict | None) -> list[dict] | None:
+    group = SEED_GROUPS.get(_cell_key(r)) if r else None
+    return group if group and len(group) > 1 else None
+
+
+def _aligned_probs(group: list[dict], names, y) -> np.ndarray | None:
+    """``(K, n)`` class-1 probabilities of the rows of ``group`` on the images ``names``/``y`` (None if one row
+    scored other images)."""
+    from mstl_monai.metrics.io import read_predictions_csv
+
+    pos = {(str(a), int(b)): i for i, (a, b) in enumerate(zip(names, y))}
+    out = np.empty((len(group), len(pos)))
+    for k, r in enumerate(group):
+        n, c, p, _ = read_predictions_csv(r["predictions"])
+        keys = [(str(a), int(b)) for a, b in zip(n, c)]
+        if len(keys) != len(pos) or set(keys) != set(pos):
+            return None
+        out[k, [pos[x] for x in keys]] = p[:, 1]
+    return out
+
+
+def _seed_paired(ra: dict | None, rb: dict | None) -> dict | None:
+    """Seed-mean differences a - b over all seeds of each cell (None unless both cells ran 2+ seeds on the same
+    test images)."""
+    ga, gb = _seed_group(ra), _seed_group(rb)
+    if ga is None or gb is None:
+        return None
+    key = (tuple(str(r["predictions"]) for r in ga), tuple(str(r["predictions"]) for r in gb))
+    if key not in _SEED_PAIRED:
+        from mstl_monai.metrics import seed_paired_difference
+        from mstl_monai.metrics.io import read_predictions_csv
+
+        names, y, _, _ = read_predictions_csv(ga[0]["predictions"])
+        pa, pb = _aligned_probs(ga, names, y), _aligned_probs(gb, names, y)
+        ok = pa is not None and pb is not None
+        _SEED_PAIRED[key] = seed_paired_difference(y, pa, pb, n_bootstrap=1000, seed=0) if ok else None
+    return _SEED_PAIRED[key]
+
+
+def _seed_note(md: list[str]) -> None:
+    """Put the ‡ note under the table just written when one of its Δ was taken over seeds."""
+    if _SEED_USED:
+        md.append(SEED_NOTE)
+        _SEED_USED.clear()
+
+
 def _delta(ra: dict | None, rb: dict | None, key: str) -> str:
-    """``a - b`` in points, with its paired 95% CI when both chains saved their predictions."""
+    """``a - b`` in points, with its paired 95% CI when both chains saved their predictions; over seeds (‡) when
+    both cells ran 2+ seeds."""
     a, b = _val(ra["metrics"] if ra else None, key), _val(rb["metrics"] if rb else None, key)
     if a is None or b is None:
         return "-"
+    s = _seed_paired(ra, rb)
+    if s is not None:
+        _SEED_USED.append(True)
+        d = s[key]
+        ci = f" [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]" if np.isfinite(d["ci_low"]) else ""
+        return f"{100 * d['value']:+.1f}{ci} {SEED_MARK}"
     d = _paired(ra, rb)
     if d is None or not np.isfinite(d[key]["ci_low"]):
         return f"{a - b:+.1f}"
@@ -185,7 +273,7 @@ def _paper(t: tuple | None) -> str:
 
 
 def _cell_key(r: dict) -> tuple:
-    return (r["backbone"], r["n_attn"], r["stages"], r["method"] or "", r.get("guard", 0.0), r.get("image_size"))
+    return (r["backbone"], r["n_attn"], r["stages"], r["method"] or "", r.get("guard", 0.0), r.get("image_size"), r.get("recipe", ()))
 
 
 def seed_table(rows: list[dict]) -> tuple[str, list[list]]:
@@ -220,8 +308,11 @@ def seed_table(rows: list[dict]) -> tuple[str, list[list]]:
         stages = " → ".join(STAGE_NAMES[x] for x in key[2]) or "none"
         if key[3]:
             stages += f" ({METHOD_NAMES.get(key[3], key[3])})"
+        if key[6]:
+            stages += " [finetune " + ", ".join(f"{k}={v}" for k, v in key[6]) + "]"
         cells = [f"{_cell(m, k)} ±{100 * m[k]['sd']:.1f}" for k in ("accuracy", "f1", "auc")]
-        line = [key[0], VARIANT.get(key[1], str(key[1])), stages, ", ".join(map(str, seeds))] + cells
+        scope = " (finetune)" if any(r.get("seed_scope") == "finetune" for r in group) else ""
+        line = [key[0], VARIANT.get(key[1], str(key[1])), stages, ", ".join(map(str, seeds)) + scope] + cells
         line += [_cell(m["ensemble"], k) for k in ("accuracy", "f1", "auc")]
         lines.append(line)
     if not lines:
@@ -229,7 +320,9 @@ def seed_table(rows: list[dict]) -> tuple[str, list[list]]:
     md = [
         "\n### Seeds: mean over seeds and seed ensemble (COVID19-CT test, %, 95% CI)\n",
         "Mean over the seeds [95% CI from a bootstrap over test images and seeds] ±SD across seeds; the ensemble averages"
-        " the seeds' probabilities (one model, 95% bootstrap CI over test images).\n",
+        " the seeds' probabilities (one model, 95% bootstrap CI over test images). Seeds marked (finetune) vary the"
+        " finetune only (initialisation of the head, data order, augmentation) on the pretraining stages of seed 0;"
+        " the others retrain every stage.\n",
         "| " + " | ".join(hdr) + " |",
         "|" + "---|" * len(hdr),
     ]
@@ -306,6 +399,7 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
             line += [_paper(paper[0]) if paper and full == full4 else "-", _paper(paper[1]) if paper and full == full4 else "-"]
             md.append("| " + " | ".join(line) + " |")
             rows_csv.append(line)
+    _seed_note(md)
     csvs["table2"] = rows_csv
     # per-stage gain Pp - Pn (the paper's question: does each stage help, and more with ATTNs?)
     steps = [  # (stage added, chain without it, chain with it, SSTL-M method of the chain without, with)
@@ -329,6 +423,7 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
         hdr = ["backbone", "variant", "stage added", "Δacc", "ΔF1", "ΔAUC"]
         md += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
         md += ["| " + " | ".join(line) + " |" for line in lines]
+        _seed_note(md)
         csvs["stage_gain"] = [hdr] + lines
     # Table 3: SSTL-M methods after STL-M
     md.append("\n### Table 3: SSTL-M method after STL-M, then finetune (%, 95% bootstrap CI)\n")
@@ -347,6 +442,7 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
             line += [vs, _paper(paper[j]) if paper else "-"]
             md.append("| " + " | ".join(line) + " |")
             rows_csv.append(line)
+    _seed_note(md)
     csvs["table3"] = rows_csv
     # Table 5: one supervised stage
     md.append("\n### Table 5: one supervised stage only (acc, %, 95% CI)\n")
@@ -381,6 +477,7 @@ def make_tables(rows: list[dict]) -> tuple[str, dict[str, list[list]]]:
             line = [g["backbone"], VARIANT.get(g["n_attn"], str(g["n_attn"])), stages] + cells + [delta, f"{g['guard']:.2f}"]
             md.append("| " + " | ".join(line) + " |")
             rows_csv.append(line)
+        _seed_note(md)
         csvs["selection"] = rows_csv
     md.append(
         "\n\\* Paper columns: the paper's own network when it ran this backbone (R-50/R-101, 224 px, full recipe), else its"
@@ -515,6 +612,43 @@ def leep_table(results: Path) -> tuple[str, list[list]]:
     return "\n".join(md) + "\n", rows
 
 
+def recipe_table(rows: list[dict]) -> tuple[str, list[list]]:
+    """Chains that change a finetune setting (label fraction, input size, mixup, ...) beside the grid cell they
+    change: test metrics, the paired difference to that cell, and the finetune's seconds per epoch (timing.json)."""
+    changed = [r for r in rows if r.get("recipe")]
+    if not changed:
+        return "", []
+    hdr = ["backbone", "variant", "stages", "finetune setting", "acc", "F1", "AUC", "ΔAUC vs default", "s/epoch"]
+    lines = []
+    for r in sorted(changed, key=lambda r: (r["backbone"], r["n_attn"], r["stages"], str(r["recipe"]))):
+        base = _find_row(rows, r["backbone"], r["n_attn"], r["stages"], r["method"], r.get("guard", 0.0))
+        stages = " → ".join(STAGE_NAMES[x] for x in r["stages"]) or "none"
+        if r["method"]:
+            stages += f" ({METHOD_NAMES.get(r['method'], r['method'])})"
+        setting = ", ".join(f"{k}={v}" for k, v in r["recipe"])
+        per_epoch = f"{r['finetune_seconds'] / r['finetune_epochs']:.1f}" if r.get("finetune_seconds") else "-"
+        line = [r["backbone"], VARIANT.get(r["n_attn"], str(r["n_attn"])), stages, setting]
+        line += [_cell(r["metrics"], k) for k in ("accuracy", "f1", "auc")] + [_delta(r, base, "auc"), per_epoch]
+        lines.append(line)
+    for r in rows:  # the defaults' cost, for the s/epoch column's reference
+        if not r.get("recipe") and r.get("finetune_seconds") and any(
+            _find_row(rows, c["backbone"], c["n_attn"], c["stages"], c["method"], c.get("guard", 0.0)) is r for c in changed
+        ):
+            stages = " → ".join(STAGE_NAMES[x] for x in r["stages"]) or "none"
+            lines.append([r["backbone"], VARIANT.get(r["n_attn"], str(r["n_attn"])), stages, "(default)"]
+                         + [_cell(r["metrics"], k) for k in ("accuracy", "f1", "auc")]
+                         + ["0", f"{r['finetune_seconds'] / r['finetune_epochs']:.1f}"])
+    md = [
+        "\n### Finetune settings: label fraction, input size, mixup, ... (COVID19-CT test, %, 95% CI)\n",
+        "Each row changes one finetune setting of a grid cell; Δ = the row minus the cell with the default settings, paired"
+        " bootstrap 95% CI over the test images. s/epoch = the finetune's seconds per epoch (timing.json; machine load"
+        " varies between runs).\n",
+        "| " + " | ".join(hdr) + " |",
+        "|" + "---|" * len(hdr),
+    ] + ["| " + " | ".join(map(str, line)) + " |" for line in lines]
+    return "\n".join(md) + "\n", [hdr] + lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results", default="results/cpu_scale")
@@ -525,8 +659,15 @@ def main(argv=None) -> int:
     rows = load_results(results)
     if not rows:
         raise SystemExit(f"no finished chains (metrics.json + chain.json) under {results}")
+    by_cell: dict[tuple, dict[int, dict]] = {}
+    for r in rows:
+        if r.get("predictions"):
+            by_cell.setdefault(_cell_key(r), {}).setdefault(r["seed"], r)
+    SEED_GROUPS.clear()
+    SEED_GROUPS.update({k: [v[s] for s in sorted(v)] for k, v in by_cell.items()})
+    _SEED_USED.clear()
     md, csvs = make_tables([r for r in rows if r.get("seed", 0) == 0] or rows)
-    for name, (smd, srows) in (("seeds", seed_table(rows)), ("threshold", threshold_table(rows))):
+    for name, (smd, srows) in (("seeds", seed_table(rows)), ("threshold", threshold_table(rows)), ("recipes", recipe_table(rows))):
         md += smd
         if srows:
             csvs[name] = srows

@@ -1,6 +1,7 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Datalist builders for the pipeline's data sets, a synthetic lung-CT phantom, and a DICOM series -> NIfTI converter."""
+"""Datalist builders for the pipeline's data sets, their checks, a synthetic lung-CT phantom, and a DICOM series ->
+NIfTI converter."""
 
 from __future__ import annotations
 
@@ -19,14 +20,20 @@ from .datalists import (
     split_datalist,
     unlabelled_datalist,
 )
+from .subsets import label_fraction_subset
 from .phantom import PHANTOM_LABELS, make_lung_phantom, write_phantom_dataset
 from .series import dicom_series_to_nifti, read_dicom_series_hu
+from .sstl import sstl_datalist
+from .utils import check_datalist, collect_files, readable_datalist, require_file
 
 __all__ = [
+    "label_fraction_subset",
     "COVID_CT_CLASSES",
     "CXR_CLASSES",
     "IMAGE_EXTENSIONS",
     "PHANTOM_LABELS",
+    "check_datalist",
+    "collect_files",
     "covid_ct_datalist",
     "covid_ct_datalists",
     "covidx_datalist",
@@ -36,9 +43,12 @@ __all__ = [
     "make_lung_phantom",
     "meta_safe_collate",
     "natural_image_classes",
+    "readable_datalist",
+    "require_file",
     "natural_image_datalist",
     "read_dicom_series_hu",
     "split_datalist",
+    "sstl_datalist",
     "unlabelled_datalist",
     "write_phantom_dataset",
 ]

@@ -18,8 +18,11 @@ from .checkpoint import (
 )
 from .handlers import AtomicCheckpointSaver, DecisionThresholdHandler, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
 from .report import ClassificationReport, PredictionWriter, lung_fields, write_classification_report
-from .inferers import AutocastInferer, resolve_amp_dtype
-from .utils import BACKBONES, build_network, check_datalist, load_pretrained, readable_datalist, require_file, split_datalist
+from .inferers import AutocastInferer, FlipTTAInferer, resolve_amp_dtype
+from .mixup import BatchMixUp, MixUpPrepareBatch, mixup_label_postprocessing
+# the bundle configs' and users' names from before the pieces went to their families (networks/, data/, ...)
+from mstl_monai.data import check_datalist, readable_datalist, require_file, split_datalist
+from mstl_monai.networks import BACKBONES, build_network, load_pretrained
 from .sstl import (
     SSTL_METHODS,
     BackboneSaver,
@@ -33,9 +36,14 @@ from .sstl import (
     sstl_scalar_terms,
 )
 from .probes import ProbeHandler, SSTLProbe, extract_features, knn_probe, knn_scores, lobe_probe
+from .tracking import MLflowStageLogger, flatten_metrics
 from mstl_monai.utils.settings import check_overrides  # the bundle configs' first `initialize` entry
 
 __all__ = [
+    "BatchMixUp",
+    "FlipTTAInferer",
+    "MixUpPrepareBatch",
+    "mixup_label_postprocessing",
     "BACKBONES",
     "build_network",
     "check_datalist",
@@ -80,20 +88,20 @@ __all__ = [
     "knn_probe",
     "knn_scores",
     "lobe_probe",
+    "MLflowStageLogger",
+    "flatten_metrics",
     "check_overrides",
 ]
 
 from .scan import (  # noqa: E402
     ScanClassifier,
-    ScanWriter,
     aggregate_slice_probabilities,
     autocast_helps,
-    collect_scans,
     load_classifier_weights,
     lung_fractions,
-    run_scan_inference,
     select_lung_slices,
 )
+from .scan_inference import ScanWriter, collect_scans, run_scan_inference  # noqa: E402
 
 __all__ += [
     "ScanClassifier",

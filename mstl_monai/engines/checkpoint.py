@@ -101,6 +101,7 @@ def checkpoint_info(
     decision_threshold: float | None = None,
     state_dict_key: str | None = None,
     normalize: Mapping[str, float] | None = None,
+    tta: bool | None = None,
 ) -> dict[str, Any]:
     """What a checkpoint is, as plain JSON types (e.g. built in a bundle config and given to the savers).
 
@@ -117,6 +118,8 @@ def checkpoint_info(
         decision_threshold: the chosen threshold on the positive class's probability (None: not chosen, argmax).
         state_dict_key: the entry that holds the network's weights (None: the file is the state dict).
         normalize: intensity normalisation (``subtrahend``, ``divisor``) after scaling to [0, 1].
+        tta: whether the model was selected (and its threshold chosen) with flip test-time augmentation; readers
+            then average the image and its mirror too (the bundle's ``tta`` setting).
     """
     names = None if class_names is None else [str(c) for c in class_names]
     if names is not None and num_classes is not None and len(names) != int(num_classes):
@@ -136,6 +139,7 @@ def checkpoint_info(
         "dropout": None if dropout is None else float(dropout),
         "state_dict_key": state_dict_key,
         "normalize": None if normalize is None else {k: float(v) for k, v in normalize.items()},
+        "tta": None if tta is None else bool(tta),
     }
 
 
@@ -198,7 +202,7 @@ def _describe(cfg: Mapping[str, Any]) -> str:
 
 
 def _architecture(state: Mapping[str, torch.Tensor], source: str) -> dict[str, Any]:
-    from mstl_monai.label.prepare import network_config_from_state_dict
+    from mstl_monai.networks.factory import network_config_from_state_dict
 
     return network_config_from_state_dict(state, source)
 
@@ -234,13 +238,14 @@ def checkpoint_settings(path: str | os.PathLike, **fallback: Any) -> dict[str, A
                 settings[k] = fallback.get(k, FALLBACK[k])
         if settings.get("class_names") is None:
             settings["class_names"] = fallback.get("class_names") or _default_names(arch["num_classes"])
+        settings["tta"] = bool(settings.get("tta") or False)
         return settings
     settings = dict(arch)
     settings["image_size"] = int(fallback.get("image_size", FALLBACK["image_size"]))
     settings["resize_size"] = int(fallback.get("resize_size", FALLBACK["resize_size"]))
     names = fallback.get("class_names") or FALLBACK["class_names"]
     settings["class_names"] = list(names) if len(names) == arch["num_classes"] else _default_names(arch["num_classes"])
-    settings.update(decision_threshold=None, settings_source="weights+defaults")
+    settings.update(decision_threshold=None, tta=False, settings_source="weights+defaults")
     logger.warning(
         f"checkpoint {path} has no settings file ({info_path(path).name}): architecture {_describe(arch)} read from "
         f"its weights; its input size and class names are not known, so the configured ones are used (the defaults "
@@ -333,7 +338,7 @@ def checkpoint_network(
     Used as ``network_def`` by the bundle's inference and evaluation, so ``ckpt_export`` and MONAI Label check too.
     ``kwargs`` go to :func:`~mstl_monai.engines.build_network` (``n_input_channels``, ``num_classes``, ``dropout``).
     """
-    from mstl_monai.engines.utils import build_network
+    from mstl_monai.networks.factory import build_network
 
     settings = check_checkpoint_settings(
         checkpoint,

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 from monai.inferers import Inferer
 
-__all__ = ["AutocastInferer", "resolve_amp_dtype"]
+__all__ = ["AutocastInferer", "FlipTTAInferer", "resolve_amp_dtype"]
 
 
 def resolve_amp_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -57,3 +57,36 @@ class AutocastInferer(Inferer):
         if self.output_float and isinstance(out, torch.Tensor) and out.is_floating_point():
             out = out.float()
         return out
+
+
+class FlipTTAInferer(Inferer):
+    """Test-time augmentation by horizontal flip: average the class probabilities of the image and its mirror.
+
+    Returns ``log(mean softmax)``, so the bundle's ``Activationsd(softmax=True)`` postprocessing yields exactly the
+    averaged probabilities and ``argmax`` the averaged decision. With ``enabled=False`` it is the wrapped inferer.
+
+    Args:
+        inferer: the inferer that runs the network (e.g. :class:`AutocastInferer`); ``None``: call the network.
+        enabled: switch the augmentation on or off (the bundle's ``tta`` setting).
+        spatial_axis: the image axis to flip (1: left-right for channel-first 2D images ``(B, C, H, W)``, the
+            axis the training's ``RandFlipd`` flips).
+    """
+
+    def __init__(self, inferer: Inferer | None = None, enabled: bool = True, spatial_axis: int = 1) -> None:
+        super().__init__()
+        self.inferer = inferer
+        self.enabled = bool(enabled)
+        self.spatial_axis = int(spatial_axis)
+
+    def _run(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.inferer is None:
+            return network(inputs, *args, **kwargs)
+        return self.inferer(inputs, network, *args, **kwargs)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        out = self._run(inputs, network, *args, **kwargs)
+        if not self.enabled:
+            return out
+        flipped = self._run(torch.flip(inputs, dims=(2 + self.spatial_axis,)), network, *args, **kwargs)
+        probs = (torch.softmax(out.float(), dim=1) + torch.softmax(flipped.float(), dim=1)) / 2
+        return torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))

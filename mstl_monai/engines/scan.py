@@ -26,18 +26,17 @@ through three steps:
    calibration of the network.
 
 The ``n_top`` slices with the highest probability come with Grad-CAM heat maps (:func:`~mstl_monai.visualize.grad_cam`)
-on the slice's own grid.
+on the slice's own grid. Finding the scans among the inputs and writing ``scans.csv``/``slices.csv``:
+:mod:`mstl_monai.engines.scan_inference`.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,42 +47,15 @@ from monai.transforms import Compose, InvertibleTransform
 from .inferers import AutocastInferer
 
 __all__ = [
-    "SCAN_COLUMNS",
-    "SLICE_COLUMNS",
     "ScanClassifier",
-    "ScanWriter",
     "aggregate_slice_probabilities",
     "autocast_helps",
-    "collect_scans",
     "load_classifier_weights",
     "lung_fractions",
-    "run_scan_inference",
     "select_lung_slices",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: columns of ``scans.csv`` (one row per scan)
-SCAN_COLUMNS = (
-    "scan",
-    "status",
-    "source_format",
-    "n_slices",
-    "slices_used",
-    "slices_skipped",
-    "probability",
-    "ci_low",
-    "ci_high",
-    "threshold",
-    "decision",
-    "aggregation",
-    "top_slices_z_mm",
-    "gaps",
-    "message",
-)
-#: columns of ``slices.csv`` (one row per slice of every scan read)
-SLICE_COLUMNS = ("scan", "slice", "z_mm", "source", "lung_fraction", "used", "probability")
-
 
 @functools.lru_cache(maxsize=None)
 def _cpu_has_bf16() -> bool:
@@ -390,204 +362,3 @@ class ScanClassifier:
             slices=rows,
             top_slices=top_slices,
         )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# inputs and outputs
-# ---------------------------------------------------------------------------------------------------------------
-def _holds_dicom(folder: str) -> bool:
-    from mstl_monai.transforms.io.series import _is_dicom_file
-
-    return any(_is_dicom_file(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if os.path.isfile(os.path.join(folder, n)))
-
-
-def collect_scans(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """Expand ``inputs`` into scans: a NIfTI file is a scan; a folder holding DICOM files is a scan (one series);
-    any other folder is searched (recursively) for such folders and NIfTI files. Other entries are kept as given,
-    so that the loader reports them by name."""
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    scans: list[str] = []
-    for entry in inputs:
-        entry = str(entry)
-        if os.path.isdir(entry) and not _holds_dicom(entry):
-            found = []
-            for root, dirs, names in sorted(os.walk(entry)):
-                dirs.sort()
-                found += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith((".nii", ".nii.gz"))]
-                if root != entry and _holds_dicom(root):
-                    found.append(root)
-            scans.extend(found or [entry])  # an empty folder stays, so that the loader names it
-        else:
-            scans.append(entry)
-    return scans
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6f}"
-    return str(v)
-
-
-class ScanWriter:
-    """Write ``scans.csv`` and ``slices.csv`` (rewritten atomically after every scan, so a crash loses nothing
-    already written) and the top slices' heat-map overlays as PNG files under ``heatmaps/``.
-
-    Args:
-        output_dir: the output folder.
-        threshold: decision threshold on the scan probability: a number, or ``{"value", "source"}`` as
-            :func:`~mstl_monai.engines.decision_threshold` gives (the bundle passes the checkpoint's); None: 0.5.
-        class_names: class names, in output order; the decision is ``class_names[positive_class]`` when the
-            probability is above ``threshold`` (as for single slices, :class:`~mstl_monai.engines.PredictionWriter`).
-        positive_class: index of the class whose probability is reported.
-        save_heatmaps: write the overlays.
-    """
-
-    def __init__(
-        self,
-        output_dir: str,
-        threshold: float | Mapping | None = 0.5,
-        class_names: Sequence[str] = ("non-COVID", "COVID"),
-        positive_class: int = 1,
-        save_heatmaps: bool = True,
-    ) -> None:
-        from .report import _threshold
-
-        used = _threshold(threshold)  # ValueError naming the setting for a value outside (0, 1)
-        self.output_dir = str(output_dir)
-        self.threshold = used["value"]
-        self.threshold_source = used["source"]
-        self.class_names = list(class_names)
-        self.positive_class = int(positive_class)
-        self.save_heatmaps = save_heatmaps
-        self.scan_rows: list[dict] = []
-        self.slice_rows: list[dict] = []
-
-    def decision(self, probability: float) -> str:
-        """The class decided at the threshold."""
-        neg = self.class_names[1 - self.positive_class] if len(self.class_names) == 2 else f"not {self.class_names[self.positive_class]}"
-        return self.class_names[self.positive_class] if probability > self.threshold else neg
-
-    def summary(self, result: dict[str, Any]) -> dict[str, Any]:
-        """The ``scans.csv`` row (and JSON answer) of a result of :class:`ScanClassifier`."""
-        gaps = result.get("gaps") or []
-        return {
-            "scan": result["scan"],
-            "status": "ok",
-            "source_format": result.get("source_format"),
-            "n_slices": result["n_slices"],
-            "slices_used": result["slices_used"],
-            "slices_skipped": result["slices_skipped"],
-            "probability": result["probability"],
-            "ci_low": result["ci_low"],
-            "ci_high": result["ci_high"],
-            "threshold": self.threshold,
-            "decision": self.decision(result["probability"]),
-            "aggregation": result["aggregation"],
-            "top_slices_z_mm": ";".join(f"{t['z_mm']:g}" for t in result.get("top_slices", [])),
-            "gaps": ";".join(f"{g['missing']} missing after z={g['z_before']:g}" for g in gaps),
-            "message": "missing slices (see gaps)" if gaps else "",
-        }
-
-    def add(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Record a scan's result, write the heat maps and rewrite the CSV files; returns the scan row."""
-        row = self.summary(result)
-        if self.save_heatmaps:
-            self._write_heatmaps(result)
-        self.scan_rows.append(row)
-        self.slice_rows += [dict(s, scan=result["scan"]) for s in result.get("slices", [])]
-        self.flush()
-        return row
-
-    def add_error(self, scan: str, error: BaseException) -> dict[str, Any]:
-        """Record a scan that could not be classified (a row with status ``error`` and the message)."""
-        msg = str(error).replace("\n", " ")
-        row = {c: "" for c in SCAN_COLUMNS}
-        row.update(scan=scan, status="no-lung" if "no slice shows lung" in msg else "error", threshold=self.threshold, message=msg)
-        self.scan_rows.append(row)
-        self.flush()
-        return row
-
-    def _write_heatmaps(self, result: dict[str, Any]) -> None:
-        from PIL import Image
-
-        from mstl_monai.metrics.io import atomic_write
-        from mstl_monai.visualize import overlay
-
-        stem = _safe_name(result["scan"])
-        for rank, t in enumerate(result.get("top_slices", []), start=1):
-            path = os.path.join(self.output_dir, "heatmaps", f"{stem}_top{rank}_z{t['z_mm']:g}.png")
-            t["heatmap_file"] = path
-            img = np.clip(t["image"], 0, 1)
-            buf = io.BytesIO()
-            Image.fromarray(overlay(img, t["heatmap"])).save(buf, format="PNG")
-            with atomic_write(path, "wb") as f:
-                f.write(buf.getvalue())
-
-    def flush(self) -> None:
-        """Rewrite ``scans.csv`` and ``slices.csv`` atomically."""
-        from mstl_monai.metrics.io import atomic_write
-
-        for name, cols, rows in (("scans.csv", SCAN_COLUMNS, self.scan_rows), ("slices.csv", SLICE_COLUMNS, self.slice_rows)):
-            with atomic_write(os.path.join(self.output_dir, name), "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(cols)
-                for r in rows:
-                    w.writerow([_fmt(r.get(c)) for c in cols])
-
-
-#: how the one line per scan names where its threshold came from
-_SOURCE = {"checkpoint": " (the checkpoint's, chosen on val)", "default": " (none stored with the checkpoint)"}
-
-
-def _safe_name(path: str) -> str:
-    base = os.path.basename(os.path.normpath(str(path))) or "scan"
-    for ext in (".nii.gz", ".nii"):
-        if base.lower().endswith(ext):
-            base = base[: -len(ext)]
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in base)
-
-
-def run_scan_inference(
-    inputs: str | os.PathLike | Sequence[str | os.PathLike],
-    loader: Callable[[str], torch.Tensor],
-    classifier: ScanClassifier,
-    writer: ScanWriter,
-) -> list[dict[str, Any]]:
-    """Classify every scan in ``inputs`` (see :func:`collect_scans`); print one line per scan and write the CSVs.
-
-    A scan that cannot be read or shows no lung gets a row with its message (and a warning in the log); the
-    others go on. Returns the ``scans.csv`` rows.
-
-    Raises:
-        ValueError: ``inputs`` is empty, or no scan could be classified (after writing the CSVs).
-    """
-    scans = collect_scans(inputs)
-    if not scans:
-        raise ValueError("no input scans: set --input to DICOM series folders or NIfTI files.")
-    rows = []
-    for scan in scans:
-        try:
-            result = classifier(loader(scan), name=scan)
-        except (ValueError, FileNotFoundError, TypeError) as e:
-            print(f"{scan}: not classified: {e}", flush=True)  # the one line about it (also in scans.csv)
-            rows.append(writer.add_error(scan, e))
-            continue
-        row = writer.add(result)
-        rows.append(row)
-        pos = writer.class_names[writer.positive_class]
-        gap = f"; {row['gaps']}" if row["gaps"] else ""
-        line = (
-            f"{scan}: P({pos}) = {row['probability']:.3f} [95% CI {row['ci_low']:.3f}, {row['ci_high']:.3f}] "
-            f"-> {row['decision']} at threshold {writer.threshold:.4g}{_SOURCE.get(writer.threshold_source, '')}; "
-            f"{row['slices_used']}/{row['n_slices']} slices used "
-            f"({row['slices_skipped']} without enough lung skipped), {row['aggregation']}; top slices at z = "
-            f"{row['top_slices_z_mm'].replace(';', ', ')} mm{gap}"
-        )
-        print(line, flush=True)
-    print(f"wrote {os.path.join(writer.output_dir, 'scans.csv')} and slices.csv ({len(rows)} scans)", flush=True)
-    if not any(r["status"] == "ok" for r in rows):
-        raise ValueError(f"none of the {len(scans)} scans could be classified; see {os.path.join(writer.output_dir, 'scans.csv')}.")
-    return rows

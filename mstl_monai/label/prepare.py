@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 import yaml
+
+from mstl_monai.networks.factory import network_config_from_state_dict  # noqa: F401  (re-exported, in __all__)
 
 __all__ = [
     "thresholded_class",
@@ -37,10 +37,6 @@ logger = logging.getLogger(__name__)
 #: the model name the app registers (MONAI Label infers the task type from "classification" in the name)
 DEFAULT_MODEL_NAME = "mstl_covid_classification"
 
-# blocks per stage -> backbone, for basic (two 3x3 convs) and bottleneck (conv3) blocks
-_BASIC = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}
-_BOTTLENECK = {(3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101", (3, 8, 36, 3): "resnet152"}
-
 #: training settings for ``/train`` (a few labelled images, finetuning an already trained classifier), unless
 #: ``overrides`` says otherwise: the bundle's own defaults are the paper's large-batch from-scratch recipe
 TRAIN_DEFAULTS = {"learning_rate": 0.01, "batch_size": 16, "lr_milestones": [10000], "num_workers": 0, "progress": False}
@@ -49,62 +45,6 @@ MAIN_PY = '''"""MONAI Label app for mstl-monai (written by `python -m mstl_monai
 
 from mstl_monai.label.app import MSTLLabelApp  # noqa: F401  (MONAI Label finds the MONAILabelApp subclass here)
 '''
-
-
-def network_config_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "<checkpoint>") -> dict:
-    """Read ``backbone``, ``n_attn``, ``in_channels`` and ``num_classes`` off an attentive ResNet state dict.
-
-    Args:
-        state: a flat state dict of :func:`mstl_monai.engines.build_network`'s network (torchvision key names,
-            non-local blocks under ``attn.<stage>_<block>``).
-        source: the checkpoint's name, for error messages.
-
-    Raises:
-        ValueError: when the keys are not those of an (attentive) ResNet classifier; the message names ``source``.
-    """
-    if "patch_embedding.patch_embeddings.weight" in state and "fc.weight" in state:
-        return _vit_config_from_state_dict(state, source)
-    for key in ("conv1.weight", "fc.weight"):
-        if key not in state:
-            raise ValueError(f"{source} is not a ResNet classifier checkpoint: it has no {key!r}.")
-    blocks = []
-    for stage in range(1, 5):
-        ids = {int(m.group(1)) for k in state for m in [re.match(rf"layer{stage}\.(\d+)\.", k)] if m}
-        blocks.append(len(ids))
-    bottleneck = any(re.match(r"layer1\.0\.conv3\.weight$", k) for k in state)
-    table = _BOTTLENECK if bottleneck else _BASIC
-    backbone = table.get(tuple(blocks))
-    if backbone is None:
-        raise ValueError(f"{source}: {'bottleneck' if bottleneck else 'basic'} blocks per stage {blocks} match no supported ResNet.")
-    attn = {k.split(".")[1] for k in state if k.startswith("attn.")}
-    return {
-        "backbone": backbone,
-        "n_attn": len(attn),
-        "in_channels": int(state["conv1.weight"].shape[1]),
-        "num_classes": int(state["fc.weight"].shape[0]),
-    }
-
-
-def _vit_config_from_state_dict(state: Mapping[str, torch.Tensor], source: str) -> dict:
-    """``backbone`` (by width), ``num_layers`` (blocks), ``patch_size``, ``image_size`` (patch grid x patch) of a ViT
-    classifier."""
-    from mstl_monai.engines.utils import VIT_BACKBONES
-
-    patch = state["patch_embedding.patch_embeddings.weight"]
-    width, depth = int(patch.shape[0]), len({k.split(".")[1] for k in state if k.startswith("blocks.")})
-    names = {192: "vit_tiny", 384: "vit_small", 768: "vit_base"}
-    if names.get(width) not in VIT_BACKBONES or depth < 1 or patch.shape[2] != patch.shape[3]:
-        raise ValueError(f"{source}: a ViT of width {width} and {depth} blocks is none of {VIT_BACKBONES}.")
-    grid = math.isqrt(int(state["patch_embedding.position_embeddings"].shape[1]))
-    return {
-        "backbone": names[width],
-        "n_attn": 0,
-        "in_channels": int(patch.shape[1]),
-        "num_classes": int(state["fc.weight"].shape[0]),
-        "patch_size": int(patch.shape[2]),
-        "image_size": grid * int(patch.shape[2]),
-        "num_layers": depth,
-    }
 
 
 def parse_class_label(text: str | bytes, class_names: list[str], source: str = "<label>") -> int:
@@ -217,7 +157,7 @@ def prepare_app(
         FileNotFoundError: ``checkpoint`` or the bundle's configs do not exist.
         ValueError: the checkpoint is unreadable or does not fit the network it describes.
     """
-    from mstl_monai.engines import build_network
+    from mstl_monai.networks.factory import build_network
     from mstl_monai.networks.weights import extract_state_dict, read_checkpoint
 
     app_dir = Path(app_dir)

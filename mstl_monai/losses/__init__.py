@@ -6,5 +6,6 @@ from __future__ import annotations
 
 from .contrastive import InfoNCELoss
 from .region import RegionLoss
+from .sstl import SSTLLoss
 
-__all__ = ["InfoNCELoss", "RegionLoss"]
+__all__ = ["InfoNCELoss", "RegionLoss", "SSTLLoss"]

@@ -1,23 +1,16 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""mstl_monai.metrics: LEEP transferability, binary classification metrics with bootstrap CIs, ROC, report writers."""
+"""mstl_monai.metrics: LEEP transferability, binary classification metrics, their bootstrap CIs, ROC, report writers."""
 
 from __future__ import annotations
 
-from .classification import (
-    METRIC_NAMES,
-    binary_roc_auc,
-    bootstrap_classification_metrics,
-    classification_metrics,
-    paired_bootstrap_difference,
-    roc_curve_points,
-    seed_bootstrap_metrics,
-    youden_threshold,
-)
+from .bootstrap import bootstrap_classification_metrics, paired_bootstrap_difference, seed_bootstrap_metrics
+from .classification import METRIC_NAMES, binary_roc_auc, classification_metrics, roc_curve_points, youden_threshold
 from .io import atomic_write, read_predictions_csv, to_jsonable, write_metrics_json, write_predictions_csv
 from .leep import LEEPMetric, compute_leep, labels_to_indices
 from .leep_handler import LEEP
 from .plots import save_roc_curve
+from .seeds import seed_paired_difference
 from .selection import GuardedROCAUC, GuardedROCAUCMetric, predicted_class_fractions
 from .topk import TopKAccuracy, bootstrap_topk_accuracy, pred_and_class_index
 
@@ -42,6 +35,7 @@ __all__ = [
     "roc_curve_points",
     "save_roc_curve",
     "seed_bootstrap_metrics",
+    "seed_paired_difference",
     "to_jsonable",
     "write_metrics_json",
     "write_predictions_csv",

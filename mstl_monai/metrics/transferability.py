@@ -67,7 +67,7 @@ def leep_of_checkpoint(
     resize_size: int = 256,
 ) -> float:
     """Build the source network with its ``num_source_classes``-way head, load ``ckpt`` whole, return LEEP."""
-    from mstl_monai.engines import build_network, load_pretrained
+    from mstl_monai.networks import build_network, load_pretrained
     from mstl_monai.metrics import compute_leep
 
     net = build_network(backbone, n_attn=n_attn, n_input_channels=in_channels, num_classes=num_source_classes)

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from mstl_monai.networks.state_dicts import _adapt_conv1, _is_excluded, _source
+
 __all__ = ["VIT_FORMATS", "detect_vit_format", "convert_vit_state_dict", "load_vit_weights"]
 
 logger = logging.getLogger(__name__)
@@ -191,7 +193,6 @@ def load_vit_weights(
         ValueError: a corrupt file, no ViT, or a ViT of another width / depth / patch size / number of heads.
     """
     from mstl_monai.networks.nets.vit import resample_position_embeddings
-    from mstl_monai.networks.weights import _adapt_conv1, _is_excluded, _source
 
     src, name = _source(path_or_state_dict)
     source = source or name

@@ -5,97 +5,31 @@
 from __future__ import annotations
 
 import logging
-import pickle
+import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
 
-__all__ = ["load_torchvision_weights", "load_stage_checkpoint", "read_checkpoint", "extract_state_dict"]
+from mstl_monai.networks.state_dicts import (  # noqa: F401  (WRAPPER_KEYS: re-exported)
+    WRAPPER_KEYS,
+    _adapt_conv1,
+    _is_excluded,
+    _source,
+    extract_state_dict,
+    read_checkpoint,
+)
+
+__all__ = ["load_pretrained", "load_torchvision_weights", "load_stage_checkpoint", "read_checkpoint", "extract_state_dict"]
 
 logger = logging.getLogger(__name__)
 
-#: keys under which checkpoints wrap the network's state dict (MONAI/ignite ``CheckpointSaver``, common scripts)
-WRAPPER_KEYS = ("state_dict", "model", "network", "net")
 _BACKBONE_RE = re.compile(r"^(conv1|bn1|layer[1-4])\.")
 _LAYER_RE = re.compile(r"^layer([1-4])\.(\d+)\.")
 _ATTN_RE = re.compile(r"^attn\.([^.]+)\.")
-
-
-def read_checkpoint(path: str | Path) -> Any:
-    """
-    Load a checkpoint file safely (``torch.load(weights_only=True)`` on the CPU: a checkpoint is untrusted input).
-
-    Raises:
-        FileNotFoundError: when ``path`` is not a file.
-        ValueError: when the file is corrupt, not a PyTorch file, or holds objects ``weights_only`` refuses.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {path} not found.")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if not head:
-        raise ValueError(f"checkpoint {path} is an empty file (0 bytes).")
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save: a zip archive (or legacy pickle)
-        kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "other binary data"
-        raise ValueError(f"checkpoint {path} is not a PyTorch file: it holds {kind}, not what torch.save writes.")
-    try:
-        with warnings.catch_warnings():  # garbage may look like an unknown pickle protocol
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"cannot load checkpoint {path} safely: weights_only loading refused it or it is not a PyTorch file "
-            f"({first}). Only tensors and plain containers are accepted from checkpoint files."
-        ) from e
-    except MemoryError:
-        raise
-    except Exception as e:  # anything else a damaged file makes the unpickler raise (IndexError, KeyError, ...)
-        raise ValueError(f"cannot read checkpoint {path}: corrupt or truncated file ({type(e).__name__}: {e}).") from e
-
-
-def _flatten_tensors(obj: Mapping, prefix: str = "") -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for k, v in obj.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, torch.Tensor):
-            out[name] = v
-        elif isinstance(v, Mapping):
-            out.update(_flatten_tensors(v, f"{name}."))
-    return out
-
-
-def extract_state_dict(obj: Any, source: str = "<checkpoint>") -> dict[str, torch.Tensor]:
-    """
-    The tensors of a checkpoint as a flat state dict: a plain state dict, or one wrapped under
-    ``"state_dict"``/``"model"``/``"network"``/``"net"`` (first found), or any nesting of dicts (keys joined by dots).
-    A ``module.`` prefix shared by every key (DataParallel/DDP) is removed.
-
-    Raises:
-        ValueError: when ``obj`` holds no tensor.
-    """
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if not isinstance(obj, Mapping):
-        raise ValueError(
-            f"checkpoint {source} holds a {type(obj).__name__}, expected a state dict (a dict of tensors)."
-        )
-    for key in WRAPPER_KEYS:
-        if key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-            break
-    state = _flatten_tensors(obj)
-    if not state:
-        raise ValueError(f"checkpoint {source} holds no tensors (top-level keys: {sorted(map(str, obj))[:10]}).")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
 
 
 def _backbone_prefix(state: Mapping[str, torch.Tensor], source: str) -> str:
@@ -127,18 +61,6 @@ def _describe(keys: Sequence[str]) -> str:
     block = "bottleneck" if any(k.endswith(".conv3.weight") for k in keys) else "basic"
     attn = sorted({m.group(1) for k in keys if (m := _ATTN_RE.match(k))})
     return f"{block} blocks, layers {depth}, {len(attn)} attention block(s){' ' + str(attn) if attn else ''}"
-
-
-def _is_excluded(key: str, prefixes: Sequence[str]) -> bool:
-    return any(key == p.rstrip(".") or key.startswith(p.rstrip(".") + ".") for p in prefixes)
-
-
-def _adapt_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """RGB stem kernel for ``in_channels`` inputs: summed for one channel, else tiled and rescaled (as timm)."""
-    if in_channels == 1:
-        return weight.sum(dim=1, keepdim=True)
-    reps = -(-in_channels // weight.shape[1])
-    return weight.repeat(1, reps, *([1] * (weight.ndim - 2)))[:, :in_channels] * (weight.shape[1] / in_channels)
 
 
 def _transfer(
@@ -222,12 +144,6 @@ def _transfer(
     return report
 
 
-def _source(path_or_state_dict: Any) -> tuple[dict[str, torch.Tensor], str]:
-    if isinstance(path_or_state_dict, (str, Path)):
-        return extract_state_dict(read_checkpoint(path_or_state_dict), str(path_or_state_dict)), str(path_or_state_dict)
-    return extract_state_dict(path_or_state_dict, "<state dict>"), "<state dict>"
-
-
 def load_torchvision_weights(net: nn.Module, path_or_state_dict: str | Path | Mapping) -> dict[str, list[str]]:
     """
     Load a torchvision ResNet checkpoint (e.g. the ImageNet weights of ``torchvision.models.resnet50``) into an
@@ -309,3 +225,61 @@ def _is_vit(net: nn.Module) -> bool:
     from mstl_monai.networks.nets.vit import VisionTransformer
 
     return isinstance(net, VisionTransformer)
+
+
+def load_pretrained(net: torch.nn.Module, path: str | os.PathLike | None, exclude_prefixes: Sequence[str] = ("fc",)):
+    """Initialise ``net``'s backbone from ``path`` ('' or None: leave it as it is, i.e. train from scratch).
+
+    ``path`` is either a torchvision ImageNet checkpoint (e.g. ``resnet50-11ad3fa6.pth``, the STL-N stage
+    skipped by importing ImageNet weights), for a ViT backbone a torchvision or timm ``VisionTransformer`` file
+    (the format is detected from the keys, :func:`mstl_monai.networks.load_vit_weights`), or a checkpoint written
+    by an earlier stage of this bundle (STL-N, STL-M, SSTL-M). The head is dropped when its shape differs; a checkpoint that does not fit
+    raises ``ValueError`` naming the file. Returns the loaded / new / dropped key report.
+    """
+    if path is None or str(path) == "":
+        logger.info("no pretrained checkpoint given: training from scratch")
+        return None
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained checkpoint {path!r} does not exist.")
+    if _is_vit(net):
+        report, kind = _load_vit(net, path, exclude_prefixes)
+    elif _looks_like_torchvision(path):
+        report = load_torchvision_weights(net, path)
+        kind = "torchvision ImageNet"
+    else:
+        report = load_stage_checkpoint(net, path, exclude_prefixes=tuple(exclude_prefixes))
+        kind = "stage"
+    logger.info(
+        f"loaded {kind} checkpoint {path}: {len(report['loaded'])} tensors loaded, {len(report['new'])} new,"
+        f" {len(report['dropped'])} dropped, {len(report.get('adapted', []))} adapted"
+    )
+    return report
+
+
+def _load_vit(net: torch.nn.Module, path: str, exclude_prefixes: Sequence[str]) -> tuple[dict, str]:
+    """A torchvision or timm ViT file (ImageNet weights, the head kept when it fits) or a stage checkpoint (the
+    ``exclude_prefixes`` head left new), detected from the keys."""
+    from mstl_monai.networks.vit_weights import detect_vit_format, load_vit_weights
+
+    state = extract_state_dict(read_checkpoint(path), path)
+    fmt = detect_vit_format(state)
+    if fmt in ("torchvision", "timm"):
+        return load_vit_weights(net, state, exclude_prefixes=(), source=path), f"{fmt} ViT"
+    report = load_vit_weights(net, state, exclude_prefixes=tuple(exclude_prefixes), source=path)
+    return report, "stage (ViT)"
+
+
+def _looks_like_torchvision(path: str) -> bool:
+    """A torchvision ResNet checkpoint is a flat state dict with ``conv1.weight`` of 3 input channels and no
+    wrapper keys of our stages (``network``, ``encoder_q.``, ``attn.``)."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint {path!r}: {e}") from e
+    if not isinstance(sd, dict) or "conv1.weight" not in sd:
+        return False
+    if any(k.startswith(("attn.", "encoder_q.", "backbone.")) for k in sd):
+        return False
+    w = sd["conv1.weight"]
+    return isinstance(w, torch.Tensor) and w.ndim == 4 and w.shape[1] == 3 and sd.get("fc.weight") is not None

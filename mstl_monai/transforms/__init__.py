@@ -14,6 +14,7 @@ from .io import (
     lung_window,
     sniff_ct_format,
 )
+from .views import moco_v2_augmentations
 from .lobe import *  # noqa: F401,F403
 from .lobe import __all__ as _lobe_all
 
@@ -25,6 +26,7 @@ __all__ = [
     "LoadCTSliceDict",
     "LoadCTSliced",
     "lung_window",
+    "moco_v2_augmentations",
     "sniff_ct_format",
 ]
 __all__ += list(_lobe_all)

@@ -1,6 +1,7 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""mstl_monai.utils: the real cause of a bundle failure as the last line of its traceback."""
+"""mstl_monai.utils: the values and keys of the settings (names, enums), their checks (settings), and the real cause
+of a bundle failure as the last line of its traceback."""
 
 from __future__ import annotations
 

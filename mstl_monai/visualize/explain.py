@@ -5,8 +5,8 @@ For a ViT backbone the attention column is the attention rollout (Abnar & Zuidem
 
 .. code-block:: bash
 
-    python -m mstl_monai.visualize.explain --ckpt runs/finetune/models/model.pt --backbone resnet18 --n-attn 5 \\
-        --image-size 128 --resize-size 146 --input slice.png more_slices/ --output-dir explain/
+    python -m mstl_monai.visualize.explain --ckpt runs/finetune/models/model.pt --input slice.png more_slices/ \\
+        --output-dir explain/   # network and input size from the checkpoint (model.pt.json)
 
 For every readable input it writes ``<name>_explain.png`` (slice | Grad-CAM overlay | attention overlay) and a row
 of ``localization.csv``: the share of each heat map's mass inside the lung box found by the lobe Generator, and
@@ -173,16 +173,17 @@ def _mass(heatmap: np.ndarray | None, box: list[int]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mstl_monai.engines import build_network, load_pretrained
+    from mstl_monai.engines.checkpoint import checkpoint_settings  # the CLI reads the checkpoint's settings sidecar
+    from mstl_monai.networks import build_network, load_pretrained
 
     p = argparse.ArgumentParser(description="Grad-CAM / attention overlays and a lung localisation check.")
     p.add_argument("--ckpt", required=True, help="finetuned checkpoint (models/model.pt)")
-    p.add_argument("--backbone", default="resnet50")
-    p.add_argument("--n-attn", type=int, default=0)
-    p.add_argument("--in-channels", type=int, default=1)
-    p.add_argument("--num-classes", type=int, default=2)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--resize-size", type=int, default=256)
+    p.add_argument("--backbone", default=None, help="default: the checkpoint's (model.pt.json or its weights)")
+    p.add_argument("--n-attn", type=int, default=None, help="default: the checkpoint's")
+    p.add_argument("--in-channels", type=int, default=None, help="default: the checkpoint's")
+    p.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's")
+    p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's (224 without model.pt.json)")
+    p.add_argument("--resize-size", type=int, default=None, help="default: the checkpoint's (256 without model.pt.json)")
     p.add_argument("--class-idx", type=int, default=1, help="class explained by Grad-CAM (default 1 = COVID)")
     p.add_argument("--input", nargs="+", required=True, help="files and/or folders")
     p.add_argument("--max-files", type=int, default=0, help="use only the first N files (0: all)")
@@ -190,13 +191,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", required=True)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    # the checkpoint says what it is; a given setting that contradicts its weights or settings file is an error
+    fallback = {k: v for k, v in (("image_size", a.image_size), ("resize_size", a.resize_size)) if v is not None}
+    s = checkpoint_settings(a.ckpt, **fallback)
+    given = {"backbone": a.backbone, "n_attn": a.n_attn, "in_channels": a.in_channels, "num_classes": a.num_classes,
+             "image_size": a.image_size, "resize_size": a.resize_size}
+    wrong = [f"--{k.replace('_', '-')} {v!r} (the checkpoint's: {s[k]!r})" for k, v in given.items()
+             if v is not None and s.get(k) is not None and str(v).replace("-", "_") != str(s[k])]
+    if wrong:
+        raise ValueError(f"checkpoint {a.ckpt} is not what the settings say: {'; '.join(wrong)}.")
+    a.backbone, a.n_attn, a.in_channels, a.num_classes = s["backbone"], s["n_attn"], s["in_channels"], s["num_classes"]
+    a.image_size, a.resize_size = s["image_size"], s["resize_size"]
     net = build_network(
-        a.backbone, n_attn=a.n_attn, n_input_channels=a.in_channels, num_classes=a.num_classes, img_size=a.image_size
+        a.backbone, n_attn=a.n_attn, n_input_channels=a.in_channels, num_classes=a.num_classes, img_size=a.image_size,
+        **({"num_layers": s["num_layers"]} if s.get("num_layers") else {}),
     )
     report = load_pretrained(net, a.ckpt, exclude_prefixes=())
     if report is not None and report.get("new"):
         raise ValueError(f"checkpoint {a.ckpt} does not hold the whole network: missing {report['new'][:5]} ...")
-    from mstl_monai.engines.utils import collect_files
+    from mstl_monai.data.utils import collect_files
 
     files = collect_files(a.input)
     if a.max_files:

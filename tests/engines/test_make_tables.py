@@ -54,6 +54,48 @@ class TestMakeTables(unittest.TestCase):
             self.assertIn("### Table 1: top-1 of the STL-N source", md)
             self.assertIn("| resnet50 | not run | not run | 77.2 | 78.3 |", md)  # the paper's row, ours not run
 
+    def test_finetune_setting_rows_stay_out_of_the_grid(self):
+        """A chain that changes a finetune setting (e.g. label_fraction) is not the grid cell it changes: Table 2 keeps
+        the default row, and the settings table shows it beside the default."""
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            _write(root, "scratch", ["finetune", "evaluate"], 5, 0.60)
+            _write(root, "ours", ["stl_m", {"stage": "sstl_m", "overrides": {"method": "ours"}}, "finetune", "evaluate"], 5, 0.70)
+            _write(root, "ours_lf10", ["stl_m", {"stage": "sstl_m", "overrides": {"method": "ours"}},
+                                       {"stage": "finetune", "overrides": {"label_fraction": 0.1}}, "evaluate"], 5, 0.55)
+            (root / "ours_lf10" / "timing.json").write_text(json.dumps({"finetune": 80.0, "evaluate": 5.0}))
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            md = (root / "tables.md").read_text()
+            self.assertIn("| resnet18 | +5 ATTNs | STL-M → SSTL-M | 70.0 [65.0, 75.0]", md)  # the default, not 55.0
+            self.assertNotIn("| resnet18 | +5 ATTNs | STL-M → SSTL-M | 55.0", md)
+            self.assertIn("| resnet18 | +5 ATTNs | STL-M → SSTL-M (ours) | label_fraction=0.1 | 55.0 [50.0, 60.0]", md)
+            self.assertIn("| -15.0 | 2.0 |", md)  # Δ vs the default cell; 80 s over 40 epochs
+            self.assertTrue((root / "recipes.csv").is_file())
+
+    def test_finetune_only_seeds_are_seeds_of_the_cell(self):
+        """A chain whose finetune stage sets ``seed`` (pretraining shared with seed 0) is a seed of the same cell."""
+        import csv as _csv
+
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        y = np.array([0, 1] * 20)
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            for k in (0, 1, 2):
+                ft = "finetune" if k == 0 else {"stage": "finetune", "overrides": {"seed": k}}
+                name = "ours" if k == 0 else f"ours_ft_s{k}"
+                _write(root, name, ["stl_m", {"stage": "sstl_m", "overrides": {"method": "ours"}}, ft, "evaluate"], 5, 0.7)
+                p = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, y.size), 0, 1)
+                with open(root / name / "predictions.csv", "w", newline="") as f:
+                    w = _csv.writer(f)
+                    w.writerow(["name", "label", "pred", "prob_non-COVID", "prob_COVID"])
+                    w.writerows([f"i{i}.png", int(t), int(q > 0.5), 1 - q, q] for i, (t, q) in enumerate(zip(y, p)))
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            md = (root / "tables.md").read_text()
+            self.assertIn("| 0, 1, 2 (finetune) |", md)
+            self.assertNotIn("Finetune settings", md)  # a seed is not a finetune setting
+
     def test_stl_n_tables(self):
         """STL-N rows: Table 1 from stl_n_*.json, Table 2's four-stage chain, the per-stage gains, Tables 5 and 6."""
         sstl = {"stage": "sstl_m", "overrides": {"method": "ours"}}
@@ -207,3 +249,72 @@ class TestSeedTables(unittest.TestCase):
             self.assertIn("| r18_scratch | 0.420 | 66.0 [61.0, 71.0]", md)  # the val threshold's metrics beside 0.5
             self.assertIn("| resnet18 | baseline | 60.0 [55.0, 65.0] | not run |", md)  # Table 5: seed 0's chain
             self.assertTrue((root / "seeds.csv").is_file())
+
+
+class TestSeedDeltas(unittest.TestCase):
+    """Δ columns over seeds (issue 15 item 1): cells with 2+ seeds on both sides compare their seed means (‡)."""
+
+    def test_deltas_over_seeds(self):
+        import numpy as np
+
+        from mstl_monai.metrics import paired_bootstrap_difference, seed_paired_difference, write_predictions_csv
+
+        rng = np.random.default_rng(1)
+        n = 90
+        y = rng.integers(0, 2, n)
+        names = [f"img{i}.png" for i in range(n)]
+        sstl = {"stage": "sstl_m", "overrides": {"method": "ours"}}
+        cells = {  # name -> (stages, signal strength of each seed's model)
+            "scratch": (["finetune", "evaluate"], (0.0, 0.05, 0.1)),
+            "stln": (["stl_n", "finetune", "evaluate"], (0.2,)),  # one seed only
+            "stlm": (["stl_m", "finetune", "evaluate"], (0.2, 0.15)),  # two seeds
+            "ours": (["stl_m", sstl, "finetune", "evaluate"], (0.3, 0.35, 0.25)),
+        }
+        probs, orders = {}, {}
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            for cell, (stages, strengths) in cells.items():
+                probs[cell] = []
+                for k, s in enumerate(strengths):
+                    p = np.clip(0.5 + s * (2 * y - 1) + rng.normal(0, 0.25, n), 0, 1)
+                    probs[cell].append(p)
+                    name = cell + (f"_s{k}" if k else "")
+                    _write(root, name, stages, 5, 0.6)
+                    chain = json.loads((root / name / "chain.json").read_text())
+                    chain["chain"]["overrides"]["seed"] = k
+                    (root / name / "chain.json").write_text(json.dumps(chain))
+                    o = orders[name] = rng.permutation(n)  # each run's rows in its own order: paired by name
+                    rows = np.stack([1 - p, p], 1)[o]
+                    write_predictions_csv(root / name / "predictions.csv", [names[i] for i in o], y[o], rows)
+            self.assertEqual(make_tables.main(["--results", d]), 0)
+            md = (root / "tables.md").read_text()
+        # Table 2: ours (3 seeds) - scratch (3 seeds): the seed-mean difference and its two-level CI, marked;
+        # the images in the order of the first cell's seed-0 predictions.csv (the bootstrap draws positions)
+        def seeds(a, b, o):
+            pa, pb = np.stack(probs[a])[:, o], np.stack(probs[b])[:, o]
+            return seed_paired_difference(y[o], pa, pb, n_bootstrap=1000, seed=0)
+
+        def fmt(r):
+            return f"{100 * r['value']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+
+        ref = seeds("ours", "scratch", orders["ours"])
+        row = next(ln for ln in md.splitlines() if ln.startswith("| resnet18 | +5 ATTNs | STL-M → SSTL-M |"))
+        cells_ = [c.strip() for c in row.strip("|").split("|")]
+        for j, k in zip((9, 10, 11), ("accuracy", "f1", "auc")):
+            self.assertEqual(cells_[j], fmt(ref[k]) + " ‡")
+        self.assertGreater(ref["auc"]["ci_low"], 0.0)  # the seed-mean gain of the clearly better cell is resolved
+        self.assertNotEqual(cells_[9], "+0.0 [+0.0, +0.0] ‡")  # not the metrics.json values (all 0.6 here)
+        self.assertEqual(md.count(make_tables.SEED_NOTE.strip()), 2)  # under Table 2 and the per-stage gains
+        # per-stage gain: stln has one seed, so "STL-N" (stln - scratch) stays seed 0's pairing, unmarked
+        gain = next(ln for ln in md.splitlines() if ln.startswith("| resnet18 | +5 ATTNs | STL-N |"))
+        o = orders["stln"]
+        p0 = paired_bootstrap_difference(y[o], probs["stln"][0][o], probs["scratch"][0][o], n_bootstrap=1000, seed=0)
+        self.assertIn(f"| +0.0 [{100 * p0['accuracy']['ci_low']:+.1f}, {100 * p0['accuracy']['ci_high']:+.1f}] |", gain)
+        self.assertNotIn("‡", gain)
+        # 2 seeds (stlm) vs 3 (scratch): over all seeds of each
+        gain = next(ln for ln in md.splitlines() if ln.startswith("| resnet18 | +5 ATTNs | STL-M |"))
+        self.assertIn(f"| {fmt(seeds('stlm', 'scratch', orders['stlm'])['auc'])} ‡ |", gain)
+        self.assertIn("| resnet18 | +5 ATTNs | SSTL-M (ours) after STL-M |", md)
+        # the Table 3 section has no Δ over seeds (no MoCo / SimCLR): no note there
+        t3 = md.split("### Table 3")[1].split("### Table 5")[0]
+        self.assertNotIn("‡", t3)

@@ -210,7 +210,22 @@ class TestGrid(unittest.TestCase):
     def test_cpu_scale_config(self):
         cfg = load_pipeline_config(REPO_ROOT / "configs" / "cpu_scale.yaml")
         guarded = ["r18_attn5_scratch_guard", "r18_attn5_stlm_sstl_simclr_guard"]  # hand-listed, before the grid
-        self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(CPU_CHAINS + guarded))
+        vit = ["vit_tiny_base_scratch", "vit_tiny_base_stln", "vit_tiny_base_stln_stlm", "vit_tiny_base_stln_stlm_sstl_ours"]
+        lf = [f"r18_base_{arm}_lf{f}" for f in (10, 25, 50) for arm in ("scratch", "stln_stlm_sstl_ours")]
+        px = [f"r18_base_stln_stlm_sstl_ours_px{n}" for n in (96, 192, 224)]
+        ft_seeds = [f"r18_base_{arm}_ft_s{k}" for k in (1, 2) for arm in ("scratch", "stln_stlm_sstl_ours")]
+        self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(CPU_CHAINS + guarded + vit + lf + px + ft_seeds))
+        px_steps = plan_chain(cfg, next(c for c in cfg["chains"] if c["name"] == "r18_base_stln_stlm_sstl_ours_px192"), REPO_ROOT)
+        # the evaluation runs at the finetune's input size, not the chain's 128 px
+        self.assertEqual([(s["overrides"]["image_size"], s["overrides"]["resize_size"]) for s in px_steps[3:]], [(192, 219)] * 2)
+        lf_steps = plan_chain(cfg, next(c for c in cfg["chains"] if c["name"] == "r18_base_stln_stlm_sstl_ours_lf25"), REPO_ROOT)
+        self.assertTrue(lf_steps[2]["dir"].endswith("resnet18_attn0/stl_n/stl_m/sstl_m-ours"))  # the 100 % chain's stages
+        self.assertTrue(lf_steps[3]["dir"].endswith("sstl_m-ours/finetune-label_fraction=0.25"))
+        self.assertEqual(lf_steps[3]["overrides"]["label_fraction"], 0.25)
+        vit_chain = next(c for c in cfg["chains"] if c["name"] == "vit_tiny_base_stln_stlm")
+        vit_steps = plan_chain(cfg, vit_chain, REPO_ROOT)
+        self.assertTrue(vit_steps[1]["dir"].endswith("vit_tiny_attn0/stl_n/stl_m"))
+        self.assertEqual(vit_steps[1]["overrides"]["learning_rate"], 0.01)  # TL-Med's optimiser in every stage
         chain = next(c for c in cfg["chains"] if c["name"] == "r18_attn5_stlm_sstl_moco")
         self.assertEqual(chain["overrides"], {"backbone": "resnet18", "n_attn": 5})
         self.assertEqual(

@@ -168,7 +168,7 @@ class TestBootstrap(unittest.TestCase):
 
     def test_chunked_draws_cover_all_resamples(self):
         # many images force several chunks; every resample must still be used
-        from mstl_monai.metrics import classification as mod
+        from mstl_monai.metrics import bootstrap as mod
 
         y, p = random_scores(10, n=40)
         old = mod._MAX_CHUNK_ELEMENTS

@@ -230,7 +230,7 @@ class TestViTImport(unittest.TestCase):
                 path = Path(tmp) / f"{fmt}.pth"
                 torch.save(_fixture(fixture)["state_dict"], path)
                 net = build_network("vit_tiny", num_layers=2, n_input_channels=1, num_classes=2, img_size=128)
-                with self.assertLogs("mstl_monai.engines.utils", level="INFO") as logs:
+                with self.assertLogs("mstl_monai.networks.weights", level="INFO") as logs:
                     report = load_pretrained(net, str(path))
                 self.assertIn(f"loaded {fmt} ViT checkpoint", "\n".join(logs.output))
                 self.assertEqual(sorted(report["new"]), ["fc.bias", "fc.weight"])  # 1000-way head dropped

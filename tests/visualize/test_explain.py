@@ -54,7 +54,7 @@ class TestExplainCommand(unittest.TestCase):
             ckpt = Path(d, "model.pt")
             torch.save(net.state_dict(), ckpt)
             argv = ["--ckpt", str(ckpt), "--backbone", "resnet34", "--output-dir", d, "--input", d]
-            with self.assertRaises(ValueError):
+            with self.assertRaisesRegex(ValueError, "--backbone 'resnet34' \\(the checkpoint's: 'resnet18'\\)"):
                 main(argv)
 
 

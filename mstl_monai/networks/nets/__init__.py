@@ -17,7 +17,8 @@ from .attentive_resnet import (
 )
 from .moco import MoCo, ProjectedEncoder, projection_head
 from .region_head import RegionHead
-from .simclr import SimCLR
+from .simclr import SimCLR, simclr_logits
+from .sstl import SSTL_METHODS, SSTLNetwork
 from .vit import VITS, VisionTransformer, resample_position_embeddings, vit_base, vit_small, vit_tiny
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "MoCo",
     "ProjectedEncoder",
     "RegionHead",
+    "SSTL_METHODS",
+    "SSTLNetwork",
     "SimCLR",
     "VITS",
     "VisionTransformer",
@@ -38,6 +41,7 @@ __all__ = [
     "attentive_resnet152",
     "projection_head",
     "resample_position_embeddings",
+    "simclr_logits",
     "vit_base",
     "vit_small",
     "vit_tiny",

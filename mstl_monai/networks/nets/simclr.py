@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from monai.losses import ContrastiveLoss
 
 from mstl_monai.networks.nets.moco import check_backbone, projection_head
 
-__all__ = ["SimCLR"]
+__all__ = ["SimCLR", "simclr_logits"]
 
 
 class SimCLR(nn.Module):
@@ -72,3 +73,18 @@ class SimCLR(nn.Module):
         z = self.project(torch.cat([x1, x2], dim=0)).float()
         z1, z2 = z.chunk(2, dim=0)
         return self.loss(z1, z2)
+
+
+def simclr_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SimCLR's NT-Xent written as a cross-entropy: logits ``(2N, 2N)`` of the cosine similarities of the ``2N``
+    projections divided by ``temperature`` (each one's similarity with itself masked out) and the index of each
+    projection's other view. ``cross_entropy(logits, labels)`` equals ``monai.losses.ContrastiveLoss`` and
+    ``argmax(logits) == labels`` is the instance-discrimination top-1 accuracy."""
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(f"projections must both have shape (N, dim), got {tuple(z1.shape)} and {tuple(z2.shape)}.")
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=1)
+    logits = z @ z.t() / temperature
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    labels = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return logits, labels

@@ -17,6 +17,13 @@ from .array import (
     QuantizeLung,
     RandLungLobeGenerator,
 )
+from .batch_generator import (
+    BatchLungLobeGenerator,
+    BatchLungLobeGeneratorD,
+    BatchLungLobeGeneratord,
+    BatchLungLobeGeneratorDict,
+)
+from .batched import batched_crop_resize, batched_locate, connected_components
 from .dictionary import (
     BoundaryMapD,
     BoundaryMapd,
@@ -48,11 +55,18 @@ from .functional import (
 __all__ = [
     "AIR",
     "BODY",
+    "batched_crop_resize",
+    "batched_locate",
+    "BatchLungLobeGenerator",
+    "BatchLungLobeGeneratorD",
+    "BatchLungLobeGeneratord",
+    "BatchLungLobeGeneratorDict",
     "boundary_map",
     "BoundaryMap",
     "BoundaryMapD",
     "BoundaryMapd",
     "BoundaryMapDict",
+    "connected_components",
     "content_box",
     "DEFAULT_LOBE_BOXES",
     "filter_lung_components",

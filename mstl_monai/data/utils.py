@@ -1,0 +1,112 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Datalist checks and inference inputs: fail before training on a bad datalist, skip unreadable inference files."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from mstl_monai.data.datalists import IMAGE_EXTENSIONS
+
+__all__ = ["check_datalist", "collect_files", "readable_datalist", "require_file"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_datalist(datalist: Sequence[dict], num_classes: int, name: str = "data", root: str | None = None):
+    """Fail before training starts when a datalist is empty, lacks keys, names missing files or bad labels.
+
+    Args:
+        datalist: list of ``{"image": path, "label": int}`` dicts.
+        num_classes: labels must lie in ``[0, num_classes)``.
+        name: the datalist's name for messages (``train``, ``val``, ...).
+        root: the data folder, quoted in messages.
+    """
+    where = f" (dataset_dir={root})" if root else ""
+    if len(datalist) == 0:
+        raise ValueError(f"the {name} datalist is empty{where}.")
+    for i, item in enumerate(datalist):
+        for key in ("image", "label"):
+            if key not in item:
+                raise KeyError(f"{name} datalist item {i} has no {key!r} key: {item}")
+        if not os.path.isfile(str(item["image"])):
+            raise FileNotFoundError(f"{name} datalist item {i}: image file {item['image']!r} does not exist{where}.")
+        label = item["label"]
+        try:
+            ok = int(label) == label and 0 <= int(label) < num_classes
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{name} datalist item {i} ({item['image']}): label {label!r} is outside the classes 0..{num_classes - 1}."
+            )
+    return list(datalist)
+
+
+def require_file(path: str | os.PathLike, what: str = "file") -> str:
+    """Return ``path`` when it is an existing file, else raise ``FileNotFoundError`` naming it and ``what``."""
+    if not os.path.isfile(str(path)):
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist.")
+    return str(path)
+
+
+def collect_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Expand files and folders into a list of files: folders are searched recursively (sorted) for image files,
+    including extension-less files (DICOM); files named directly are kept as given, checked later by the loader."""
+    files: list[str] = []
+    for entry in inputs:
+        entry = str(entry)
+        if os.path.isdir(entry):
+            for root, _, names in sorted(os.walk(entry)):
+                files.extend(
+                    os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS) or "." not in n
+                )
+        else:
+            files.append(entry)
+    return files
+
+
+def readable_datalist(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    loader: Any,
+    skipped_csv: str | None = None,
+    key: str = "image",
+) -> list[dict]:
+    """Turn files and/or folders into an inference datalist, leaving out (and reporting) unreadable files.
+
+    Every candidate is loaded once with ``loader`` (e.g. ``LoadCTSlice()``); a file that raises is logged with
+    its reason, written to ``skipped_csv`` if given, and skipped, so one bad file never ends an inference run.
+
+    Args:
+        inputs: a file, a folder (searched recursively for image files) or a list of them.
+        loader: callable that loads one path (raises on unreadable input).
+        skipped_csv: optional CSV ``file,reason`` of the skipped inputs.
+        key: the datalist key of the path.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    files = collect_files(inputs)
+    good, skipped = [], []
+    for f in files:
+        try:
+            if not os.path.isfile(f):
+                raise FileNotFoundError("no such file")
+            loader(f)
+        except Exception as e:  # report and go on: one unreadable file must not end the run
+            reason = f"{type(e).__name__}: {e}".replace("\n", " ")
+            logger.warning(f"skipping {f}: {reason}")
+            skipped.append((f, reason))
+            continue
+        good.append({key: f, f"{key}_path": f})
+    if skipped_csv is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(skipped_csv)), exist_ok=True)
+        with open(skipped_csv, "w") as fh:
+            fh.write("file,reason\n")
+            for f, r in skipped:
+                fh.write(f'"{f}","{r.replace(chr(34), chr(39))}"\n')
+    if not good:
+        raise ValueError(f"none of the {len(files)} inputs could be read (inputs: {list(inputs)}).")
+    return good

@@ -1,0 +1,78 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""The pipeline's summary: one row per chain with results (metrics with CIs, seconds), from the run folder or the
+published results."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mstl_monai.pipeline.run import run_dir_results
+
+__all__ = ["summary_table"]
+
+
+def _summary_table(all_rows: list[dict]) -> str:
+    lines = ["| chain | seconds | acc | F1 (COVID) | AUC | sens | spec | n |", "|---|---|---|---|---|---|---|---|"]
+    by_chain: dict[str, list[dict]] = {}
+    for r in all_rows:
+        by_chain.setdefault(r["chain"], []).append(r)
+    for name, rows in by_chain.items():
+        secs = sum(r.get("seconds") or 0 for r in rows)
+        m = next((r["metrics"] for r in rows if "metrics" in r), None)
+
+        def cell(k: str) -> str:
+            if m is None or not isinstance(m.get(k), dict) or m[k].get("value") is None:
+                return "-"
+            v = m[k]
+            return f"{100 * v['value']:.1f} [{100 * v['ci_low']:.1f}, {100 * v['ci_high']:.1f}]"
+
+        n = m.get("n", "-") if m else "-"
+        lines.append(
+            f"| {name} | {secs:.0f} | {cell('accuracy')} | {cell('f1')} | {cell('auc')} | {cell('sensitivity')} | {cell('specificity')} | {n} |"
+        )
+    return "\n".join(lines)
+
+
+def _chain_result(folder: Path) -> dict | None:
+    """``{"metrics", "seconds"}`` of a chain's result folder, ``None`` without ``metrics.json``."""
+    if not (folder / "metrics.json").is_file():
+        return None
+    metrics = json.loads((folder / "metrics.json").read_text())
+    timing_file = folder / "timing.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+    seconds = sum(v for v in timing.values() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return {"metrics": metrics, "seconds": seconds}
+
+
+def _chains_with_results(cfg: dict, folders: list[Path]) -> list[str]:
+    """Chain names with a ``metrics.json`` in any of ``folders``: the config's chains in its order, then others."""
+    names = [c["name"] for c in cfg["chains"]]
+    extra: set[str] = set()
+    for folder in folders:
+        if folder.is_dir():
+            extra |= {p.parent.name for p in folder.glob("*/metrics.json") if (p.parent / "chain.json").is_file()}
+    return [n for n in names if any((f / n / "metrics.json").is_file() for f in folders)] + sorted(extra - set(names))
+
+
+def summary_table(cfg: dict, repo_root: str | os.PathLike = ".", published_only: bool = False) -> tuple[str, int]:
+    """The summary of every chain with results, whatever was run now: ``(table, rows taken from results_dir)``.
+
+    Rows come from the run folder (:func:`run_dir_results`) where it holds the chain's results, else from the
+    published ``results_dir``; those rows are marked ``*`` (not with ``published_only``: the published summary).
+    """
+    published = Path(repo_root) / cfg["results_dir"]
+    local = run_dir_results(cfg, repo_root)
+    folders = [published] if published_only else [local, published]
+    rows, n_published = [], 0
+    for name in _chains_with_results(cfg, folders):
+        result = None if published_only else _chain_result(local / name)
+        mark = ""
+        if result is None:
+            result = _chain_result(published / name)
+            mark = "" if published_only else " *"
+            n_published += 1
+        rows.append({"chain": name + mark, "seconds": result["seconds"], "metrics": result["metrics"]})
+    return _summary_table(rows), n_published

@@ -1,0 +1,58 @@
+"""scripts/label_fraction_plot.py: the table, the paired transfer gain and the figure from published results."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+import numpy as np
+
+from tests.utils import REPO_ROOT
+
+
+def _write_chain(root: Path, name: str, probs: np.ndarray, labels: np.ndarray) -> None:
+    from mstl_monai.metrics import bootstrap_classification_metrics
+
+    d = root / name
+    d.mkdir(parents=True)
+    m = bootstrap_classification_metrics(labels, probs, n_bootstrap=50, seed=0)
+    (d / "metrics.json").write_text(json.dumps(m))
+    with open(d / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "label", "pred", "prob_non-COVID", "prob_COVID"])
+        for i, (y, p) in enumerate(zip(labels, probs)):
+            w.writerow([f"img{i}.png", int(y), int(p > 0.5), 1 - p, p])
+
+
+class TestLabelFractionPlot(unittest.TestCase):
+    def test_table_gain_and_figure(self):
+        rng = np.random.default_rng(0)
+        y = np.array([0, 1] * 30)
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            for suffix, noise in (("_lf10", 0.9), ("", 0.5)):
+                good = np.clip(y * 0.6 + 0.2 + rng.normal(0, noise * 0.3, y.size), 0, 1)
+                bad = np.clip(0.5 + rng.normal(0, 0.3, y.size), 0, 1)
+                _write_chain(root, "r18_base_scratch" + suffix, bad, y)
+                _write_chain(root, "r18_base_stln_stlm_sstl_ours" + suffix, good, y)
+            proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "label_fraction_plot.py"), "--results", d],
+                                  capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+            self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+            md = (root / "label_fraction.md").read_text()
+            self.assertIn("| 10 % |", md)
+            self.assertIn("| 100 % |", md)
+            self.assertIn("Not run yet: r18_base_scratch_lf25", md)  # missing fractions are named, not interpolated
+            gain = [line.split("|")[4] for line in md.splitlines() if line.startswith("| 100 %")][0]
+            self.assertTrue(gain.strip().startswith("+"), md)  # the better arm's paired gain is positive
+            self.assertEqual((root / "label_fraction.png").read_bytes()[:4], b"\x89PNG")
+            with open(root / "label_fraction.csv", newline="") as f:
+                self.assertEqual(len(list(csv.DictReader(f))), 4)
+
+
+if __name__ == "__main__":
+    unittest.main()
