@@ -4,10 +4,12 @@
 
 Scans: the real 30-slice DICOM series (``../shared/data/ct-series/lung-pet-ct-dx-A0002``), the same series as a
 NIfTI volume, and a synthetic 300-slice NIfTI volume made from it (HU linearly interpolated along z to a 10x
-finer spacing, 0.8 mm instead of 8 mm). The classifier is the bundle's default network (``--backbone resnet50``
-at 224 px) with random weights unless ``--ckpt`` is given (the time does not depend on the weights).
+finer spacing, 0.8 mm instead of 8 mm). The classifier is ``--ckpt`` with the network and input size its
+``model.pt.json`` gives (as ``configs/inference_scan.yaml`` reads it), or without ``--ckpt`` a network with random
+weights (the time does not depend on the weights): by default ResNet-50 at 224 px, the paper's; the main job's model
+is ``--backbone resnet18 --n-attn 5 --image-size 128 --resize-size 146``.
 
-    OMP_NUM_THREADS=1 python scripts/benchmark_scan.py [--backbone resnet50] [--threads 1] [--repeats 1]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/benchmark_scan.py [--ckpt model.pt | --backbone resnet50 ...] [--threads 1]
 """
 
 from __future__ import annotations
@@ -18,26 +20,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-
-def _series_hu(folder: Path):
-    """HU volume (cols, rows, slices) of a DICOM series and its RAS affine (pydicom + numpy)."""
-    import numpy as np
-    import pydicom
-
-    dss = [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
-    dss.sort(key=lambda d: float(d.ImagePositionPatient[2]))
-    vol = np.stack([d.pixel_array.astype(np.float32) * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in dss], -1)
-    vol = vol.transpose(1, 0, 2)
-    d0 = dss[0]
-    iop = np.asarray(d0.ImageOrientationPatient, dtype=float)
-    dr, dc = (float(v) for v in d0.PixelSpacing)
-    step = float(dss[1].ImagePositionPatient[2]) - float(d0.ImagePositionPatient[2])
-    lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1] = iop[:3] * dc, iop[3:] * dr
-    lps[:3, 2] = np.cross(iop[:3], iop[3:]) * step
-    lps[:3, 3] = np.asarray(d0.ImagePositionPatient, dtype=float)
-    return vol, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
 def _upsample_z(vol, affine, n: int):
@@ -56,12 +38,12 @@ def _upsample_z(vol, affine, n: int):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--series", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/ct-series/lung-pet-ct-dx-A0002"))
-    ap.add_argument("--backbone", default="resnet50")
-    ap.add_argument("--n-attn", type=int, default=0)
-    ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--resize-size", type=int, default=256)
+    ap.add_argument("--backbone", default=None, help="default: the checkpoint's, else resnet50")
+    ap.add_argument("--n-attn", type=int, default=None, help="default: the checkpoint's, else 0")
+    ap.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's, else 224")
+    ap.add_argument("--resize-size", type=int, default=None, help="default: the checkpoint's, else 256")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--ckpt", default=None)
+    ap.add_argument("--ckpt", default=None, help="a classifier checkpoint (its model.pt.json gives the settings)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--slices", type=int, default=300, help="slices of the synthetic volume")
     ap.add_argument("--compare-fp32", action="store_true", help="also time the 30-slice series without autocast")
@@ -72,13 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from monai.transforms import CenterSpatialCrop, Compose, NormalizeIntensity, Resize, SpatialPad
 
+    from mstl_monai.data import read_dicom_series_hu
     from mstl_monai.engines import ScanClassifier, autocast_helps, build_network, load_classifier_weights, lung_fractions
-    from mstl_monai.engines import select_lung_slices
+    from mstl_monai.engines import check_checkpoint_settings, checkpoint_network, select_lung_slices
     from mstl_monai.transforms import LoadCTSeries
 
     torch.set_num_threads(args.threads)
-    net = build_network(args.backbone, n_attn=args.n_attn, n_input_channels=1, num_classes=2)
-    net = load_classifier_weights(net, args.ckpt) if args.ckpt else net.eval()
+    given = {"backbone": args.backbone, "n_attn": args.n_attn, "image_size": args.image_size, "resize_size": args.resize_size}
+    if args.ckpt:  # the checkpoint's settings; a contradicting option is an error naming both values
+        settings = check_checkpoint_settings(args.ckpt, **given)
+        net = checkpoint_network(args.ckpt, settings["backbone"], settings["n_attn"], n_input_channels=settings["in_channels"],
+                                 num_classes=settings["num_classes"], img_size=settings["image_size"],
+                                 num_layers=settings.get("num_layers"), patch_size=settings.get("patch_size"))
+        net = load_classifier_weights(net, args.ckpt)
+    else:
+        settings = {k: v for k, v in given.items() if v is not None}
+        settings = {"backbone": "resnet50", "n_attn": 0, "image_size": 224, "resize_size": 256, **settings}
+        net = build_network(settings["backbone"], n_attn=settings["n_attn"], n_input_channels=1, num_classes=2).eval()
+    args.backbone, args.n_attn, args.image_size, args.resize_size = (
+        settings[k] for k in ("backbone", "n_attn", "image_size", "resize_size")
+    )
     pre = Compose(
         [
             Resize(spatial_size=args.resize_size, size_mode="longest", mode="area"),
@@ -89,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     series = Path(args.series)
     tmp = Path(tempfile.mkdtemp(prefix="mstl-bench-scan-"))
-    vol, aff = _series_hu(series)
+    vol, aff = read_dicom_series_hu(series)
     nib.save(nib.Nifti1Image(vol.astype("int16"), aff), str(tmp / "series30.nii.gz"))
     big, big_aff = _upsample_z(vol, aff, args.slices)
     nib.save(nib.Nifti1Image(big, big_aff), str(tmp / f"synthetic{args.slices}.nii.gz"))

@@ -1,6 +1,7 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Datalist builders for the pipeline's data sets, their checks, and a synthetic lung-CT phantom."""
+"""Datalist builders for the pipeline's data sets, their checks, a synthetic lung-CT phantom, and a DICOM series ->
+NIfTI converter."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .datalists import (
 )
 from .subsets import label_fraction_subset
 from .phantom import PHANTOM_LABELS, make_lung_phantom, write_phantom_dataset
+from .series import dicom_series_to_nifti, read_dicom_series_hu
 from .sstl import sstl_datalist
 from .utils import check_datalist, collect_files, readable_datalist, require_file
 
@@ -35,6 +37,7 @@ __all__ = [
     "covid_ct_datalist",
     "covid_ct_datalists",
     "covidx_datalist",
+    "dicom_series_to_nifti",
     "cxr_datalist",
     "image_folder_datalist",
     "make_lung_phantom",
@@ -43,6 +46,7 @@ __all__ = [
     "readable_datalist",
     "require_file",
     "natural_image_datalist",
+    "read_dicom_series_hu",
     "split_datalist",
     "sstl_datalist",
     "unlabelled_datalist",

@@ -357,6 +357,12 @@ def checkpoint_network(
     )
     if settings.get("num_layers") and kwargs.get("num_layers") is None:  # a ViT's depth is in its weights
         kwargs["num_layers"] = settings["num_layers"]
+    patch = settings.get("patch_size")  # a ViT's patch size too
+    if patch is not None and kwargs.get("patch_size") is not None and int(kwargs["patch_size"]) != int(patch):
+        raise ValueError(
+            f"checkpoint {os.fspath(checkpoint)} was trained with other settings than given: "
+            f"patch_size={int(kwargs['patch_size'])!r} (checkpoint: {int(patch)!r}). Drop this override."
+        )
     # MAG-SD's attention head is in the weights too (``attention_maps``); a given value must be the checkpoint's
     maps = int(settings.get("attention_maps") or 0)
     given = kwargs.pop("attention_maps", None)

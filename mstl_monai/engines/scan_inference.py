@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,9 +84,10 @@ class ScanWriter:
 
     Args:
         output_dir: the output folder.
-        threshold: decision threshold on the scan probability.
+        threshold: decision threshold on the scan probability: a number, or ``{"value", "source"}`` as
+            :func:`~mstl_monai.engines.decision_threshold` gives (the bundle passes the checkpoint's); None: 0.5.
         class_names: class names, in output order; the decision is ``class_names[positive_class]`` when the
-            probability is >= ``threshold``.
+            probability is above ``threshold`` (as for single slices, :class:`~mstl_monai.engines.PredictionWriter`).
         positive_class: index of the class whose probability is reported.
         save_heatmaps: write the overlays.
     """
@@ -94,15 +95,17 @@ class ScanWriter:
     def __init__(
         self,
         output_dir: str,
-        threshold: float = 0.5,
+        threshold: float | Mapping | None = 0.5,
         class_names: Sequence[str] = ("non-COVID", "COVID"),
         positive_class: int = 1,
         save_heatmaps: bool = True,
     ) -> None:
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+        from .report import _threshold
+
+        used = _threshold(threshold)  # ValueError naming the setting for a value outside (0, 1)
         self.output_dir = str(output_dir)
-        self.threshold = float(threshold)
+        self.threshold = used["value"]
+        self.threshold_source = used["source"]
         self.class_names = list(class_names)
         self.positive_class = int(positive_class)
         self.save_heatmaps = save_heatmaps
@@ -112,7 +115,7 @@ class ScanWriter:
     def decision(self, probability: float) -> str:
         """The class decided at the threshold."""
         neg = self.class_names[1 - self.positive_class] if len(self.class_names) == 2 else f"not {self.class_names[self.positive_class]}"
-        return self.class_names[self.positive_class] if probability >= self.threshold else neg
+        return self.class_names[self.positive_class] if probability > self.threshold else neg
 
     def summary(self, result: dict[str, Any]) -> dict[str, Any]:
         """The ``scans.csv`` row (and JSON answer) of a result of :class:`ScanClassifier`."""
@@ -182,6 +185,10 @@ class ScanWriter:
                     w.writerow([_fmt(r.get(c)) for c in cols])
 
 
+#: how the one line per scan names where its threshold came from
+_SOURCE = {"checkpoint": " (the checkpoint's, chosen on val)", "default": " (none stored with the checkpoint)"}
+
+
 def _safe_name(path: str) -> str:
     base = os.path.basename(os.path.normpath(str(path))) or "scan"
     for ext in (".nii.gz", ".nii"):
@@ -221,7 +228,8 @@ def run_scan_inference(
         gap = f"; {row['gaps']}" if row["gaps"] else ""
         line = (
             f"{scan}: P({pos}) = {row['probability']:.3f} [95% CI {row['ci_low']:.3f}, {row['ci_high']:.3f}] "
-            f"-> {row['decision']} at threshold {writer.threshold:g}; {row['slices_used']}/{row['n_slices']} slices used "
+            f"-> {row['decision']} at threshold {writer.threshold:.4g}{_SOURCE.get(writer.threshold_source, '')}; "
+            f"{row['slices_used']}/{row['n_slices']} slices used "
             f"({row['slices_skipped']} without enough lung skipped), {row['aggregation']}; top slices at z = "
             f"{row['top_slices_z_mm'].replace(';', ', ')} mm{gap}"
         )

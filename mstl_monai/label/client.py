@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LabelClient", "multipart", "serve"]
+__all__ = ["LabelClient", "free_port", "multipart", "running_server", "serve"]
 
 
 def multipart(fields: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, str]:
@@ -83,35 +83,30 @@ class LabelClient:
             return code, {"raw": body.decode(errors="replace")}
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``host`` now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 @contextlib.contextmanager
-def serve(
-    app_dir: str | os.PathLike,
-    studies: str | os.PathLike,
-    python: str = sys.executable,
+def running_server(
+    cmd: list[str],
+    port: int,
     log_file: str | os.PathLike | None = None,
     timeout: float = 300,
     env: dict[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
 ) -> Iterator[LabelClient]:
-    """Start ``python -m mstl_monai.label start`` on a free port of 127.0.0.1, wait for ``/info/``, yield a client,
-    and stop the server (its whole process group) afterwards.
-
-    Args:
-        app_dir: the app folder (``python -m mstl_monai.label init``).
-        studies: the datastore folder.
-        python: the interpreter of the label environment (e.g. ``.venv-label/bin/python``).
-        log_file: where the server's output goes (default: discarded).
-        timeout: seconds to wait for ``/info/``.
-        env: environment of the server (default: this one).
+    """Run the server command ``cmd`` (listening on ``port`` of 127.0.0.1), wait for ``/info/``, yield a client,
+    and stop the command (its whole process group) afterwards.
 
     Raises:
         RuntimeError: the server exited or did not answer within ``timeout`` (with the end of its log).
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [python, "-m", "mstl_monai.label", "start", "--app-dir", str(app_dir), "--studies", str(studies), "--port", str(port)]
     log = open(log_file, "w") if log_file else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
 
     def tail() -> str:
         return Path(log_file).read_text()[-6000:] if log_file else "(no log file)"
@@ -140,3 +135,32 @@ def serve(
                 os.killpg(proc.pid, signal.SIGKILL)
         if log is not subprocess.DEVNULL:
             log.close()
+
+
+@contextlib.contextmanager
+def serve(
+    app_dir: str | os.PathLike,
+    studies: str | os.PathLike,
+    python: str = sys.executable,
+    log_file: str | os.PathLike | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> Iterator[LabelClient]:
+    """Start ``python -m mstl_monai.label start`` on a free port of 127.0.0.1, wait for ``/info/``, yield a client,
+    and stop the server (its whole process group) afterwards.
+
+    Args:
+        app_dir: the app folder (``python -m mstl_monai.label init``).
+        studies: the datastore folder.
+        python: the interpreter of the label environment (e.g. ``.venv-label/bin/python``).
+        log_file: where the server's output goes (default: discarded).
+        timeout: seconds to wait for ``/info/``.
+        env: environment of the server (default: this one).
+
+    Raises:
+        RuntimeError: the server exited or did not answer within ``timeout`` (with the end of its log).
+    """
+    port = free_port()
+    cmd = [python, "-m", "mstl_monai.label", "start", "--app-dir", str(app_dir), "--studies", str(studies), "--port", str(port)]
+    with running_server(cmd, port, log_file, timeout, env) as client:
+        yield client

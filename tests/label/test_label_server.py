@@ -22,19 +22,9 @@ from PIL import Image
 
 from mstl_monai.data import covid_ct_datalist
 from mstl_monai.label.client import LabelClient, serve
-from tests.utils import REPO_ROOT, require_real_data
+from tests.utils import REPO_ROOT, require_label_python, require_real_data
 
 MODEL = "mstl_covid_classification"
-
-
-def _label_python(testcase: unittest.TestCase) -> str:
-    py = os.environ.get("MSTL_LABEL_PYTHON", str(REPO_ROOT / ".venv-label" / "bin" / "python"))
-    if not os.path.isfile(py):
-        msg = f"MONAI Label environment {py} is missing: run `bash scripts/setup_label_env.sh`"
-        if os.environ.get("CI"):
-            testcase.fail(msg)
-        testcase.skipTest(msg)
-    return py
 
 
 class TestLabelServer(unittest.TestCase):
@@ -66,7 +56,7 @@ class TestLabelServer(unittest.TestCase):
 
     def test_serve_label_train_infer(self) -> None:
         data_root = require_real_data(self)
-        py = _label_python(self)
+        py = require_label_python(self)
         # a datastore of six real test slices, three per class
         studies = Path(self.tmp) / "studies"
         studies.mkdir()

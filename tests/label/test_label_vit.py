@@ -16,14 +16,14 @@ from PIL import Image
 
 from mstl_monai.data import covid_ct_datalist
 from mstl_monai.label.client import serve
-from tests.label.test_label_server import MODEL, _label_python
-from tests.utils import REPO_ROOT, require_real_data
+from tests.label.test_label_server import MODEL
+from tests.utils import REPO_ROOT, require_label_python, require_real_data
 
 
 class TestLabelServerViT(unittest.TestCase):
     def test_rollout_heatmap(self) -> None:
         data_root = require_real_data(self)
-        py = _label_python(self)
+        py = require_label_python(self)
         tmp = Path(tempfile.mkdtemp(prefix="mstl-label-vit-"))
         self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
         studies = tmp / "studies"

@@ -1,13 +1,11 @@
-"""Synthetic CT series (DICOM written from scratch with pydicom) and DICOM -> NIfTI conversion with nibabel."""
+"""Synthetic CT series (DICOM written from scratch with pydicom); a series as NIfTI: mstl_monai.data.dicom_series_to_nifti."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -76,22 +74,3 @@ def write_series(
         hu = np.full((size, size), constant) if constant is not None else phantom_hu(size, scales[i])
         write_slice(folder / (names[i] if names else f"s{i:03d}.dcm"), hu, z, uid, i + 1)
     return uid
-
-
-def series_to_nifti(folder: str | os.PathLike, path: str | os.PathLike, dtype=np.int16) -> Path:
-    """Write a DICOM series folder as a NIfTI volume in HU with its RAS affine (independent of LoadCTSeries)."""
-    dss = [pydicom.dcmread(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if n.endswith(".dcm")]
-    dss.sort(key=lambda d: float(d.ImagePositionPatient[2]))
-    vol = np.stack([d.pixel_array.astype(np.float32) * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in dss], -1)
-    vol = vol.transpose(1, 0, 2)  # (cols = i, rows = j, slices = k)
-    d0 = dss[0]
-    iop = np.asarray(d0.ImageOrientationPatient, dtype=float)
-    dr, dc = (float(v) for v in d0.PixelSpacing)
-    step = float(dss[1].ImagePositionPatient[2]) - float(d0.ImagePositionPatient[2])
-    lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1] = iop[:3] * dc, iop[3:] * dr
-    lps[:3, 2] = np.cross(iop[:3], iop[3:]) * step
-    lps[:3, 3] = np.asarray(d0.ImagePositionPatient, dtype=float)
-    path = Path(path)
-    nib.save(nib.Nifti1Image(vol.astype(dtype), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps), str(path))
-    return path

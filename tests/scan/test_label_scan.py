@@ -19,11 +19,12 @@ import numpy as np
 import torch
 import yaml
 
+from mstl_monai.data import dicom_series_to_nifti
 from mstl_monai.label import prepare_app
 from mstl_monai.label.client import LabelClient, serve
 from mstl_monai.label.scan import ScanInferRunner
-from tests.scan._series import series_to_nifti, write_series
-from tests.utils import REPO_ROOT, require_real_data
+from tests.scan._series import write_series
+from tests.utils import REPO_ROOT, require_label_python, require_real_data
 
 MODEL = "mstl_covid_classification"
 SERIES = "ct-series/lung-pet-ct-dx-A0002"
@@ -44,7 +45,7 @@ class TestScanInferRunner(unittest.TestCase):
         cfg = yaml.safe_load((model_dir / "configs" / "inference_scan.yaml").read_text())
         self.assertEqual((cfg["backbone"], cfg["n_attn"], cfg["image_size"]), ("resnet18", 0, 64))
         write_series(self.tmp / "s", 5.0 * np.arange(12))
-        vol = series_to_nifti(self.tmp / "s", self.tmp / "vol.nii.gz")
+        vol = dicom_series_to_nifti(self.tmp / "s", self.tmp / "vol.nii.gz")
         runner = ScanInferRunner(model_dir, {"n_bootstrap": 100, "n_top": 2})
         self.assertTrue(runner.is_valid())
         ans = runner(vol)
@@ -69,34 +70,15 @@ class TestScanInferRunner(unittest.TestCase):
             runner(_blank(self.tmp / "blank.nii.gz"))
 
 
-def _label_python(testcase: unittest.TestCase) -> str:
-    py = os.environ.get("MSTL_LABEL_PYTHON", str(REPO_ROOT / ".venv-label" / "bin" / "python"))
-    if not os.path.isfile(py):
-        alt = REPO_ROOT.parent / "main" / ".venv-label" / "bin" / "python"  # a git worktree beside the main checkout
-        py = str(alt) if alt.is_file() and "MSTL_LABEL_PYTHON" not in os.environ else py
-    if not os.path.isfile(py):
-        msg = f"MONAI Label environment {py} is missing: run `bash scripts/setup_label_env.sh`"
-        if os.environ.get("CI"):
-            testcase.fail(msg)
-        testcase.skipTest(msg)
-    probe = subprocess.run([py, "-c", "import monailabel, nibabel, yaml"], capture_output=True, text=True)
-    if probe.returncode != 0:  # e.g. while scripts/setup_label_env.sh is still installing
-        msg = f"MONAI Label environment {py} is incomplete: {probe.stderr.strip().splitlines()[-1:]}"
-        if os.environ.get("CI"):
-            testcase.fail(msg)
-        testcase.skipTest(msg)
-    return py
-
-
 class TestLabelScanServer(unittest.TestCase):
     def test_scan_infer_on_volume(self):
         data_root = require_real_data(self)
-        py = _label_python(self)
+        py = require_label_python(self)
         tmp = Path(tempfile.mkdtemp(prefix="mstl-label-scan-srv-"))
         self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
         studies = tmp / "studies"
         studies.mkdir()
-        series_to_nifti(data_root / SERIES, studies / "a0002.nii.gz")
+        dicom_series_to_nifti(data_root / SERIES, studies / "a0002.nii.gz")
         _blank(studies / "blank.nii.gz")
         app = tmp / "app"
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

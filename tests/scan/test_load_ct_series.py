@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from mstl_monai.data import dicom_series_to_nifti
 from mstl_monai.transforms import LoadCTSeries, LoadCTSeriesd, LoadCTSlice
-from tests.scan._series import series_to_nifti, write_series
+from tests.scan._series import write_series
 from tests.utils import require_real_data
 
 SERIES = "ct-series/lung-pet-ct-dx-A0002"
@@ -46,7 +47,7 @@ class TestLoadCTSeriesReal(unittest.TestCase):
     def test_real_series_as_nifti_matches(self):
         folder = require_real_data(self) / SERIES
         with tempfile.TemporaryDirectory() as tmp:
-            nii = series_to_nifti(folder, Path(tmp) / "a0002.nii.gz")
+            nii = dicom_series_to_nifti(folder, Path(tmp) / "a0002.nii.gz")
             vol = LoadCTSeries()(nii)
         dcm = LoadCTSeries()(folder)
         self.assertEqual(vol.shape, dcm.shape)
@@ -116,7 +117,7 @@ class TestLoadCTSeriesSynthetic(unittest.TestCase):
     def test_nifti_orientation_from_affine(self):
         """The same volume stored in LPS voxel order (axes flipped, affine to match) loads identically."""
         write_series(self.tmp / "s", 5.0 * np.arange(8))
-        ras = series_to_nifti(self.tmp / "s", self.tmp / "ras.nii.gz")
+        ras = dicom_series_to_nifti(self.tmp / "s", self.tmp / "ras.nii.gz")
         img = nib.load(str(ras))
         data, aff = np.asarray(img.dataobj), img.affine
         flip = np.diag([-1.0, -1.0, -1.0, 1.0])

@@ -13,19 +13,24 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from monai.bundle import ConfigParser
 from monai.transforms import CenterSpatialCrop, Compose, NormalizeIntensity, Resize, SpatialPad
 
+from mstl_monai.data import dicom_series_to_nifti
 from mstl_monai.engines import (
     ScanClassifier,
     ScanWriter,
     aggregate_slice_probabilities,
     build_network,
+    checkpoint_info,
     collect_scans,
     select_lung_slices,
+    write_checkpoint_info,
 )
 from mstl_monai.transforms import LoadCTSeries
-from tests.bundle._bundle_utils import run_bundle
-from tests.scan._series import series_to_nifti, write_series
+from mstl_monai.utils import root_cause
+from tests.bundle._bundle_utils import CONFIGS, run_bundle
+from tests.scan._series import write_series
 from tests.utils import require_real_data
 
 SERIES = "ct-series/lung-pet-ct-dx-A0002"
@@ -142,9 +147,59 @@ class TestScanClassifier(unittest.TestCase):
     def test_writer_threshold(self):
         w = ScanWriter(str(self.tmp / "out"), threshold=0.7)
         self.assertEqual(w.decision(0.69), "non-COVID")
-        self.assertEqual(w.decision(0.7), "COVID")
+        self.assertEqual(w.decision(0.7), "non-COVID")  # above the threshold, as for single slices
+        self.assertEqual(w.decision(0.71), "COVID")
+        self.assertEqual(w.threshold_source, "given")
+        w = ScanWriter(str(self.tmp / "out"), threshold={"value": 0.3, "source": "checkpoint"})
+        self.assertEqual((w.threshold, w.threshold_source, w.decision(0.31)), (0.3, "checkpoint", "COVID"))
+        self.assertEqual(ScanWriter(str(self.tmp / "out"), threshold=None).threshold, 0.5)
         with self.assertRaisesRegex(ValueError, "threshold"):
             ScanWriter(str(self.tmp), threshold=1.5)
+
+
+class TestInferenceScanCheckpointSettings(unittest.TestCase):
+    """``configs/inference_scan.yaml`` takes network, input size, class names and threshold from ``model.pt.json``."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="mstl-scan-ckpt-"))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        net = build_network("resnet18", n_attn=1, num_classes=2, n_input_channels=1)
+        self.ckpt = self.tmp / "model.pt"
+        info = checkpoint_info("resnet18", 1, 1, 2, image_size=48, resize_size=56, class_names=["non-COVID", "COVID"])
+        write_checkpoint_info(self.ckpt, info, decision_threshold=0.37)
+        torch.save(net.state_dict(), self.ckpt)
+
+    def parse(self, **overrides) -> ConfigParser:
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "inference_scan.yaml"))
+        parser.update(dict({"bundle_root": str(self.tmp), "ckpt_path": str(self.ckpt), "device": "cpu"}, **overrides))
+        parser.parse()
+        return parser
+
+    def test_settings_from_sidecar(self):
+        parser = self.parse()
+        self.assertEqual([parser.get_parsed_content(k) for k in ("backbone", "n_attn", "image_size", "resize_size")],
+                         ["resnet18", 1, 48, 56])
+        clf = parser.get_parsed_content("classifier")
+        self.assertEqual(len(clf.network.attn), 1)  # the +1 ATTN network of the checkpoint, weights loaded
+        self.assertEqual(tuple(clf._prepare(torch.rand(1, 100, 80)).shape), (1, 48, 48))
+        writer = parser.get_parsed_content("writer")
+        self.assertEqual((writer.threshold, writer.threshold_source), (0.37, "checkpoint"))
+        writer = self.parse(threshold=0.5).get_parsed_content("writer")  # an explicit threshold is an override
+        self.assertEqual((writer.threshold, writer.threshold_source), (0.5, "override"))
+        self.assertEqual(self.parse(image_size=48).get_parsed_content("classifier").network.fc.out_features, 2)
+
+    def test_contradicting_override_names_both_values(self):
+        for key, value, want in (("image_size", 64, "image_size=64 (checkpoint: 48)"),
+                                 ("n_attn", 5, "n_attn=5 (checkpoint: 1)"),
+                                 ("backbone", "resnet50", "backbone='resnet50' (checkpoint: 'resnet18')")):
+            with self.subTest(key=key):
+                with self.assertRaises(Exception) as ctx:
+                    self.parse(**{key: value}).get_parsed_content("classifier")
+                cause = root_cause(ctx.exception)
+                self.assertIsInstance(cause, ValueError)
+                self.assertIn(want, str(cause))
+                self.assertIn(str(self.ckpt), str(cause))
 
 
 class TestInferenceScanBundle(unittest.TestCase):
@@ -166,7 +221,7 @@ class TestInferenceScanBundle(unittest.TestCase):
 
     def test_real_series_dicom_and_nifti(self):
         folder = require_real_data(self) / SERIES
-        nii = series_to_nifti(folder, self.tmp / "a0002.nii.gz")
+        nii = dicom_series_to_nifti(folder, self.tmp / "a0002.nii.gz")
         blank = self.tmp / "blank.nii.gz"
         nib.save(nib.Nifti1Image(np.full((32, 32, 5), -1000, np.int16), np.diag([-1.0, -1.0, 5.0, 1.0])), str(blank))
         (self.tmp / "no_dicom").mkdir()
@@ -187,7 +242,7 @@ class TestInferenceScanBundle(unittest.TestCase):
             self.assertGreater(int(r["slices_skipped"]), 0)  # neck / upper abdomen slices
             self.assertLessEqual(float(r["ci_low"]), float(r["probability"]))
             self.assertLessEqual(float(r["probability"]), float(r["ci_high"]))
-            self.assertEqual(r["decision"], "COVID" if float(r["probability"]) >= 0.5 else "non-COVID")
+            self.assertEqual(r["decision"], "COVID" if float(r["probability"]) > 0.5 else "non-COVID")
             self.assertEqual(len(r["top_slices_z_mm"].split(";")), 3)
         self.assertEqual(real["source_format"], "dicom-series")
         self.assertEqual(vol["source_format"], "nifti")
