@@ -182,7 +182,7 @@ def _mass(heatmap: np.ndarray | None, box: list[int]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mstl_monai.engines.checkpoint import checkpoint_settings  # the CLI reads the checkpoint's settings sidecar
+    from mstl_monai.networks.sidecar import checkpoint_settings  # the CLI reads the checkpoint's settings sidecar
     from mstl_monai.networks import build_network, load_pretrained
 
     p = argparse.ArgumentParser(description="Grad-CAM / attention overlays and a lung localisation check.")
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         **({"num_layers": s["num_layers"]} if s.get("num_layers") else {}),
     )
     if maps:  # a MAG-SD checkpoint: backbone and attention head, loaded strictly
-        from mstl_monai.engines.checkpoint import read_network_state
+        from mstl_monai.networks.sidecar import read_network_state
 
         net.load_state_dict(read_network_state(a.ckpt)[0])
     else:
