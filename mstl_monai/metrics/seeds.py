@@ -8,7 +8,7 @@ import numpy as np
 
 from monai.config import NdarrayOrTensor
 
-from mstl_monai.metrics.classification import METRIC_NAMES
+from mstl_monai.metrics.classification import METRIC_NAMES, _metrics_from_counts
 from mstl_monai.metrics.leep import _to_numpy, labels_to_indices
 
 __all__ = ["seed_paired_difference"]
@@ -55,36 +55,8 @@ def _resampled_metrics(counts: np.ndarray, y: np.ndarray, probs: np.ndarray, thr
     Returns:
         name -> ``(K, B)`` float64 (``nan`` where undefined, e.g. the AUC of a one-class resample).
     """
-    counts = counts.astype(np.float64)
-    yf = y.astype(np.float64)
-    pred = (probs > threshold).astype(np.float64)  # (K, n)
-    n_b = counts.sum(1)  # (B,)
-    npos = counts @ yf
-    nneg = n_b - npos
-    tp = (counts @ (pred * yf).T).T  # (K, B)
-    fp = (counts @ (pred * (1.0 - yf)).T).T
-    fn, tn = npos - tp, nneg - fp
-    auc = np.empty_like(tp)
-    for k, p in enumerate(probs):  # Mann-Whitney U over score levels, ties count 1/2
-        order = np.argsort(p, kind="stable")
-        starts = np.concatenate([[0], np.flatnonzero(np.diff(p[order]) != 0) + 1])
-        c = counts[:, order]
-        pos = np.add.reduceat(c * yf[order], starts, axis=1)
-        neg = np.add.reduceat(c * (1.0 - yf[order]), starts, axis=1)
-        auc[k] = np.sum(pos * (np.cumsum(neg, axis=1) - 0.5 * neg), axis=1)
-
-    def div(a, b):
-        a, b = np.broadcast_arrays(a, b)
-        return np.divide(a, b, out=np.full(a.shape, np.nan), where=b > 0)
-
-    return {
-        "accuracy": div(tp + tn, n_b),
-        "f1": div(2.0 * tp, 2.0 * tp + fp + fn),
-        "auc": div(auc, npos * nneg),
-        "sensitivity": div(tp, npos),
-        "specificity": div(tn, nneg),
-        "precision": div(tp, tp + fp),
-    }
+    per_seed = [_metrics_from_counts(counts, y, p, threshold) for p in probs]
+    return {m: np.stack([r[m] for r in per_seed]) for m in METRIC_NAMES}
 
 
 def _seed_mean(vals: np.ndarray, drawn: np.ndarray | None = None) -> np.ndarray:
