@@ -4,8 +4,8 @@
 windows and image sources), measured on a COVID19-CT split with synthetic shifts.
 
 Each checkpoint is scored on the split as the bundle's evaluation sees it (lung window, resize to the checkpoint's
-size, centre crop, its normalisation, its flip TTA setting), then with one shift applied to every image after the
-resize: another window or contrast (gamma 0.5 / 2.0, a narrowed window), scanner noise, a coarser source (down to a
+size, centre crop, its normalisation, its flip TTA setting), then with one shift applied to every centre
+crop: another window or contrast (gamma 0.5 / 2.0, a narrowed window), scanner noise, a coarser source (down to a
 third and back), blur. The shifts lie outside the ranges ``robust_augmentation`` trains with, so a model trained
 with it is not tested on its own augmentation. It prints AUC [95% bootstrap CI], sensitivity and specificity at the
 checkpoint's decision threshold per shift, and the AUC drop from the clean images; ``--json`` keeps them.
@@ -40,24 +40,24 @@ SHIFTS = {
     "low resolution 1/3": lambda x, g: torch.nn.functional.interpolate(
         torch.nn.functional.interpolate(x[None], scale_factor=1 / 3, mode="area"), size=x.shape[-2:], mode="bilinear",
         align_corners=False)[0],
-    "blur sigma 2": lambda x, g: _blur(x, 2.0),
+    "blur sigma 2": lambda x, g: _BLUR(x),
 }
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def _blur_transform():
     from monai.transforms import GaussianSmooth
 
-    return GaussianSmooth(sigma=sigma)(x)
+    return GaussianSmooth(sigma=2.0)
+
+
+_BLUR = _blur_transform()
 
 
 def score(ckpt: str, split: str, data_root: Path, batch_size: int = 32, n_bootstrap: int = 500, **fallback) -> dict:
-    from monai.transforms import CenterSpatialCrop, Compose, LoadImaged  # noqa: F401
-    from monai.transforms import NormalizeIntensity, Resize, SpatialPad
-
     from mstl_monai.data import covid_ct_datalist
     from mstl_monai.engines import AutocastInferer, FlipTTAInferer, checkpoint_network, checkpoint_settings, read_network_state
     from mstl_monai.metrics import bootstrap_classification_metrics
-    from mstl_monai.transforms import LoadCTSlice
+    from mstl_monai.visualize.explain import build_preprocessing
 
     s = checkpoint_settings(ckpt, **{k: v for k, v in fallback.items() if v is not None})
     net = checkpoint_network(ckpt, name=s["backbone"], n_attn=s["n_attn"], image_size=s["image_size"],
@@ -67,20 +67,16 @@ def score(ckpt: str, split: str, data_root: Path, batch_size: int = 32, n_bootst
     net.load_state_dict(state)
     net.eval()
     thr = s.get("decision_threshold") or 0.5
-    norm = s.get("normalize") or {"subtrahend": 0.449, "divisor": 0.226}
-    load = LoadCTSlice()
-    resize = Resize(s["resize_size"], size_mode="longest", mode="area")
-    pad = SpatialPad([s["resize_size"]] * 2)
-    crop = CenterSpatialCrop([s["image_size"]] * 2)
-    normalize = NormalizeIntensity(subtrahend=norm["subtrahend"], divisor=norm["divisor"])
+    # the bundle's evaluation preprocessing: lung window, resize, pad, centre crop ([0, 1]), then normalise
+    display, normalize = build_preprocessing(s["image_size"], s["resize_size"])
     inferer = FlipTTAInferer(AutocastInferer(enabled=True), enabled=bool(s.get("tta")))
     items = covid_ct_datalist(data_root / "covid-ct", split)
-    base = [torch.as_tensor(pad(resize(load(it["image"]))), dtype=torch.float32) for it in items]
+    base = [torch.as_tensor(display(it["image"]), dtype=torch.float32) for it in items]
     y = np.array([it["label"] for it in items])
     out = {"checkpoint": ckpt, "split": split, "n": len(items), "threshold": thr, "tta": bool(s.get("tta")), "shifts": {}}
     for name, fn in SHIFTS.items():
         g = np.random.default_rng(0)
-        imgs = torch.stack([normalize(crop(fn(x, g))) for x in base])
+        imgs = torch.stack([torch.as_tensor(normalize(fn(x, g))) for x in base])
         probs = []
         with torch.inference_mode():
             for i in range(0, len(imgs), batch_size):
