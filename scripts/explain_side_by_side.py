@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="the PNG to write")
     p.add_argument("--image-size", type=int, default=None, help="only for checkpoints without model.pt.json")
     p.add_argument("--resize-size", type=int, default=None, help="only for checkpoints without model.pt.json")
+    p.add_argument("--dpi", type=int, default=72, help="figure resolution (72: small enough to keep in git)")
     a = p.parse_args(argv)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 col += 1
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=a.dpi)
     with atomic_write(a.output, "wb") as fh:
         fh.write(buf.getvalue())
     print(f"wrote {a.output} ({len(a.input)} slices x {len(models)} models)")
