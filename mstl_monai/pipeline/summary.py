@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from mstl_monai.pipeline.run import run_dir_results
+from mstl_monai.pipeline.tables.cells import metric_cell
 
 __all__ = ["summary_table"]
 
@@ -22,17 +23,9 @@ def _summary_table(all_rows: list[dict]) -> str:
     for name, rows in by_chain.items():
         secs = sum(r.get("seconds") or 0 for r in rows)
         m = next((r["metrics"] for r in rows if "metrics" in r), None)
-
-        def cell(k: str) -> str:
-            if m is None or not isinstance(m.get(k), dict) or m[k].get("value") is None:
-                return "-"
-            v = m[k]
-            return f"{100 * v['value']:.1f} [{100 * v['ci_low']:.1f}, {100 * v['ci_high']:.1f}]"
-
+        cells = " | ".join(metric_cell(m, k, "-") for k in ("accuracy", "f1", "auc", "sensitivity", "specificity"))
         n = m.get("n", "-") if m else "-"
-        lines.append(
-            f"| {name} | {secs:.0f} | {cell('accuracy')} | {cell('f1')} | {cell('auc')} | {cell('sensitivity')} | {cell('specificity')} | {n} |"
-        )
+        lines.append(f"| {name} | {secs:.0f} | {cells} | {n} |")
     return "\n".join(lines)
 
 
