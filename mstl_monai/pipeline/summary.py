@@ -10,9 +10,17 @@ import os
 from pathlib import Path
 
 from mstl_monai.pipeline.run import run_dir_results
-from mstl_monai.pipeline.tables.cells import metric_cell
 
-__all__ = ["summary_table"]
+__all__ = ["metric_cell", "summary_table"]
+
+
+def metric_cell(m: dict | None, key: str, missing: str = "not run") -> str:
+    """``"value [ci_low, ci_high]"`` in % of ``m[key]`` (a metric of ``metrics.json``); ``missing`` when there is no
+    such value. The cell of this summary and of the result tables (:mod:`mstl_monai.pipeline.tables`)."""
+    if m is None or not isinstance(m.get(key), dict) or m[key].get("value") is None:
+        return missing
+    v = m[key]
+    return f"{100 * v['value']:.1f} [{100 * v['ci_low']:.1f}, {100 * v['ci_high']:.1f}]"
 
 
 def _summary_table(all_rows: list[dict]) -> str:

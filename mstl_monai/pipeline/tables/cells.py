@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from mstl_monai.pipeline.summary import metric_cell
+
 __all__ = [
     "VARIANT",
     "STAGE_NAMES",
@@ -24,7 +26,7 @@ __all__ = [
 VARIANT = {0: "baseline", 1: "+1 ATTN", 5: "+5 ATTNs"}
 STAGE_NAMES = {"stl_n": "STL-N", "stl_m": "STL-M", "sstl_m": "SSTL-M"}
 METHOD_NAMES = {"moco": "MoCo", "simclr": "SimCLR", "ours": "ours"}
-#: a cell with no run
+#: a cell with no run (:func:`metric_cell`'s default)
 NOT_RUN = "not run"
 #: the metrics of the result tables: acc, F1, AUC
 METRIC_KEYS = ("accuracy", "f1", "auc")
@@ -41,14 +43,6 @@ def stage_label(stages: Iterable[str], method: str | None = None) -> str:
     if method:
         label += f" ({METHOD_NAMES.get(method, method)})"
     return label
-
-
-def metric_cell(m: dict | None, key: str, missing: str = NOT_RUN) -> str:
-    """``"value [ci_low, ci_high]"`` in % of ``m[key]``; ``missing`` when there is no such value."""
-    if m is None or not isinstance(m.get(key), dict) or m[key].get("value") is None:
-        return missing
-    v = m[key]
-    return f"{100 * v['value']:.1f} [{100 * v['ci_low']:.1f}, {100 * v['ci_high']:.1f}]"
 
 
 def metric_value(m: dict | None, key: str) -> float | None:
