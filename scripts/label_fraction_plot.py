@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from mstl_monai.pipeline.tables import metric_cell, paired_difference  # noqa: E402
+
 FRACTIONS = ((0.1, "_lf10"), (0.25, "_lf25"), (0.5, "_lf50"), (1.0, ""))
 
 
@@ -40,24 +42,6 @@ def _load(results: Path, chain: str) -> dict | None:
     p = results / chain / "predictions.csv"
     out["predictions"] = p if p.is_file() else None
     return out
-
-
-def _cell(m: dict, key: str) -> str:
-    v = m[key]
-    return f"{100 * v['value']:.1f} [{100 * v['ci_low']:.1f}, {100 * v['ci_high']:.1f}]"
-
-
-def _paired(a: dict, b: dict) -> dict | None:
-    from mstl_monai.metrics import paired_bootstrap_difference
-    from mstl_monai.metrics.io import read_predictions_csv
-
-    if not a.get("predictions") or not b.get("predictions"):
-        return None
-    na, ya, pa, _ = read_predictions_csv(a["predictions"])
-    nb, yb, pb, _ = read_predictions_csv(b["predictions"])
-    pos = {(str(n), int(y)): i for i, (n, y) in enumerate(zip(nb, yb))}
-    order = [pos[(str(n), int(y))] for n, y in zip(na, ya)]
-    return paired_bootstrap_difference(ya, pa[:, 1], pb[order, 1], n_bootstrap=1000, seed=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,11 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"fraction": frac, "arm": labels[a], "chain": a + suffix,
                          **{f"{k}_{s}": m[k][s] for k in ("accuracy", "f1", "auc") for s in ("value", "ci_low", "ci_high")}})
         if all(got.values()):
-            d = _paired(got[args.arms[1]], got[args.arms[0]])
+            transfer, scratch = got[args.arms[1]]["predictions"], got[args.arms[0]]["predictions"]
+            d = paired_difference(transfer, scratch) if transfer and scratch else None
             gain = "n/a" if d is None else (
                 f"{100 * d['auc']['value']:+.1f} [{100 * d['auc']['ci_low']:+.1f}, {100 * d['auc']['ci_high']:+.1f}]")
-            table.append([f"{int(frac * 100)} %"] + [_cell(got[a]["metrics"], "auc") for a in args.arms] + [gain]
-                         + [_cell(got[a]["metrics"], "accuracy") for a in args.arms])
+            auc, acc = ([metric_cell(got[a]["metrics"], k) for a in args.arms] for k in ("auc", "accuracy"))
+            table.append([f"{int(frac * 100)} %"] + auc + [gain] + acc)
     if not rows:
         print(f"no label-fraction results under {results} (missing: {', '.join(missing)})")
         return 1

@@ -11,7 +11,16 @@ from pathlib import Path
 
 from mstl_monai.pipeline.run import run_dir_results
 
-__all__ = ["summary_table"]
+__all__ = ["metric_cell", "summary_table"]
+
+
+def metric_cell(m: dict | None, key: str, missing: str = "not run") -> str:
+    """``"value [ci_low, ci_high]"`` in % of ``m[key]`` (a metric of ``metrics.json``); ``missing`` when there is no
+    such value. The cell of this summary and of the result tables (:mod:`mstl_monai.pipeline.tables`)."""
+    if m is None or not isinstance(m.get(key), dict) or m[key].get("value") is None:
+        return missing
+    v = m[key]
+    return f"{100 * v['value']:.1f} [{100 * v['ci_low']:.1f}, {100 * v['ci_high']:.1f}]"
 
 
 def _summary_table(all_rows: list[dict]) -> str:
@@ -22,17 +31,9 @@ def _summary_table(all_rows: list[dict]) -> str:
     for name, rows in by_chain.items():
         secs = sum(r.get("seconds") or 0 for r in rows)
         m = next((r["metrics"] for r in rows if "metrics" in r), None)
-
-        def cell(k: str) -> str:
-            if m is None or not isinstance(m.get(k), dict) or m[k].get("value") is None:
-                return "-"
-            v = m[k]
-            return f"{100 * v['value']:.1f} [{100 * v['ci_low']:.1f}, {100 * v['ci_high']:.1f}]"
-
+        cells = " | ".join(metric_cell(m, k, "-") for k in ("accuracy", "f1", "auc", "sensitivity", "specificity"))
         n = m.get("n", "-") if m else "-"
-        lines.append(
-            f"| {name} | {secs:.0f} | {cell('accuracy')} | {cell('f1')} | {cell('auc')} | {cell('sensitivity')} | {cell('specificity')} | {n} |"
-        )
+        lines.append(f"| {name} | {secs:.0f} | {cells} | {n} |")
     return "\n".join(lines)
 
 

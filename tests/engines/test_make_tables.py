@@ -1,4 +1,5 @@
-"""scripts/make_tables.py builds the paper's tables from the pipeline's result files (no made-up cells)."""
+"""scripts/make_tables.py (mstl_monai.pipeline.tables) builds the paper's tables from the pipeline's result files
+(no made-up cells)."""
 
 from __future__ import annotations
 
