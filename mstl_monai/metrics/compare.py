@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ from .classification import METRIC_NAMES
 from .io import atomic_write, read_predictions_csv, to_jsonable
 from .seeds import seed_paired_difference
 
-__all__ = ["compare_predictions", "load_arm"]
+__all__ = ["aligned_probs", "compare_predictions", "image_keys", "load_arm", "match_rows"]
 
 
 def _predictions_file(path: str | Path) -> Path:
@@ -42,43 +44,68 @@ def _predictions_file(path: str | Path) -> Path:
     return p
 
 
-def load_arm(paths: list[str | Path], positive: int = 1) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
-    """``(images, y (n,), probs (K, n))`` of one arm: the positive-class probability of each of its ``K`` files,
-    rows ordered as the first file's ``(name, label)`` pairs.
+def image_keys(names: Sequence, labels: Sequence) -> list[tuple[str, int]]:
+    """``(name, label)`` of each row of a predictions file: what identifies a test image across runs."""
+    return [(str(n), int(y)) for n, y in zip(names, labels)]
+
+
+def match_rows(ref: Sequence[tuple[str, int]], keys: Sequence[tuple[str, int]]) -> list[int] | None:
+    """The row of ``keys`` holding each image of ``ref``, ``None`` when one of them is not in ``keys``."""
+    pos = {k: i for i, k in enumerate(keys)}
+    try:
+        return [pos[k] for k in ref]
+    except KeyError:
+        return None
+
+
+def aligned_probs(files: Sequence[str | os.PathLike], ref: Sequence[tuple[str, int]]) -> np.ndarray | None:
+    """``(K, n)`` class-1 probabilities of the predictions ``files`` on the images ``ref`` (:func:`image_keys`), in
+    that order; ``None`` when a file scored other images than ``ref``."""
+    out = np.empty((len(files), len(ref)))
+    for k, f in enumerate(files):
+        names, labels, probs, _ = read_predictions_csv(f)
+        keys = image_keys(names, labels)
+        rows = match_rows(ref, keys) if len(keys) == len(ref) else None
+        if rows is None:
+            return None
+        out[k] = probs[rows, 1]
+    return out
+
+
+def load_arm(paths: Sequence[str | os.PathLike], ref: Sequence[tuple[str, int]] | None = None
+             ) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
+    """``(images, y (n,), probs (K, n))`` of one arm: the class-1 probability from each of its ``K`` predictions files
+    (or folders holding a ``predictions.csv``), rows in the order of ``ref`` (:func:`image_keys`; default: the first
+    file's images).
 
     Raises:
-        ValueError: when a file's images (name and label) differ from the first file's, naming both files.
+        FileNotFoundError: a path holds no predictions file.
+        ValueError: a file scored other images (name and label) than ``ref``, naming it.
     """
     if not paths:
         raise ValueError("an arm needs at least one predictions file.")
     files = [_predictions_file(p) for p in paths]
-    names, y, probs, _ = read_predictions_csv(files[0])
-    keys = [(str(n), int(t)) for n, t in zip(names, y)]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"{files[0]} lists an image twice; cannot pair images.")
-    out = [probs[:, positive]]
-    for f in files[1:]:
-        out.append(_aligned(f, keys, files[0], positive))
-    return keys, np.asarray(y, dtype=np.int64), np.stack(out)
+    names, y, _, _ = read_predictions_csv(files[0])
+    if ref is None:
+        ref = image_keys(names, y)
+        if len(set(ref)) != len(ref):
+            raise ValueError(f"{files[0]} lists an image twice; cannot pair images.")
+    rows = []
+    for f in files:
+        p = aligned_probs([f], ref)
+        if p is None:
+            raise ValueError(f"{f} holds other images than the first file of the comparison ({len(ref)} images); "
+                             "compare predictions of the same test split.")
+        rows.append(p[0])
+    return list(ref), np.array([k[1] for k in ref], dtype=np.int64), np.stack(rows)
 
 
-def _aligned(path: Path, keys: list[tuple[str, int]], first: Path, positive: int) -> np.ndarray:
-    names, y, probs, _ = read_predictions_csv(path)
-    pos = {(str(n), int(t)): i for i, (n, t) in enumerate(zip(names, y))}
-    if set(pos) != set(keys):
-        extra, missing = sorted(set(pos) - set(keys))[:3], sorted(set(keys) - set(pos))[:3]
-        raise ValueError(f"{path} holds other images than {first} (only in it: {extra}; missing: {missing}); "
-                         "compare predictions of the same test split.")
-    return probs[[pos[k] for k in keys], positive]
-
-
-def compare_predictions(a: list[str | Path], b: list[str | Path], n_bootstrap: int = 1000, seed: int = 0,
-                        threshold: float = 0.5) -> dict:
-    """:func:`~mstl_monai.metrics.seed_paired_difference` of arm ``a`` minus arm ``b`` read from predictions files
-    (one per seed), with the files recorded under ``"files"``."""
-    keys, y, pa = load_arm(a)
-    first = _predictions_file(a[0])
-    pb = np.stack([_aligned(_predictions_file(f), keys, first, 1) for f in b])
+def compare_predictions(a: Sequence[str | os.PathLike], b: Sequence[str | os.PathLike], n_bootstrap: int = 1000,
+                        seed: int = 0, threshold: float = 0.5) -> dict:
+    """:func:`~mstl_monai.metrics.seed_paired_difference` of arm ``a`` minus arm ``b`` (:func:`load_arm`: one
+    predictions file per seed, b's images matched to a's), with the files under ``"files"``."""
+    ref, y, pa = load_arm(a)
+    _, _, pb = load_arm(b, ref)
     out = seed_paired_difference(y, pa, pb, n_bootstrap=n_bootstrap, seed=seed, threshold=threshold)
     out["files"] = {arm: [str(_predictions_file(f)) for f in files] for arm, files in (("a", a), ("b", b))}
     return out

@@ -63,7 +63,7 @@ class TestCompare(unittest.TestCase):
     def test_other_images_and_missing_file_are_named(self):
         a = _write(self.tmp / "a.csv", self.names, self.y, self.pa[0])
         b = _write(self.tmp / "b.csv", self.names[:-1] + ["other.png"], self.y, self.pb)
-        with self.assertRaisesRegex(ValueError, r"b\.csv holds other images than .*a\.csv .*other\.png"):
+        with self.assertRaisesRegex(ValueError, r"b\.csv holds other images than the first file of the comparison \(40 images\)"):
             compare_predictions([a], [b])
         err = io.StringIO()
         with redirect_stderr(err):

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mstl_monai.metrics import paired_bootstrap_difference, seed_paired_difference
+from mstl_monai.metrics.compare import aligned_probs, image_keys, match_rows
 from mstl_monai.metrics.io import read_predictions_csv
 
 from .cells import metric_value
@@ -33,34 +34,6 @@ SEED_NOTE = (
     " lists them; acc / F1 / AUC columns show seed 0's chain), 95% CI from a bootstrap over the test images (the same"
     " for both) and over each cell's seeds."
 )
-
-
-def image_keys(names: Sequence, labels: Sequence) -> list[tuple[str, int]]:
-    """``(name, label)`` of each row of a predictions file: what identifies a test image across runs."""
-    return [(str(n), int(y)) for n, y in zip(names, labels)]
-
-
-def match_rows(ref: Sequence[tuple[str, int]], keys: Sequence[tuple[str, int]]) -> list[int] | None:
-    """The row of ``keys`` holding each image of ``ref``, ``None`` when one of them is not in ``keys``."""
-    pos = {k: i for i, k in enumerate(keys)}
-    try:
-        return [pos[k] for k in ref]
-    except KeyError:
-        return None
-
-
-def aligned_probs(files: Sequence[str | os.PathLike], ref: Sequence[tuple[str, int]]) -> np.ndarray | None:
-    """``(K, n)`` class-1 probabilities of the predictions ``files`` on the images ``ref`` (:func:`image_keys`), in
-    that order; ``None`` when a file scored other images than ``ref``."""
-    out = np.empty((len(files), len(ref)))
-    for k, f in enumerate(files):
-        names, labels, probs, _ = read_predictions_csv(f)
-        keys = image_keys(names, labels)
-        rows = match_rows(ref, keys) if len(keys) == len(ref) else None
-        if rows is None:
-            return None
-        out[k] = probs[rows, 1]
-    return out
 
 
 def paired_difference(
