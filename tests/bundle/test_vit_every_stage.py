@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from parameterized import parameterized
 
-from tests.bundle._bundle_utils import run_bundle
+from tests.bundle._bundle_utils import TINY, run_bundle
 from tests.docs._readme import mini_data_root
 from tests.utils import REPO_ROOT, require_real_data
 
@@ -27,18 +27,8 @@ FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
 TV = FIXTURES / "torchvision_vit_p16_d192_l2.pt"
 TIMM = FIXTURES / "timm_vit_p16_d192_l2.pt"
 
-#: one epoch, 32 px (a 2x2 patch grid), batch 5, a 2-block ViT-Tiny that the fixtures fit
-TINY_VIT = {
-    "backbone": "vit_tiny",
-    "network_def::num_layers": 2,
-    "n_attn": 0,
-    "epochs": 1,
-    "image_size": 32,
-    "resize_size": 36,
-    "batch_size": 5,
-    "learning_rate": 0.01,
-    "num_workers": 0,
-}
+#: one epoch of the shared tiny settings (32 px: a 2x2 patch grid), batch 5, a 2-block ViT-Tiny that the fixtures fit
+TINY_VIT = dict(TINY, backbone="vit_tiny", n_attn=0, epochs=1, batch_size=5, **{"network_def::num_layers": 2})
 SSTL_TINY = {"region_size": 32, "queue_size": 8, "probe_k": 3}
 
 CASES = [
