@@ -3,11 +3,14 @@
 """Label-fraction study (issue 15): test AUC against the share of COVID19-CT training labels, no transfer vs transfer.
 
 Reads the published results of the label-fraction chains of ``configs/cpu_scale.yaml`` (``<chain>_lf10``, ``_lf25``,
-``_lf50``; 100 % is the chain itself) and writes, beside them:
+``_lf50``; 100 % is the chain itself) and, where they ran, their finetune seeds (``<chain>[_lfNN]_ft_s<k>``), and
+writes, beside them:
 
-* ``label_fraction.csv`` / ``label_fraction.md``: acc / F1 / AUC with 95% bootstrap CIs per arm and fraction, and the
-  transfer gain (transfer - no transfer) with its paired bootstrap CI over the same 203 test images;
-* ``label_fraction.png``: AUC with its CI against the fraction, one line per arm.
+* ``label_fraction.csv`` / ``label_fraction.md``: acc / F1 / AUC per arm and fraction, the mean over the seeds found
+  with a 95% CI over test images and seeds (:func:`~mstl_monai.metrics.seed_bootstrap_metrics`) and the seed SD, and
+  the transfer gain (transfer - no transfer), seed-averaged and paired over the same 203 test images
+  (:func:`~mstl_monai.metrics.compare.compare_predictions`); one seed gives the plain image bootstrap;
+* ``label_fraction.png``: the seed-mean AUC with its CI against the fraction, one line per arm, each seed a dot.
 
 A fraction whose chain has not run yet is listed as missing (never interpolated).
 
@@ -24,24 +27,41 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mstl_monai.pipeline.tables import metric_cell, paired_difference  # noqa: E402
+from mstl_monai.metrics import seed_bootstrap_metrics  # noqa: E402
+from mstl_monai.metrics.compare import compare_predictions, load_arm  # noqa: E402
+from mstl_monai.pipeline.tables import metric_cell  # noqa: E402
 
 FRACTIONS = ((0.1, "_lf10"), (0.25, "_lf25"), (0.5, "_lf50"), (1.0, ""))
+KEYS = ("accuracy", "f1", "auc")
 
 
-def _load(results: Path, chain: str) -> dict | None:
-    m = results / chain / "metrics.json"
-    if not m.is_file():
-        return None
-    out = {"metrics": json.loads(m.read_text())}
-    p = results / chain / "predictions.csv"
-    out["predictions"] = p if p.is_file() else None
-    return out
+def _seed_chains(results: Path, chain: str) -> list[str]:
+    """``chain`` (seed 0) and its finetune seeds ``chain_ft_s<k>`` that have a metrics.json, by seed; [] when seed 0
+    did not run."""
+    if not (results / chain / "metrics.json").is_file():
+        return []
+    seeds = sorted(int(m.group(1)) for d in results.glob(f"{chain}_ft_s*")
+                   if (m := re.fullmatch(re.escape(chain) + r"_ft_s(\d+)", d.name)) and (d / "metrics.json").is_file())
+    return [chain] + [f"{chain}_ft_s{k}" for k in seeds]
+
+
+def _arm_metrics(results: Path, chains: list[str]) -> dict:
+    """Seed-mean metrics of ``chains`` (one per seed); one chain: its own metrics.json (image bootstrap)."""
+    if len(chains) == 1:
+        m = json.loads((results / chains[0] / "metrics.json").read_text())
+        return {k: {**m[k], "sd": 0.0, "per_seed": [m[k]["value"]]} for k in KEYS}
+    _, y, probs = load_arm([results / c for c in chains])
+    return seed_bootstrap_metrics(y, probs, n_bootstrap=1000, seed=0)
+
+
+def _cell(m: dict, key: str, n_seeds: int) -> str:
+    return metric_cell(m, key) + (f" ±{100 * m[key]['sd']:.1f}" if n_seeds > 1 else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,22 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     rows, table, missing = [], [], []
     curves: dict[str, list] = {a: [] for a in args.arms}
     for frac, suffix in FRACTIONS:
-        got = {a: _load(results, a + suffix) for a in args.arms}
+        got, mets = {}, {}
         for a in args.arms:
-            if got[a] is None:
+            chains = _seed_chains(results, a + suffix)
+            if not chains:
                 missing.append(a + suffix)
                 continue
-            m = got[a]["metrics"]
+            got[a], mets[a] = chains, _arm_metrics(results, chains)
+            m = mets[a]
             curves[a].append((frac, m["auc"]))
-            rows.append({"fraction": frac, "arm": labels[a], "chain": a + suffix,
-                         **{f"{k}_{s}": m[k][s] for k in ("accuracy", "f1", "auc") for s in ("value", "ci_low", "ci_high")}})
-        if all(got.values()):
-            transfer, scratch = got[args.arms[1]]["predictions"], got[args.arms[0]]["predictions"]
-            d = paired_difference(transfer, scratch) if transfer and scratch else None
-            gain = "n/a" if d is None else (
-                f"{100 * d['auc']['value']:+.1f} [{100 * d['auc']['ci_low']:+.1f}, {100 * d['auc']['ci_high']:+.1f}]")
-            auc, acc = ([metric_cell(got[a]["metrics"], k) for a in args.arms] for k in ("auc", "accuracy"))
-            table.append([f"{int(frac * 100)} %"] + auc + [gain] + acc)
+            rows.append({"fraction": frac, "arm": labels[a], "chains": " ".join(chains), "n_seeds": len(chains),
+                         **{f"{k}_{s}": m[k][s] for k in KEYS for s in ("value", "ci_low", "ci_high", "sd")}})
+        if len(got) == 2:
+            files = {a: [results / c / "predictions.csv" for c in got[a]] for a in args.arms}
+            gain = "n/a"
+            if all(f.is_file() for fs in files.values() for f in fs):
+                d = compare_predictions(files[args.arms[1]], files[args.arms[0]])["auc"]
+                gain = f"{100 * d['value']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+            n = "/".join(str(len(got[a])) for a in args.arms)
+            auc, acc = ([_cell(mets[a], k, len(got[a])) for a in args.arms] for k in ("auc", "accuracy"))
+            table.append([f"{int(frac * 100)} %", n] + auc + [gain] + acc)
     if not rows:
         print(f"no label-fraction results under {results} (missing: {', '.join(missing)})")
         return 1
@@ -82,8 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     w.writerows(rows)
     with atomic_write(results / "label_fraction.csv") as f:
         f.write(buf.getvalue())
-    md = ["| labels | AUC no transfer | AUC transfer | transfer gain (AUC, paired 95% CI) | acc no transfer | acc transfer |",
-          "|---|---|---|---|---|---|"] + ["| " + " | ".join(r) + " |" for r in table]
+    md = ["| labels | seeds (no transfer / transfer) | AUC no transfer | AUC transfer "
+          "| transfer gain (AUC, seed-mean, paired 95% CI) | acc no transfer | acc transfer |",
+          "|---|---|---|---|---|---|---|"] + ["| " + " | ".join(r) + " |" for r in table]
+    md.append("\nMean over the seeds [95% CI over test images and seeds] ±SD across seeds (one seed: its image-bootstrap"
+              " CI). The gain pairs the two arms on the same test images, averaged over each arm's seeds"
+              " (`python -m mstl_monai.metrics.compare`). A finetune seed also draws its own stratified label subset.")
     if missing:
         md.append(f"\nNot run yet: {', '.join(missing)}.")
     with atomic_write(results / "label_fraction.md") as f:
@@ -96,18 +124,23 @@ def main(argv: list[str] | None = None) -> int:
     fig = Figure(figsize=(5.2, 3.6))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(111)
-    for a, pts in curves.items():
+    for i, (a, pts) in enumerate(curves.items()):
         if not pts:
             continue
-        xs = [100 * f for f, _ in pts]
-        ax.errorbar(xs, [100 * m["value"] for _, m in pts],
-                    yerr=[[100 * (m["value"] - m["ci_low"]) for _, m in pts], [100 * (m["ci_high"] - m["value"]) for _, m in pts]],
-                    marker="o", capsize=3, label=f"{labels[a]} ({a})")
+        xs = [100 * f * (0.97 if i == 0 else 1.03) for f, _ in pts]  # side by side, so the CIs do not hide each other
+        line = ax.errorbar(xs, [100 * m["value"] for _, m in pts],
+                           yerr=[[100 * (m["value"] - m["ci_low"]) for _, m in pts],
+                                 [100 * (m["ci_high"] - m["value"]) for _, m in pts]],
+                           marker="o", capsize=3, label=f"{labels[a]} ({a})")
+        for x, (_, m) in zip(xs, pts):
+            if len(m["per_seed"]) > 1:
+                ax.scatter([x] * len(m["per_seed"]), [100 * v for v in m["per_seed"]], s=9, alpha=0.5,
+                           color=line[0].get_color(), zorder=3)
     ax.set_xscale("log")
     ax.set_xticks([10, 25, 50, 100])
     ax.set_xticklabels(["10", "25", "50", "100"])
     ax.set_xlabel("COVID19-CT training labels used (%)")
-    ax.set_ylabel("test AUC (%, 95% CI)")
+    ax.set_ylabel("test AUC (%, seed mean, 95% CI)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -40,6 +40,11 @@ class TestLabelFractionPlot(unittest.TestCase):
                 bad = np.clip(0.5 + rng.normal(0, 0.3, y.size), 0, 1)
                 _write_chain(root, "r18_base_scratch" + suffix, bad, y)
                 _write_chain(root, "r18_base_stln_stlm_sstl_ours" + suffix, good, y)
+            for k in (1, 2):  # finetune seeds of the 10 % point, both arms
+                _write_chain(root, f"r18_base_scratch_lf10_ft_s{k}", np.clip(0.5 + rng.normal(0, 0.3, y.size), 0, 1), y)
+                good = np.clip(y * 0.6 + 0.2 + rng.normal(0, 0.3, y.size), 0, 1)
+                _write_chain(root, f"r18_base_stln_stlm_sstl_ours_lf10_ft_s{k}", good, y)
+            (root / "r18_base_scratch_ft_s1").mkdir()  # a seed that has not finished: no metrics.json, not counted
             proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "label_fraction_plot.py"), "--results", d],
                                   capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
             self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
@@ -47,11 +52,25 @@ class TestLabelFractionPlot(unittest.TestCase):
             self.assertIn("| 10 % |", md)
             self.assertIn("| 100 % |", md)
             self.assertIn("Not run yet: r18_base_scratch_lf25", md)  # missing fractions are named, not interpolated
-            gain = [line.split("|")[4] for line in md.splitlines() if line.startswith("| 100 %")][0]
+            gain = [line.split("|")[5] for line in md.splitlines() if line.startswith("| 100 %")][0]
             self.assertTrue(gain.strip().startswith("+"), md)  # the better arm's paired gain is positive
             self.assertEqual((root / "label_fraction.png").read_bytes()[:4], b"\x89PNG")
+            lf10 = [line.split("|") for line in md.splitlines() if line.startswith("| 10 %")][0]
+            self.assertEqual(lf10[2].strip(), "3/3")  # seed 0 and the two finetune seeds of each arm
+            self.assertIn(" ±", lf10[3])  # the seed SD beside the seed-mean AUC
+            self.assertTrue(lf10[5].strip().startswith("+"), md)  # seed-mean paired gain
+            lf100 = [line.split("|") for line in md.splitlines() if line.startswith("| 100 %")][0]
+            self.assertEqual(lf100[2].strip(), "1/1")
+            self.assertNotIn("±", lf100[3])
             with open(root / "label_fraction.csv", newline="") as f:
-                self.assertEqual(len(list(csv.DictReader(f))), 4)
+                rows = list(csv.DictReader(f))
+            self.assertEqual(len(rows), 4)
+            self.assertEqual([r["n_seeds"] for r in rows], ["3", "3", "1", "1"])
+            # the seed-mean AUC is the mean of the three seeds' own AUCs
+            aucs = [json.loads((root / c / "metrics.json").read_text())["auc"]["value"]
+                    for c in rows[1]["chains"].split()]
+            self.assertEqual(len(aucs), 3)
+            self.assertAlmostEqual(float(rows[1]["auc_value"]), float(np.mean(aucs)), places=6)
 
 
 if __name__ == "__main__":
