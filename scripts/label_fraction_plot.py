@@ -18,6 +18,7 @@ A fraction whose chain has not run yet is listed as missing (never interpolated)
 
     python scripts/label_fraction_plot.py                       # results/cpu_scale, R-18 scratch vs STL-N->STL-M->SSTL-M
     python scripts/label_fraction_plot.py --results results/cpu_scale --arms r18_base_scratch r18_base_stln_stlm_sstl_ours
+    python scripts/label_fraction_plot.py --readme README.md    # also the table between the README's markers
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from mstl_monai.metrics import seed_bootstrap_metrics  # noqa: E402
 from mstl_monai.metrics.compare import compare_predictions, load_arm  # noqa: E402
-from mstl_monai.pipeline.tables import metric_cell  # noqa: E402
+from mstl_monai.pipeline.tables import metric_cell, splice_block  # noqa: E402
 
+README_START, README_END = "<!-- label-fraction:start -->", "<!-- label-fraction:end -->"
 FRACTIONS = ((0.1, "_lf10"), (0.25, "_lf25"), (0.5, "_lf50"), (1.0, ""))
 KEYS = ("accuracy", "f1", "auc")
 
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default="results/cpu_scale")
     p.add_argument("--arms", nargs=2, default=["r18_base_scratch", "r18_base_stln_stlm_sstl_ours"],
                    metavar=("NO_TRANSFER", "TRANSFER"))
+    p.add_argument("--readme", default=None, help=f"also put the table between {README_START} and {README_END} there")
     args = p.parse_args(argv)
     results = Path(args.results)
     labels = {args.arms[0]: "no transfer", args.arms[1]: "transfer"}
@@ -117,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_write(results / "label_fraction.md") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))
+    if args.readme:
+        splice_block(args.readme, "\n".join(md) + "\n", README_START, README_END)
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

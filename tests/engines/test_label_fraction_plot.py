@@ -45,10 +45,14 @@ class TestLabelFractionPlot(unittest.TestCase):
                 good = np.clip(y * 0.6 + 0.2 + rng.normal(0, 0.3, y.size), 0, 1)
                 _write_chain(root, f"r18_base_stln_stlm_sstl_ours_lf10_ft_s{k}", good, y)
             (root / "r18_base_scratch_ft_s1").mkdir()  # a seed that has not finished: no metrics.json, not counted
-            proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "label_fraction_plot.py"), "--results", d],
+            readme = root / "README.md"
+            readme.write_text("before\n<!-- label-fraction:start -->\nold table\n<!-- label-fraction:end -->\nafter\n")
+            proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "label_fraction_plot.py"), "--results", d,
+                                   "--readme", str(readme)],
                                   capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
             self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
             md = (root / "label_fraction.md").read_text()
+            self.assertEqual(readme.read_text(), f"before\n<!-- label-fraction:start -->\n{md}<!-- label-fraction:end -->\nafter\n")
             self.assertIn("| 10 % |", md)
             self.assertIn("| 100 % |", md)
             self.assertIn("Not run yet: r18_base_scratch_lf25", md)  # missing fractions are named, not interpolated

@@ -48,7 +48,7 @@ from .load import (
 )
 from .plots import save_leep_plot, save_roc
 from .recipes import recipe_table
-from .render import build_tables, splice_readme, write_tables
+from .render import build_tables, splice_block, splice_readme, write_tables
 from .runs import probe_table, runs_table, seed_table, threshold_table
 from .stats import (
     SEED_MARK,
@@ -98,6 +98,7 @@ __all__ = [
     "seed_groups",
     "seed_paired",
     "seed_table",
+    "splice_block",
     "splice_readme",
     "stage_label",
     "threshold_table",

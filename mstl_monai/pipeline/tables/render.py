@@ -54,6 +54,20 @@ def build_tables(results: str | Path) -> tuple[str, dict[str, list[list]]]:
     return md, csvs
 
 
+def splice_block(readme: str | Path, body: str, start: str, end: str) -> None:
+    """Put ``body`` between the ``start`` and ``end`` marker lines of ``readme`` (the text outside them unchanged).
+
+    Raises:
+        ValueError: when the README lacks one of the markers.
+    """
+    text = Path(readme).read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    Path(readme).write_text(head + start + "\n" + body + end + tail)
+
+
 def splice_readme(readme: str | Path, md: str, results: str | Path) -> None:
     """Put ``md`` between the README's :data:`README_START` and :data:`README_END` markers, one heading level down,
     its figures named by their path under ``results``.
@@ -61,15 +75,10 @@ def splice_readme(readme: str | Path, md: str, results: str | Path) -> None:
     Raises:
         ValueError: when the README lacks one of the markers.
     """
-    text = Path(readme).read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} markers")
-    head, rest = text.split(README_START, 1)
-    tail = rest.split(README_END, 1)[1]
     body = md.replace("### ", "#### ")
     for png in ("roc.png", "leep.png"):
         body = body.replace(f"`{png}`", f"`{Path(results) / png}`")
-    Path(readme).write_text(head + README_START + "\n" + body + README_END + tail)
+    splice_block(readme, body, README_START, README_END)
 
 
 def write_tables(results: str | Path, readme: str | Path | None = None) -> str:
