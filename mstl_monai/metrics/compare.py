@@ -85,13 +85,14 @@ def load_arm(paths: Sequence[str | os.PathLike], ref: Sequence[tuple[str, int]] 
     if not paths:
         raise ValueError("an arm needs at least one predictions file.")
     files = [_predictions_file(p) for p in paths]
-    names, y, _, _ = read_predictions_csv(files[0])
+    rows = []
     if ref is None:
+        names, y, probs, _ = read_predictions_csv(files[0])
         ref = image_keys(names, y)
         if len(set(ref)) != len(ref):
             raise ValueError(f"{files[0]} lists an image twice; cannot pair images.")
-    rows = []
-    for f in files:
+        rows.append(np.asarray(probs)[:, 1])
+    for f in files[len(rows):]:
         p = aligned_probs([f], ref)
         if p is None:
             raise ValueError(f"{f} holds other images than the first file of the comparison ({len(ref)} images); "
