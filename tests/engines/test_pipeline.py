@@ -213,7 +213,7 @@ class TestGrid(unittest.TestCase):
         vit = ["vit_tiny_base_scratch", "vit_tiny_base_stln", "vit_tiny_base_stln_stlm", "vit_tiny_base_stln_stlm_sstl_ours"]
         lf = [f"r18_base_{arm}_lf{f}" for f in (10, 25, 50) for arm in ("scratch", "stln_stlm_sstl_ours")]
         px = [f"r18_base_stln_stlm_sstl_ours_px{n}" for n in (96, 192, 224)]
-        ft_seeds = [f"r18_base_{arm}_robust{s}" for s in ("", "_ft_s1", "_ft_s2") for arm in ("scratch", "stln_stlm_sstl_ours")]
+        ft_seeds = [f"r18_base_{arm}_robust{s}" for s in ("", "_ft_s1", "_ft_s2", "_ft_s3", "_ft_s4") for arm in ("scratch", "stln_stlm_sstl_ours")]
         magsd = [f"r18_base_stln_stlm_sstl_ours_robust_magsd{s}" for s in ("", "_ft_s1")]
         lf_seeds = [f"r18_base_{arm}_lf{f}_ft_s{s}" for f in (10, 25, 50) for s in (1, 2) for arm in ("scratch", "stln_stlm_sstl_ours")]
         lf_seeds += [f"r18_base_{arm}_ft_s{s}" for s in (1, 2) for arm in ("scratch", "stln_stlm_sstl_ours")]
