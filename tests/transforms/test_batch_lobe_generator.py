@@ -23,6 +23,9 @@ from mstl_monai.transforms import (
 )
 from tests.utils import DATA_ROOT, require_real_data
 
+#: the batched Generator runs on each (the per-image reference on CPU): the GPU check of issue 13 where one is present
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 #: per source folder, how many slices (every k-th file, so that the sizes and aspect ratios vary)
 SOURCES = (("covid-ct/CT_COVID", 10), ("covid-ct/CT_NonCOVID", 10), ("luna16/images", 6))
 
@@ -60,17 +63,20 @@ class TestBatchLungLobeGenerator(unittest.TestCase):
         imgs = self.batch(resize).clone()
         imgs[3] = 0.5  # a constant slice: no lung, the fallback box
         ref = LungLobeGenerator(spatial_size=size)
-        out = BatchLungLobeGenerator(spatial_size=size)(imgs)
-        self.assertEqual(out.regions.shape, (len(imgs), 5, 1, size, size))
-        for i, im in enumerate(imgs):
-            r = ref(im)
-            self.assertEqual(out.lung_box[i].tolist(), r.lung_box.tolist(), f"lung box of image {i}")
-            self.assertEqual(out.boxes[i].tolist(), r.boxes.tolist(), f"lobe boxes of image {i}")
-            self.assertEqual(bool(out.fallback[i]), r.fallback, f"fallback of image {i}")
-            torch.testing.assert_close(out.regions[i], r.regions, rtol=0, atol=2e-5)
-        self.assertTrue(bool(out.fallback[3]))
-        self.assertEqual(int(out.fallback.sum()), sum(ref(im).fallback for im in imgs))
-        self.assertEqual(out.labels.tolist(), [[0, 1, 2, 3, 4]] * len(imgs))
+        refs = [ref(im) for im in imgs]
+        for device in DEVICES:
+            out = BatchLungLobeGenerator(spatial_size=size)(imgs.to(device))
+            self.assertEqual(out.regions.device.type, device)
+            self.assertEqual(out.regions.shape, (len(imgs), 5, 1, size, size))
+            for i, r in enumerate(refs):
+                where = f"image {i} on {device}"
+                self.assertEqual(out.lung_box[i].tolist(), r.lung_box.tolist(), f"lung box of {where}")
+                self.assertEqual(out.boxes[i].tolist(), r.boxes.tolist(), f"lobe boxes of {where}")
+                self.assertEqual(bool(out.fallback[i]), r.fallback, f"fallback of {where}")
+                torch.testing.assert_close(out.regions[i].cpu(), r.regions, rtol=0, atol=2e-5, msg=lambda m, w=where: f"{w}: {m}")
+            self.assertTrue(bool(out.fallback[3]))
+            self.assertEqual(int(out.fallback.sum()), sum(r.fallback for r in refs))
+            self.assertEqual(out.labels.tolist(), [[0, 1, 2, 3, 4]] * len(imgs))
 
     def test_same_boxes_with_the_same_jitter(self):
         """The per-image transform's own draws fed to the batched one: identical jittered boxes."""
