@@ -13,13 +13,14 @@ from typing import Any, Sequence
 from fastapi import HTTPException
 from monailabel.datastore.local import LocalDatastore
 
+from mstl_monai.data import IMAGE_EXTENSIONS as DATA_IMAGE_EXTENSIONS
 from mstl_monai.label.prepare import parse_class_label
 from mstl_monai.transforms import LoadCTSlice
 
 __all__ = ["IMAGE_EXTENSIONS", "ClassLabelDatastore", "check_image_file"]
 
-#: image files the datastore lists (CT slices: PNG/JPEG, DICOM, NIfTI)
-IMAGE_EXTENSIONS = ["*.png", "*.jpg", "*.jpeg", "*.dcm", "*.nii.gz", "*.nii"]
+#: image files the datastore lists: the CT slice files of an image-folder data set (PNG/JPEG/BMP/TIFF, DICOM, NIfTI)
+IMAGE_EXTENSIONS = [f"*{ext}" for ext in DATA_IMAGE_EXTENSIONS]
 
 
 def check_image_file(path: str, shown_name: str) -> None:
