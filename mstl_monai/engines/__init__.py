@@ -17,7 +17,8 @@ from .checkpoint import (
     write_checkpoint_info,
 )
 from .handlers import AtomicCheckpointSaver, DecisionThresholdHandler, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
-from .report import ClassificationReport, PredictionWriter, lung_fields, write_classification_report
+from .predictions import PredictionWriter, lung_fields
+from .report import ClassificationReport, write_classification_report
 from .inferers import AutocastInferer, FlipTTAInferer, resolve_amp_dtype
 from .mixup import BatchMixUp, MixUpPrepareBatch, mixup_label_postprocessing
 # the bundle configs' and users' names from before the pieces went to their families (networks/, data/, ...)
@@ -35,7 +36,8 @@ from .sstl import (
     sstl_datalist,
     sstl_scalar_terms,
 )
-from .probes import ProbeHandler, SSTLProbe, extract_features, knn_probe, knn_scores, lobe_probe
+from .probe_handler import ProbeHandler
+from .probes import SSTLProbe, extract_features, knn_probe, knn_scores, lobe_probe
 from .tracking import MLflowStageLogger, flatten_metrics
 from mstl_monai.utils.settings import check_overrides  # the bundle configs' first `initialize` entry
 

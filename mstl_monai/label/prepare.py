@@ -89,10 +89,10 @@ def parse_class_label(text: str | bytes, class_names: list[str], source: str = "
 def thresholded_class(scores: Mapping[str, float], threshold: float = 0.5, positive_class: int = 1) -> str:
     """The predicted class of a binary classifier's ``{class name: probability}`` (in output order): the positive
     class when its probability is above ``threshold``; more classes: the most probable one."""
+    from mstl_monai.engines.predictions import thresholded_index
+
     names = list(scores)
-    if len(names) != 2:
-        return max(scores, key=scores.get)
-    return names[positive_class] if scores[names[positive_class]] > threshold else names[1 - positive_class]
+    return names[thresholded_index([scores[n] for n in names], threshold, positive_class)]
 
 
 def save_state_dict_atomic(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
