@@ -92,7 +92,9 @@ class NonFiniteGuard(TerminateOnNan):
     """Ignite's ``TerminateOnNan`` whose stop is an error: a non-finite loss, gradient or weight raises
     :class:`NonFiniteError` (the process exits non-zero, a pipeline stage is reported failed and never done).
 
-    Attach it to a trainer (``train#handlers`` of the bundle's configs). The message is one line::
+    Attach it to a trainer (``train#handlers`` of the bundle's configs); attached to a validator (a MONAI
+    ``Evaluator``, ``validate#handlers``) it checks the predictions instead: weights that are finite but so large
+    that the forward pass with the running statistics overflows. The message is one line::
 
         non-finite training loss (loss=nan) in stage finetune, run runs/finetune, at epoch 3, iteration 57 (2 of
         27 in the epoch): stopped before the optimiser step; the checkpoints in runs/finetune/models are those of
@@ -131,7 +133,11 @@ class NonFiniteGuard(TerminateOnNan):
 
     def attach(self, engine: Engine) -> None:
         from ignite.engine import Events
+        from monai.engines import Evaluator
 
+        if isinstance(engine, Evaluator):  # a validator: its predictions, before its metrics and savers
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self.check_predictions)
+            return
         loss_event = IterationEvents.LOSS_COMPLETED
         if loss_event not in engine._allowed_events:  # a plain ignite engine: its output, after the step
             loss_event = Events.ITERATION_COMPLETED
@@ -146,23 +152,24 @@ class NonFiniteGuard(TerminateOnNan):
     def _network(self, engine: Engine) -> torch.nn.Module | None:
         return self.network if self.network is not None else getattr(engine, "network", None)
 
-    def _where(self, engine: Engine) -> str:
+    def _where(self, engine: Engine, iteration: str = "iteration") -> str:
         s = engine.state
         where = f" in stage {self.stage}" if self.stage else ""
         if self.run_dir:
             where += f", run {self.run_dir},"
         epoch_length = s.epoch_length or 0
         in_epoch = f" ({(s.iteration - 1) % epoch_length + 1} of {epoch_length} in the epoch)" if epoch_length else ""
-        return f"{where} at epoch {s.epoch}, iteration {s.iteration}{in_epoch}"
+        return f"{where} at epoch {s.epoch}, {iteration} {s.iteration}{in_epoch}"
 
     def _kept(self) -> str:
         return f"the checkpoints in {self.ckpt_dir} are those of the last finite epoch" if self.ckpt_dir else (
             "no checkpoint was written with these weights"
         )
 
-    def fail(self, engine: Engine, what: str, stopped: str) -> None:
+    def fail(self, engine: Engine, what: str, stopped: str, iteration: str = "iteration") -> None:
         """Raise :class:`NonFiniteError` for ``what`` (e.g. ``"training loss (loss=nan)"``), one line."""
-        raise NonFiniteError(f"non-finite {what}{self._where(engine)}: {stopped}; {self._kept()}; {self.remedies}")
+        where = self._where(engine, iteration)
+        raise NonFiniteError(f"non-finite {what}{where}: {stopped}; {self._kept()}; {self.remedies}")
 
     def __call__(self, engine: Engine) -> None:
         stopping = engine.should_terminate
@@ -172,6 +179,17 @@ class NonFiniteGuard(TerminateOnNan):
             terms = _loss_and_terms(self._output_transform(engine.state.output))
             text = ", ".join(f"{k}={float(torch.as_tensor(v).detach()):.4g}" for k, v in terms.items())
             self.fail(engine, f"training loss ({text})", "stopped before the backward pass")
+
+    def check_predictions(self, engine: Engine) -> None:
+        """A validator's ``pred`` (MONAI's output, decollated or not) are finite, else raise: the weights diverged."""
+        output = engine.state.output
+        items = output if isinstance(output, (list, tuple)) else [output]
+        preds = {str(i): d.get("pred") for i, d in enumerate(items) if isinstance(d, Mapping)}
+        bad = non_finite_tensors(preds, limit=1)
+        if bad:
+            self.fail(engine, "validation predictions (the weights diverged in training)",
+                      "stopped before the validation metrics, the decision threshold and the best-model saver",
+                      iteration="validation iteration")
 
     def check_gradients(self, engine: Engine) -> None:
         """After the backward pass: every gradient is finite (their total norm), else raise naming the parameters."""

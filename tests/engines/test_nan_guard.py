@@ -205,6 +205,22 @@ class TestNonFiniteGuard(unittest.TestCase):
             trainer.run()
         self.assertEqual(_files(other) if other.is_dir() else {}, {}, "nothing saved")
 
+    def test_non_finite_validation_predictions(self):
+        net = torch.nn.Linear(2, 2)
+        with torch.no_grad():
+            net.weight.fill_(3e38)  # finite weights whose forward overflows
+        saver = AtomicCheckpointSaver(save_dir=str(self.ckpt), save_dict={"network": net}, save_key_metric=True,
+                                      key_metric_filename="model.pt")
+        evaluator = SupervisedEvaluator(
+            device=torch.device("cpu"), val_data_loader=[{"image": torch.ones(2, 2), "label": torch.tensor([0, 1])}],
+            network=net, key_val_metric={"val_neg_loss": _NegLoss()},
+            val_handlers=[NonFiniteGuard(stage="finetune", run_dir="r"), saver],
+        )
+        with self.assertRaisesRegex(NonFiniteError, r"^non-finite validation predictions \(the weights diverged in "
+                                    r"training\) in stage finetune, run r, at epoch 1, validation iteration 1 "):
+            evaluator.run()
+        self.assertEqual(_files(self.ckpt), self.before)
+
     def test_saver_refuses_non_finite(self):
         handler = _SaveThenRemove(self.ckpt, filename="model.pt")
         with self.assertRaisesRegex(NonFiniteError, r"not writing .*model.pt: it would hold non-finite values \(in network.w\)"):
