@@ -17,11 +17,18 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import ValidationHandler
 
-from mstl_monai.engines import AtomicCheckpointSaver, FreezeBatchNorm, NonFiniteError, NonFiniteGuard, ResumeFromLatest
+from mstl_monai.engines import (
+    AtomicCheckpointSaver,
+    FreezeBatchNorm,
+    NonFiniteError,
+    NonFiniteGuard,
+    ResumeFromLatest,
+    freeze_batch_norm,
+)
 from mstl_monai.engines.handlers import _SaveThenRemove
 from tests.bundle._bundle_utils import TINY, phantom_dataset, run_bundle
 
@@ -238,8 +245,8 @@ class TestFreezeBatchNorm(unittest.TestCase):
         net.train()
         batch_out = net(x)
         net[1].running_mean.copy_(mean)
-        handler = FreezeBatchNorm(net)
-        handler.handles = __import__("mstl_monai.engines", fromlist=["freeze_batch_norm"]).freeze_batch_norm(net)
+        handles = freeze_batch_norm(net)
+        self.assertEqual(len(handles), 1)
         net.train()
         out = net(x)
         net.eval()
@@ -248,7 +255,10 @@ class TestFreezeBatchNorm(unittest.TestCase):
         self.assertTrue(torch.equal(net[1].running_mean, mean), "running statistics unchanged")
         out.sum().backward()
         self.assertIsNotNone(net[1].weight.grad, "the affine weights still learn")
-        self.assertEqual(FreezeBatchNorm(net, enabled=False).handles, [])
+        for enabled, n in ((False, 0), (True, 1)):  # the bundle's handler (freeze_bn) attaches the same hooks
+            handler = FreezeBatchNorm(torch.nn.Sequential(torch.nn.BatchNorm2d(2)), enabled=enabled)
+            handler.attach(Engine(lambda e, b: None))
+            self.assertEqual(len(handler.handles), n)
 
 
 class TestBundleAndPipeline(unittest.TestCase):
