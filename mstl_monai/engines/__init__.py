@@ -16,6 +16,8 @@ from .checkpoint import (
     read_network_state,
     write_checkpoint_info,
 )
+from .batch_norm import FreezeBatchNorm, freeze_batch_norm
+from .guards import NonFiniteError, NonFiniteGuard, non_finite_tensors
 from .handlers import AtomicCheckpointSaver, DecisionThresholdHandler, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
 from .predictions import PredictionWriter, lung_fields
 from .report import ClassificationReport, write_classification_report
@@ -54,6 +56,11 @@ __all__ = [
     "split_datalist",
     "AtomicCheckpointSaver",
     "CheckpointNetworkLoader",
+    "FreezeBatchNorm",
+    "freeze_batch_norm",
+    "NonFiniteError",
+    "NonFiniteGuard",
+    "non_finite_tensors",
     "DecisionThresholdHandler",
     "check_checkpoint_settings",
     "checkpoint_info",

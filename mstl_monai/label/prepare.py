@@ -38,8 +38,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "mstl_covid_classification"
 
 #: training settings for ``/train`` (a few labelled images, finetuning an already trained classifier), unless
-#: ``overrides`` says otherwise: the bundle's own defaults are the paper's large-batch from-scratch recipe
-TRAIN_DEFAULTS = {"learning_rate": 0.01, "batch_size": 16, "lr_milestones": [10000], "num_workers": 0, "progress": False}
+#: ``overrides`` says otherwise: the bundle's own defaults are the paper's large-batch from-scratch recipe. BatchNorm
+#: keeps the served model's statistics (``freeze_bn``): a batch of a few images gives none worth having, and two
+#: images on a 1x1 res5 map make the finetune diverge (:mod:`mstl_monai.engines.batch_norm`)
+TRAIN_DEFAULTS = {
+    "learning_rate": 0.01,
+    "batch_size": 16,
+    "lr_milestones": [10000],
+    "num_workers": 0,
+    "progress": False,
+    "freeze_bn": True,
+}
 
 MAIN_PY = '''"""MONAI Label app for mstl-monai (written by `python -m mstl_monai.label init`)."""
 
