@@ -16,8 +16,11 @@ from .checkpoint import (
     read_network_state,
     write_checkpoint_info,
 )
+from .batch_norm import FreezeBatchNorm, freeze_batch_norm
+from .guards import NonFiniteError, NonFiniteGuard, non_finite_tensors
 from .handlers import AtomicCheckpointSaver, DecisionThresholdHandler, EpochSeedHandler, ResumeFromLatest, latest_checkpoint
-from .report import ClassificationReport, PredictionWriter, lung_fields, write_classification_report
+from .predictions import PredictionWriter, lung_fields
+from .report import ClassificationReport, write_classification_report
 from .inferers import AutocastInferer, FlipTTAInferer, resolve_amp_dtype
 from .mixup import BatchMixUp, MixUpPrepareBatch, mixup_label_postprocessing
 # the bundle configs' and users' names from before the pieces went to their families (networks/, data/, ...)
@@ -35,7 +38,8 @@ from .sstl import (
     sstl_datalist,
     sstl_scalar_terms,
 )
-from .probes import ProbeHandler, SSTLProbe, extract_features, knn_probe, knn_scores, lobe_probe
+from .probe_handler import ProbeHandler
+from .probes import SSTLProbe, extract_features, knn_probe, knn_scores, lobe_probe
 from .tracking import MLflowStageLogger, flatten_metrics
 from mstl_monai.utils.settings import check_overrides  # the bundle configs' first `initialize` entry
 
@@ -52,6 +56,11 @@ __all__ = [
     "split_datalist",
     "AtomicCheckpointSaver",
     "CheckpointNetworkLoader",
+    "FreezeBatchNorm",
+    "freeze_batch_norm",
+    "NonFiniteError",
+    "NonFiniteGuard",
+    "non_finite_tensors",
     "DecisionThresholdHandler",
     "check_checkpoint_settings",
     "checkpoint_info",

@@ -17,6 +17,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import set_determinism
 
 from mstl_monai.engines.checkpoint import info_path, write_checkpoint_info
+from mstl_monai.engines.guards import NonFiniteError, non_finite_tensors
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -130,6 +131,9 @@ class _SaveThenRemove(DiskSaver):
         if idist.get_rank() != self.save_on_rank:
             return
         path = self.dirname / filename
+        bad = non_finite_tensors(checkpoint)
+        if bad:  # diverged weights never replace a checkpoint (the previous file stays)
+            raise NonFiniteError(f"not writing {path}: it would hold non-finite values (in {', '.join(bad)}).")
         if self.info is not None:
             write_checkpoint_info(path, self.info)
         with atomic_write(path, "wb") as f:
@@ -186,6 +190,14 @@ class AtomicCheckpointSaver(CheckpointSaver):
         if self._interval_checkpoint is not None:
             # after ResumeFromLatest (which puts itself first), so the starting epoch is known
             engine.add_event_handler(Events.STARTED, self.tidy)
+
+    def exception_raised(self, engine: Engine, e: Exception) -> None:
+        """MONAI's final checkpoint of a failed run, except when it failed on diverged training: then the previous
+        ``final_filename`` stays and nothing is written."""
+        if isinstance(e, NonFiniteError):
+            self.logger.warning(f"not writing the final checkpoint of a run stopped on non-finite values: {e}")
+            raise e
+        super().exception_raised(engine, e)
 
     def tidy(self, engine: Engine) -> None:
         """Remove orphaned temporary files and take over (or remove stale) interval checkpoints in ``save_dir``."""

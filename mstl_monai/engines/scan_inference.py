@@ -100,9 +100,9 @@ class ScanWriter:
         positive_class: int = 1,
         save_heatmaps: bool = True,
     ) -> None:
-        from .report import _threshold
+        from .predictions import given_threshold
 
-        used = _threshold(threshold)  # ValueError naming the setting for a value outside (0, 1)
+        used = given_threshold(threshold)  # ValueError naming the setting for a value outside (0, 1)
         self.output_dir = str(output_dir)
         self.threshold = used["value"]
         self.threshold_source = used["source"]

@@ -2,8 +2,9 @@
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
 """mstl_monai.label: serve and retrain the bundle's classifier through MONAI Label.
 
-``prepare`` (app folders, label parsing) needs only the core package; ``app`` (the MONAI Label app and its
-tasks) needs the ``label`` extra, installed in its own environment by ``scripts/setup_label_env.sh``.
+``prepare`` (app folders, label parsing) and ``scan`` need only the core package; ``app`` (the MONAI Label app)
+and its ``datastore``, ``infers`` and ``trainers`` need the ``label`` extra, installed in its own environment by
+``scripts/setup_label_env.sh``.
 
 .. code-block:: bash
 

@@ -38,8 +38,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "mstl_covid_classification"
 
 #: training settings for ``/train`` (a few labelled images, finetuning an already trained classifier), unless
-#: ``overrides`` says otherwise: the bundle's own defaults are the paper's large-batch from-scratch recipe
-TRAIN_DEFAULTS = {"learning_rate": 0.01, "batch_size": 16, "lr_milestones": [10000], "num_workers": 0, "progress": False}
+#: ``overrides`` says otherwise: the bundle's own defaults are the paper's large-batch from-scratch recipe. BatchNorm
+#: keeps the served model's statistics (``freeze_bn``): a batch of a few images gives none worth having, and two
+#: images on a 1x1 res5 map make the finetune diverge (:mod:`mstl_monai.engines.batch_norm`)
+TRAIN_DEFAULTS = {
+    "learning_rate": 0.01,
+    "batch_size": 16,
+    "lr_milestones": [10000],
+    "num_workers": 0,
+    "progress": False,
+    "freeze_bn": True,
+}
 
 MAIN_PY = '''"""MONAI Label app for mstl-monai (written by `python -m mstl_monai.label init`)."""
 
@@ -89,10 +98,10 @@ def parse_class_label(text: str | bytes, class_names: list[str], source: str = "
 def thresholded_class(scores: Mapping[str, float], threshold: float = 0.5, positive_class: int = 1) -> str:
     """The predicted class of a binary classifier's ``{class name: probability}`` (in output order): the positive
     class when its probability is above ``threshold``; more classes: the most probable one."""
+    from mstl_monai.engines.predictions import thresholded_index
+
     names = list(scores)
-    if len(names) != 2:
-        return max(scores, key=scores.get)
-    return names[positive_class] if scores[names[positive_class]] > threshold else names[1 - positive_class]
+    return names[thresholded_index([scores[n] for n in names], threshold, positive_class)]
 
 
 def save_state_dict_atomic(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:

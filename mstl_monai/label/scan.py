@@ -3,7 +3,7 @@
 """Scan-level inference for the MONAI Label app: the bundle's ``configs/inference_scan.yaml`` on one volume.
 
 This module needs only the core package (no MONAI Label import), so the app's scan task
-(:class:`mstl_monai.label.app.MSTLScanInferTask`) stays a thin wrapper and the logic is tested in either
+(:class:`mstl_monai.label.infers.MSTLScanInferTask`) stays a thin wrapper and the logic is tested in either
 environment.
 
 .. code-block:: python

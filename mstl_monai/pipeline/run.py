@@ -147,7 +147,8 @@ def run_chain(
         seconds = time.time() - t0
         print(f"{tag} finished in {_hms(seconds)} (exit code {rc}); log: {log_path}", flush=True)
         if rc != 0:
-            raise RuntimeError(f"{tag} failed with exit code {rc} after {seconds:.0f}s; log: {log_path}")
+            cause = _last_error(log_path)
+            raise RuntimeError(f"{tag} failed with exit code {rc} after {seconds:.0f}s{cause}; log: {log_path}")
         info = {"chain": chain["name"], "stage": step["stage"], "seconds": round(seconds, 1)}
         if "checkpoint" in step:
             if not Path(step["checkpoint"]).is_file():
@@ -188,6 +189,18 @@ def _publish(step: dict, chain: dict, cfg: dict, targets: list[Path]) -> dict:
                 )
             )
     return out
+
+
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*$")
+
+
+def _last_error(log_path: Path, tail: int = 65536) -> str:
+    """``": <the last exception line of the log>"`` (a traceback's last line, e.g. a NonFiniteError), or ``""``."""
+    with open(log_path, "rb") as f:
+        f.seek(max(f.seek(0, os.SEEK_END) - tail, 0))
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    found = [ln.strip() for ln in lines if _ERROR_LINE.match(ln.strip())]
+    return f": {found[-1]}" if found else ""
 
 
 def _hms(seconds: float) -> str:

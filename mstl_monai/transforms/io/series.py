@@ -16,7 +16,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
-from .array import DEFAULT_LUNG_WINDOW, LoadCTSlice, _canonical_axial, lung_window, sniff_ct_format
+from .array import LoadCTSlice
+from .functional import DEFAULT_LUNG_WINDOW, canonical_axial, lung_window, sniff_ct_format
 
 __all__ = ["LoadCTSeries", "LoadCTSeriesd", "LoadCTSeriesD", "LoadCTSeriesDict", "dicom_series_headers", "find_gaps"]
 
@@ -104,7 +105,7 @@ class LoadCTSeries(Transform):
       error listing them, unless ``series_uid`` picks one;
     - a NIfTI volume (``.nii``/``.nii.gz``): reoriented to RAS from its affine (nibabel's ``as_closest_canonical``;
       the axial slices are then the last axis, inferior -> superior), each slice put in the same orientation as
-      the DICOM path (:func:`~mstl_monai.transforms.io.array._canonical_axial`) and lung-windowed.
+      the DICOM path (:func:`~mstl_monai.transforms.io.functional.canonical_axial`) and lung-windowed.
 
     Slices are ordered inferior -> superior (increasing position along the normal). The metadata holds
     ``slice_positions`` (mm along the normal; for an axial scan the patient z), ``slice_sources`` (the DICOM file
@@ -260,7 +261,7 @@ class LoadCTSeries(Transform):
         positions = (affine[:3, :3] @ np.stack([np.zeros(n), np.zeros(n), np.arange(n)]) + affine[:3, 3:4]).T @ normal
         slices, ops = [], None
         for k in range(n):
-            arr, ops = _canonical_axial(np.asarray(data[:, :, k], dtype=np.float32), affine[:3, 0], affine[:3, 1])
+            arr, ops = canonical_axial(np.asarray(data[:, :, k], dtype=np.float32), affine[:3, 0], affine[:3, 1])
             slices.append(lung_window(arr, self.a_min, self.a_max)[None])
         meta = {
             "source_format": "nifti",

@@ -13,16 +13,16 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends, convert_to_tensor
 
-from .array import LOBE_NAMES, LobeRegions, LungLobeGenerator
 from .batched import batched_crop_resize, batched_lobe_boxes, batched_locate, clip_boxes
 from .dictionary import _output_keys, _write_regions
 from .functional import cpu_single_thread
+from .generator import LOBE_NAMES, LobeRegions, LungLobeGenerator, check_jitter
 
 __all__ = ["BatchLungLobeGenerator", "BatchLungLobeGeneratord", "BatchLungLobeGeneratorD", "BatchLungLobeGeneratorDict"]
 
 
 class BatchLungLobeGenerator(RandomizableTransform):
-    """:class:`~.array.RandLungLobeGenerator` for a batch (B, C, H, W) at once, on the batch's device.
+    """:class:`~.generator.RandLungLobeGenerator` for a batch (B, C, H, W) at once, on the batch's device.
 
     Locate (content box, quantise, lung components, boundary map, lung box), the lobe boxes and the crops run as
     batched tensor ops (:mod:`.batched`), so a training loop can take the batch of full slices and make the lobe
@@ -31,7 +31,7 @@ class BatchLungLobeGenerator(RandomizableTransform):
     are sampled with one ``grid_sample`` (bilinear, at the points ``interpolate`` uses on each crop), equal to the
     per-image crops within float rounding (about 1e-6 for images in [0, 1]).
 
-    Jitter: as :class:`~.array.RandLungLobeGenerator`, with probability ``prob`` an image's lung box and each of its
+    Jitter: as :class:`~.generator.RandLungLobeGenerator`, with probability ``prob`` an image's lung box and each of its
     lobe boxes get offsets drawn uniformly from ``[-jitter, jitter]`` (position in box sizes, size as a relative
     scale); the draws are independent per image and come from ``self.R`` in the calling process (``B`` flags, then
     (B, 4) lung offsets, then (B, 5, 4) lobe offsets). Same distribution as the per-image transform, but not the
@@ -41,8 +41,8 @@ class BatchLungLobeGenerator(RandomizableTransform):
     Args:
         spatial_size: output size of each region.
         prob: probability of jittering an image's boxes.
-        jitter: maximal relative jitter (>= 0, < 1; 0: the deterministic boxes of :class:`~.array.LungLobeGenerator`).
-        kwargs: the other arguments of :class:`~.array.LungLobeGenerator` (``mode`` must be ``"bilinear"``).
+        jitter: maximal relative jitter (>= 0, < 1; 0: the deterministic boxes of :class:`~.generator.LungLobeGenerator`).
+        kwargs: the other arguments of :class:`~.generator.LungLobeGenerator` (``mode`` must be ``"bilinear"``).
 
     .. code-block:: python
 
@@ -57,9 +57,7 @@ class BatchLungLobeGenerator(RandomizableTransform):
         self, spatial_size: int | Sequence[int] = 224, prob: float = 1.0, jitter: float = 0.0, **kwargs
     ) -> None:
         RandomizableTransform.__init__(self, prob)
-        if not 0.0 <= jitter < 1.0:
-            raise ValueError(f"jitter must be in [0, 1), got {jitter}.")
-        self.jitter = float(jitter)
+        self.jitter = check_jitter(jitter)
         self.generator = LungLobeGenerator(spatial_size=spatial_size, **kwargs)  # the settings, checked once
         if self.generator.mode != "bilinear":
             raise ValueError(f"BatchLungLobeGenerator resizes bilinearly only, got mode={self.generator.mode!r}.")
@@ -100,7 +98,7 @@ class BatchLungLobeGenerator(RandomizableTransform):
         lung_offsets: NdarrayOrTensor | None = None,
         offsets: NdarrayOrTensor | None = None,
     ) -> LobeRegions:
-        """The five regions of every slice of a (B, C, H, W) batch: a :class:`~.array.LobeRegions` of batched
+        """The five regions of every slice of a (B, C, H, W) batch: a :class:`~.generator.LobeRegions` of batched
         tensors (regions (B, 5, C, S, S), boxes (B, 5, 4), labels (B, 5), fallback (B,) bool, lung_box (B, 4)).
 
         ``lung_offsets`` (B, 4) and ``offsets`` (B, 5, 4) replace the drawn jitter when given."""
@@ -141,7 +139,7 @@ class BatchLungLobeGeneratord(RandomizableTransform, MapTransform):
         prob: probability of jittering an image's boxes.
         jitter: maximal relative jitter of box position and size.
         allow_missing_keys: do not raise if a key is missing.
-        kwargs: the other arguments of :class:`~.array.LungLobeGenerator`.
+        kwargs: the other arguments of :class:`~.generator.LungLobeGenerator`.
     """
 
     backend = BatchLungLobeGenerator.backend

@@ -3,7 +3,7 @@
 """Batched functional core of the lobe Generator: locate, lobe boxes, crop and resize for a batch (B, C, H, W) at once.
 
 Every function runs on the batch's device and gives, image for image, what the per-image functions of
-:mod:`.functional` and :class:`~.array.LungLobeGenerator` give (the same lung boxes and lobe boxes; the crops equal
+:mod:`.functional` and :class:`~.generator.LungLobeGenerator` give (the same lung boxes and lobe boxes; the crops equal
 within bilinear interpolation tolerance). The images of a batch have different content boxes (the padding that made
 them square), so after the content box each image is resampled on its own (one ``interpolate`` call per image, no
 host synchronisation), into the top-left corner of a common canvas; every later step works on the whole canvas and
@@ -268,7 +268,7 @@ def batched_lobe_boxes(
     lung_boxes: torch.Tensor, table: torch.Tensor, height: int, width: int, offsets: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The (B, 5, 4) lobe boxes of (B, 4) lung boxes from the (5, 4) float64 table of fractions, with optional
-    (B, 5, 4) ``offsets`` (see :meth:`~.array.LungLobeGenerator.lobe_boxes`)."""
+    (B, 5, 4) ``offsets`` (see :meth:`~.generator.LungLobeGenerator.lobe_boxes`)."""
     lung = lung_boxes.to(torch.float64)
     t = table.to(device=lung.device, dtype=torch.float64).expand(lung.shape[0], -1, -1)
     if offsets is not None:
@@ -320,7 +320,7 @@ def batched_locate(
     min_component_ratio: float = 0.05,
     ignore_padding: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The lung box of every image of a (B, C, H, W) batch, as :meth:`~.array.LungLobeGenerator.locate` finds it
+    """The lung box of every image of a (B, C, H, W) batch, as :meth:`~.generator.LungLobeGenerator.locate` finds it
     image by image (same arguments): ``(boxes, fallback)``, (B, 4) int64 boxes (x, y, w, h) in the batch's pixels
     and a (B,) bool, True where no lung was found and ``fallback_box`` was used."""
     b, c, h, w = img.shape

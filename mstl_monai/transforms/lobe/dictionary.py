@@ -13,7 +13,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_tensor, ensure_tuple
 
-from .array import BoundaryMap, LobeRegions, LungLobeGenerator, QuantizeLung, RandLungLobeGenerator
+from .array import BoundaryMap, QuantizeLung
+from .generator import LobeRegions, LungLobeGenerator, RandLungLobeGenerator
 from .functional import cpu_single_thread
 
 __all__ = [
