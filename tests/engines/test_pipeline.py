@@ -216,7 +216,7 @@ class TestGrid(unittest.TestCase):
         ft_seeds = [f"r18_base_{arm}_robust{s}" for s in ("", "_ft_s1", "_ft_s2", "_ft_s3", "_ft_s4") for arm in ("scratch", "stln_stlm_sstl_ours")]
         magsd = [f"r18_base_stln_stlm_sstl_ours_robust_magsd{s}" for s in ("", "_ft_s1")]
         lf_seeds = [f"r18_base_{arm}_lf{f}_ft_s{s}" for f in (10, 25, 50) for s in (1, 2) for arm in ("scratch", "stln_stlm_sstl_ours")]
-        lf_seeds += [f"r18_base_{arm}_ft_s{s}" for s in (1, 2) for arm in ("scratch", "stln_stlm_sstl_ours")]
+        lf_seeds += [f"r18_base_{arm}_ft_s{s}" for s in (1, 2) for arm in ("scratch", "stln", "stln_stlm", "stln_stlm_sstl_ours")]
         main_job = ["r18_attn5_stlm_sstl_ours_robust"]
         want = CPU_CHAINS + guarded + vit + lf + px + ft_seeds + magsd + lf_seeds + main_job
         self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(want))
