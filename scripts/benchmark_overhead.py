@@ -137,6 +137,20 @@ def main(argv=None) -> int:
     round_ratios = sorted(b / t for t, b in zip(t_a, t_b))  # per A-B pair: a load change between pairs cancels
     median_ratio = float(np.median(round_ratios))
 
+    # the NonFiniteGuard's per-step gradient check (total norm of every gradient, one sync), on the trainer's last
+    # gradients: its share of the trainer's step
+    guard = next((h.__self__ for ev in trainer._event_handlers.values() for h, *_ in ev
+                  if getattr(h, "__name__", "") == "check_gradients"), None)
+    guard_ms = None
+    if guard is not None:
+        reps, t = 20, time.perf_counter()
+        for _ in range(reps):
+            guard.check_gradients(trainer)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        guard_ms = 1000 * (time.perf_counter() - t) / reps
+    step_ms = 1000 * sum(t_a) / (a.rounds * a.batches)
+
     # the data pipeline alone
     t0 = time.perf_counter()
     _ = len(p.get_parsed_content("train#dataset"))  # the cache (decode + resize + pad) is filled when it is built
@@ -163,6 +177,9 @@ def main(argv=None) -> int:
         "trainer_over_bare_per_round": [round(r, 3) for r in round_ratios],
         "round_seconds_trainer": [round(x, 2) for x in t_a],
         "round_seconds_bare": [round(x, 2) for x in t_b],
+        "trainer_step_ms": round(step_ms, 1),
+        "guard_gradient_check_ms": None if guard_ms is None else round(guard_ms, 2),
+        "guard_share_of_step": None if guard_ms is None else round(guard_ms / step_ms, 4),
         "num_workers": p.get_parsed_content("num_workers"),
         "cache_fill_seconds": round(t_cache, 1),
         "data_images_per_s": round(ips_data, 1),
@@ -175,6 +192,8 @@ def main(argv=None) -> int:
         f" median of the {a.rounds} paired rounds {median_ratio:.3f});"
         f" loaders deliver {ips_data:.0f} img/s = {ips_data / ips_a:.1f}x the step's need"
         + (" (data stall!)" if ips_data < ips_a else "")
+        + ("" if guard_ms is None else
+           f"; NonFiniteGuard's gradient check {guard_ms:.1f} ms = {100 * guard_ms / step_ms:.1f}% of a trainer step")
     )
     if a.json:
         from mstl_monai.metrics import atomic_write
