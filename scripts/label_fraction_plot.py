@@ -3,8 +3,9 @@
 """Label-fraction study (issue 15): test AUC against the share of COVID19-CT training labels, no transfer vs transfer.
 
 Reads the published results of the label-fraction chains of ``configs/cpu_scale.yaml`` (``<chain>_lf10``, ``_lf25``,
-``_lf50``; 100 % is the chain itself) and, where they ran, their finetune seeds (``<chain>[_lfNN]_ft_s<k>``), and
-writes, beside them:
+``_lf50``; 100 % is the chain itself) and, where they ran, the other seeds of each chain's cell (same settings in
+``chain.json`` but the seed: ``<chain>[_lfNN]_ft_s<k>``, or ``_s<k>`` from the pipeline's ``seeds:``), and writes,
+beside them:
 
 * ``label_fraction.csv`` / ``label_fraction.md``: acc / F1 / AUC per arm and fraction, the mean over the seeds found
   with a 95% CI over test images and seeds (:func:`~mstl_monai.metrics.seed_bootstrap_metrics`) and the seed SD, and
@@ -28,7 +29,6 @@ import csv
 import io
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -36,21 +36,22 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from mstl_monai.metrics import seed_bootstrap_metrics  # noqa: E402
 from mstl_monai.metrics.compare import compare_predictions, load_arm  # noqa: E402
-from mstl_monai.pipeline.tables import metric_cell, splice_block  # noqa: E402
+from mstl_monai.pipeline.tables import cell_key, load_results, metric_cell, seed_groups, splice_block  # noqa: E402
 
 README_START, README_END = "<!-- label-fraction:start -->", "<!-- label-fraction:end -->"
 FRACTIONS = ((0.1, "_lf10"), (0.25, "_lf25"), (0.5, "_lf50"), (1.0, ""))
 KEYS = ("accuracy", "f1", "auc")
 
 
-def _seed_chains(results: Path, chain: str) -> list[str]:
-    """``chain`` (seed 0) and its finetune seeds ``chain_ft_s<k>`` that have a metrics.json, by seed; [] when seed 0
-    did not run."""
-    if not (results / chain / "metrics.json").is_file():
+def _seed_chains(groups: dict, by_name: dict, chain: str) -> list[str]:
+    """``chain`` and the other seeds of its cell (:func:`~mstl_monai.pipeline.tables.seed_groups`: the same settings
+    in ``chain.json`` but the seed, e.g. ``chain_ft_s<k>`` or the pipeline's ``seeds:`` chains ``chain_s<k>``), by
+    seed; [] when ``chain`` has not run."""
+    row = by_name.get(chain)
+    if row is None:
         return []
-    seeds = sorted(int(m.group(1)) for d in results.glob(f"{chain}_ft_s*")
-                   if (m := re.fullmatch(re.escape(chain) + r"_ft_s(\d+)", d.name)) and (d / "metrics.json").is_file())
-    return [chain] + [f"{chain}_ft_s{k}" for k in seeds]
+    group = groups.get(cell_key(row)) if row.get("predictions") else None
+    return [r["chain"] for r in group] if group else [chain]
 
 
 def _arm_metrics(results: Path, chains: list[str]) -> dict:
@@ -77,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     labels = {args.arms[0]: "no transfer", args.arms[1]: "transfer"}
     rows, table, missing = [], [], []
     curves: dict[str, list] = {a: [] for a in args.arms}
+    rows_all = load_results(results)
+    by_name, groups = {r["chain"]: r for r in rows_all}, seed_groups(rows_all)
     for frac, suffix in FRACTIONS:
         got, mets = {}, {}
         for a in args.arms:
-            chains = _seed_chains(results, a + suffix)
+            chains = _seed_chains(groups, by_name, a + suffix)
             if not chains:
                 missing.append(a + suffix)
                 continue

@@ -22,6 +22,14 @@ def _write_chain(root: Path, name: str, probs: np.ndarray, labels: np.ndarray) -
     d.mkdir(parents=True)
     m = bootstrap_classification_metrics(labels, probs, n_bootstrap=50, seed=0)
     (d / "metrics.json").write_text(json.dumps(m))
+    # chain.json as mstl-pipeline writes it: the seeds of a cell are told by their settings, not by their names
+    fraction = {"_lf10": 0.1, "_lf25": 0.25, "_lf50": 0.5}.get(next((f for f in ("_lf10", "_lf25", "_lf50") if f in name), ""))
+    seed = int(name.rsplit("_ft_s", 1)[1]) if "_ft_s" in name else None
+    ft = {k: v for k, v in (("label_fraction", fraction), ("seed", seed)) if v is not None}
+    stages = [] if "scratch" in name else ["stl_n", "stl_m", {"stage": "sstl_m", "overrides": {"method": "ours"}}]
+    stages += [{"stage": "finetune", "overrides": ft} if ft else "finetune", "evaluate"]
+    chain = {"name": name, "overrides": {"backbone": "resnet18", "n_attn": 0}, "stages": stages}
+    (d / "chain.json").write_text(json.dumps({"chain": chain, "common": {"seed": 0}}))
     with open(d / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["name", "label", "pred", "prob_non-COVID", "prob_COVID"])
