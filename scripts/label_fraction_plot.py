@@ -161,4 +161,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except (OSError, ValueError) as e:  # a results file that cannot be read, named in the message
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)

@@ -84,6 +84,19 @@ class TestLabelFractionPlot(unittest.TestCase):
             self.assertEqual(len(aucs), 3)
             self.assertAlmostEqual(float(rows[1]["auc_value"]), float(np.mean(aucs)), places=6)
 
+    def test_unreadable_chain_json_is_named(self):
+        y = np.array([0, 1] * 10)
+        with tempfile.TemporaryDirectory() as d:
+            _write_chain(Path(d), "r18_base_scratch", np.clip(y * 0.5 + 0.25, 0, 1), y)
+            bad = Path(d) / "r18_base_scratch" / "chain.json"
+            bad.write_text('{"chain": ')  # truncated
+            proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "label_fraction_plot.py"), "--results", d],
+                                  capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+            self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+            self.assertIn(str(bad), proc.stderr)
+            self.assertNotIn("Traceback", proc.stderr)
+            self.assertFalse((Path(d) / "label_fraction.md").exists())  # nothing half-written
+
 
 if __name__ == "__main__":
     unittest.main()

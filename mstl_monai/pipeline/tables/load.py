@@ -80,6 +80,14 @@ def finetune_epochs(chain_json: dict) -> int:
     return int(epochs)
 
 
+def _read_json(path: Path):
+    """``path`` parsed, or a ValueError naming it (a truncated or hand-edited results file)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read it as JSON ({e})") from e
+
+
 def load_results(results: str | Path) -> list[dict]:
     """One row per finished chain of ``results`` (a folder with ``metrics.json`` and ``chain.json``), by name.
 
@@ -92,12 +100,15 @@ def load_results(results: str | Path) -> list[dict]:
         m, c = d / "metrics.json", d / "chain.json"
         if not (m.is_file() and c.is_file()):
             continue
-        chain_json = json.loads(c.read_text())
-        info = describe_chain(chain_json)
+        chain_json = _read_json(c)
+        try:
+            info = describe_chain(chain_json)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{c}: not a chain.json written by mstl-pipeline ({type(e).__name__}: {e})") from e
         info["chain"] = d.name
-        info["metrics"] = json.loads(m.read_text())
+        info["metrics"] = _read_json(m)
         t = d / "timing.json"
-        timing = json.loads(t.read_text()) if t.is_file() else {}
+        timing = _read_json(t) if t.is_file() else {}
         info["seconds"] = sum(v for v in timing.values() if v) if timing else None
         info["finetune_seconds"] = timing.get("finetune")
         info["finetune_epochs"] = finetune_epochs(chain_json)
