@@ -23,6 +23,7 @@ from .predictions import PredictionWriter, lung_fields
 from .report import ClassificationReport, write_classification_report
 from .inferers import AutocastInferer, FlipTTAInferer, resolve_amp_dtype
 from .mixup import BatchMixUp, MixUpPrepareBatch, mixup_label_postprocessing
+from .schedules import LR_SCHEDULES, build_lr_scheduler
 # the bundle configs' and users' names from before the pieces went to their families (networks/, data/, ...)
 from mstl_monai.data import check_datalist, readable_datalist, require_file, split_datalist
 from mstl_monai.networks import BACKBONES, build_network, load_pretrained
@@ -126,4 +127,5 @@ __all__ += [
 
 from .mag_sd import MAGSD_TERMS, MAGSDIteration, mag_sd_metrics, unwrap_network  # noqa: E402
 
+__all__ += ["LR_SCHEDULES", "build_lr_scheduler"]
 __all__ += ["MAGSD_TERMS", "MAGSDIteration", "mag_sd_metrics", "unwrap_network"]
