@@ -268,6 +268,13 @@ class DecisionThresholdHandler:
     ``model.pt.json`` says ``"decision_threshold": t`` (written atomically with the checkpoint). An epoch where no
     threshold separates the classes stores ``null`` (readers then use 0.5, and say so).
 
+    It also calibrates: a temperature ``T`` fitted on the same val probabilities (:func:`~mstl_monai.metrics.
+    fit_temperature`, ``softmax(z / T)``) goes to the sidecar as ``temperature``, and the thresholds are chosen on the
+    calibrated probabilities: ``decision_threshold`` (= ``operating_points["youden"]``) and
+    ``operating_points["sensitivity_90"]`` (the highest val threshold with sensitivity >= 90 %), with the val ECE
+    before and after in ``calibration``. Readers apply ``T`` before the softmax, so the stored thresholds are
+    thresholds of the probability they report.
+
     Binary tasks only (a ``pred`` with two entries); otherwise nothing is chosen. Under multi-GPU validation only
     rank 0's images are seen (a warning says so).
 
@@ -287,6 +294,7 @@ class DecisionThresholdHandler:
         self.output_transform = output_transform or from_engine(["pred", "label"])
         self.logger = logging.getLogger(__name__)
         self.threshold: float | None = None
+        self.operating_points: dict[str, float | None] = {}
         self._reset(None)
 
     def attach(self, engine: Engine) -> None:
@@ -320,14 +328,34 @@ class DecisionThresholdHandler:
     def __call__(self, engine: Engine) -> None:
         from ignite import distributed as idist
 
-        from mstl_monai.metrics import youden_threshold
+        from mstl_monai.metrics import (
+            apply_temperature,
+            expected_calibration_error,
+            fit_temperature,
+            sensitivity_threshold,
+            youden_threshold,
+        )
 
         if not self._binary or not self._probs:
             return
         if idist.get_world_size() > 1:
             self.logger.warning("decision threshold chosen on rank 0's share of the val images only")
-        y = np.asarray(self._labels) == self.positive_class
-        self.threshold = youden_threshold(y.astype(np.int64), np.asarray(self._probs))
+        y = (np.asarray(self._labels) == self.positive_class).astype(np.int64)
+        p = np.asarray(self._probs)
+        temperature, calibration, q = 1.0, None, p
+        if 0 < int(y.sum()) < y.size:
+            temperature = fit_temperature(y, p)
+            q = apply_temperature(p, temperature)
+            calibration = {
+                "method": "temperature scaling on val",
+                "n_val": int(y.size),
+                "val_ece_before": expected_calibration_error(y, p),
+                "val_ece_after": expected_calibration_error(y, q),
+            }
+            engine.state.metrics["val_temperature"] = temperature
+            engine.state.metrics["val_ece"] = calibration["val_ece_after"]
+        self.threshold = youden_threshold(y, q)
+        self.operating_points = {"youden": self.threshold, "sensitivity_90": sensitivity_threshold(y, q, 0.9)}
         engine.state.decision_threshold = self.threshold
         if self.threshold is None:
             self.logger.info(
@@ -336,7 +364,12 @@ class DecisionThresholdHandler:
         else:
             engine.state.metrics["val_threshold"] = self.threshold
         if self.saver is not None:
-            self.saver.update_info(decision_threshold=self.threshold)
+            self.saver.update_info(
+                decision_threshold=self.threshold,
+                temperature=temperature,
+                operating_points=self.operating_points,
+                calibration=calibration,
+            )
 
 
 class ResumeFromLatest:

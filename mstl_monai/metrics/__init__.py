@@ -5,6 +5,14 @@
 from __future__ import annotations
 
 from .bootstrap import bootstrap_classification_metrics, paired_bootstrap_difference, seed_bootstrap_metrics
+from .calibration import (
+    OPERATING_POINTS,
+    apply_temperature,
+    calibrated_softmax,
+    expected_calibration_error,
+    fit_temperature,
+    sensitivity_threshold,
+)
 from .classification import METRIC_NAMES, binary_roc_auc, classification_metrics, roc_curve_points, youden_threshold
 from .io import atomic_write, read_predictions_csv, to_jsonable, write_metrics_json, write_predictions_csv
 from .leep import LEEPMetric, compute_leep, labels_to_indices
@@ -15,6 +23,12 @@ from .selection import GuardedROCAUC, GuardedROCAUCMetric, predicted_class_fract
 from .topk import TopKAccuracy, bootstrap_topk_accuracy, pred_and_class_index
 
 __all__ = [
+    "OPERATING_POINTS",
+    "apply_temperature",
+    "calibrated_softmax",
+    "expected_calibration_error",
+    "fit_temperature",
+    "sensitivity_threshold",
     "GuardedROCAUC",
     "GuardedROCAUCMetric",
     "LEEP",

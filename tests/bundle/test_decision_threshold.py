@@ -34,6 +34,19 @@ class TestDecisionThreshold(unittest.TestCase):
         self.assertTrue(0.0 < t < 1.0)
         self.assertIn("val_threshold", self.train_log)
 
+    def test_finetune_stores_the_val_calibration_and_operating_points(self):
+        t = self.info["temperature"]
+        self.assertIsInstance(t, float, self.train_log[-3000:])
+        self.assertGreater(t, 0.0)
+        ops = self.info["operating_points"]
+        self.assertEqual(set(ops), {"youden", "sensitivity_90"})
+        self.assertEqual(ops["youden"], self.info["decision_threshold"])
+        self.assertLessEqual(ops["sensitivity_90"], 1.0)
+        cal = self.info["calibration"]
+        self.assertGreaterEqual(cal["n_val"], 2)
+        self.assertLessEqual(cal["val_ece_after"], cal["val_ece_before"] + 1e-9)  # fitted on these very images
+        self.assertIn("val_temperature", self.train_log)
+
     def test_evaluate_reports_both_thresholds(self):
         run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(self.ov, n_bootstrap=20))
         m = json.loads((self.tmp / "ft" / "eval_test" / "metrics.json").read_text())
