@@ -47,6 +47,11 @@ def name_list(paths: Sequence[str], limit: int = MAX_NAMES) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def _which(paths: Sequence[str], n: int) -> str:
+    """``"a.dcm, b.dcm (2 of 30 files)"``, or ``"all 30 files"``."""
+    return f"all {n} files" if len(paths) == n and n > 1 else f"{name_list(paths)} ({len(paths)} of {n} files)"
+
+
 def _is_dicom_file(path: str) -> bool:
     try:
         return sniff_ct_format(path) == "dicom"
@@ -96,7 +101,7 @@ def _classify(path: str) -> tuple[str, Any]:
     sop = _sop_name(ds)
     if sop and "Image Storage" not in sop:  # a DICOMDIR, a structured report, ...: no image to read
         return "skipped", f"DICOM without an image: {sop}"
-    return "unreadable", f"not a DICOM image: no Rows/Columns{' in its ' + sop + ' header' if sop else ''} (cut short?)"
+    return "unreadable", f"not a DICOM image: its{' ' + sop if sop else ''} header has no Rows/Columns (corrupt or cut short)"
 
 
 def read_dicom_folder(folder: PathLike) -> DicomFolder:
@@ -238,8 +243,7 @@ def _orientation(items: Sequence[tuple[str, Any]], folder: str) -> tuple[np.ndar
     notes = []
     if missing:
         notes.append(
-            f"no ImageOrientationPatient in {name_list(missing)} ({len(missing)} of {n} files): oriented like the "
-            "rest of the series"
+            f"no ImageOrientationPatient in {_which(missing, n)}: oriented like the rest of the series"
         )
     return iop, notes
 
@@ -286,12 +290,11 @@ def series_geometry(items: Sequence[tuple[str, Any]], folder: str) -> SeriesGeom
     if dups:
         what = "; ".join(f"{v} in {' and '.join(os.path.basename(p) for p in ps)}" for v, ps in dups.items())
         raise ValueError(
-            f"CT series in {folder!r} has no ImagePositionPatient in {name_list(missing)} and duplicate InstanceNumbers "
+            f"CT series in {folder!r} has no ImagePositionPatient in {_which(missing, n)} and duplicate InstanceNumbers "
             f"({what}): the slice order is unknown."
         )
     notes.append(
-        f"no ImagePositionPatient in {name_list(missing)} ({len(missing)} of {n} files): all slices ordered by "
-        "InstanceNumber, z_mm not available"
+        f"no ImagePositionPatient in {_which(missing, n)}: all slices ordered by InstanceNumber, z_mm not available"
     )
     order = np.argsort(np.asarray(instances), kind="stable").tolist()
     return SeriesGeometry(order, [math.nan] * n, [instances[i] for i in order], "InstanceNumber", ops, notes)
