@@ -23,7 +23,10 @@ through three steps:
    false positive. The interval is a 95 % percentile bootstrap over the used slices (slices resampled with
    replacement, the same top-k rule on each resample): it says how much the answer rests on particular
    slices. Neighbouring slices are correlated, so it is a lower bound on the uncertainty, and it is not a
-   calibration of the network.
+   calibration of the network. With fewer than 3 used slices, ``n_bootstrap`` 0 or no spread to resample there
+   is no interval (empty, and the scan's message says why), never one of zero width. The options are checked
+   when the classifier is made (:func:`~mstl_monai.engines.scan_aggregate.check_scan_options`, beside the
+   selection and aggregation rules).
 
 The ``n_top`` slices with the highest probability come with Grad-CAM heat maps (:func:`~mstl_monai.visualize.grad_cam`)
 on the slice's own grid. Finding the scans among the inputs and writing ``scans.csv``/``slices.csv``:
@@ -45,11 +48,13 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, InvertibleTransform
 
 from .inferers import AutocastInferer
+from .scan_aggregate import aggregate_slice_probabilities, check_scan_options, select_lung_slices
 
 __all__ = [
     "ScanClassifier",
     "aggregate_slice_probabilities",
     "autocast_helps",
+    "check_scan_options",
     "load_classifier_weights",
     "lung_fractions",
     "select_lung_slices",
@@ -127,69 +132,6 @@ def lung_fractions(stack: torch.Tensor, locate_size: int = 128) -> tuple[np.ndar
     return fractions, found
 
 
-def select_lung_slices(
-    fractions: np.ndarray, found: np.ndarray | None = None, min_lung_share: float = 0.25, min_lung_fraction: float = 0.01
-) -> np.ndarray:
-    """The slices to classify: lung found, lung fraction >= ``min_lung_share`` x the scan's largest and
-    >= ``min_lung_fraction`` (see the module docstring for why). Returns a bool mask (all ``False``: no lung)."""
-    if not 0.0 <= min_lung_share <= 1.0:
-        raise ValueError(f"min_lung_share must be in [0, 1], got {min_lung_share}.")
-    f = np.asarray(fractions, dtype=float)
-    ok = np.ones_like(f, dtype=bool) if found is None else np.asarray(found, dtype=bool)
-    if f.size == 0 or not ok.any():
-        return np.zeros_like(f, dtype=bool)
-    top = float(f[ok].max())
-    return ok & (f >= min_lung_share * top) & (f >= min_lung_fraction)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# aggregation
-# ---------------------------------------------------------------------------------------------------------------
-def _top_k_mean(p: np.ndarray, k: int) -> np.ndarray:
-    """Mean of the ``k`` largest values along the last axis."""
-    return np.sort(p, axis=-1)[..., -k:].mean(axis=-1)
-
-
-def aggregate_slice_probabilities(
-    probs: Sequence[float] | np.ndarray,
-    top_fraction: float = 0.25,
-    n_bootstrap: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """One scan probability from slice probabilities: the mean of the top ``top_fraction`` (k = ceil(fraction x n),
-    at least 1; 1.0 gives the plain mean) with a percentile-bootstrap interval over the slices.
-
-    Returns:
-        ``{"probability", "ci_low", "ci_high", "k", "n", "aggregation"}``.
-
-    Raises:
-        ValueError: no probabilities, or ``top_fraction`` outside (0, 1].
-    """
-    p = np.asarray(probs, dtype=np.float64).reshape(-1)
-    if p.size == 0:
-        raise ValueError("aggregate_slice_probabilities needs at least one slice probability.")
-    if not 0.0 < top_fraction <= 1.0:
-        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}.")
-    n = p.size
-    k = max(1, math.ceil(top_fraction * n))
-    prob = float(_top_k_mean(p, k))
-    lo = hi = prob
-    if n > 1 and n_bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        boot = _top_k_mean(p[rng.integers(0, n, size=(int(n_bootstrap), n))], k)
-        alpha = (1.0 - confidence) / 2.0
-        lo, hi = (float(v) for v in np.quantile(boot, [alpha, 1.0 - alpha]))
-    return {
-        "probability": prob,
-        "ci_low": min(lo, prob),
-        "ci_high": max(hi, prob),
-        "k": k,
-        "n": n,
-        "aggregation": f"top{k}/{n}-mean" if k < n else f"mean/{n}",
-    }
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # the classifier
 # ---------------------------------------------------------------------------------------------------------------
@@ -209,9 +151,13 @@ class ScanClassifier:
         min_lung_share: see :func:`select_lung_slices`.
         min_lung_fraction: see :func:`select_lung_slices`.
         top_fraction: see :func:`aggregate_slice_probabilities`.
-        n_bootstrap: bootstrap resamples for the interval.
+        n_bootstrap: bootstrap resamples for the interval (0: no interval).
         n_top: how many top slices get a heat map (0: none).
         seed: bootstrap seed.
+
+    Raises:
+        ValueError: an option of the wrong type or out of range (:func:`check_scan_options`), here, before any
+            scan is read: one line naming the option and its value.
 
     .. code-block:: python
 
@@ -235,8 +181,10 @@ class ScanClassifier:
         n_top: int = 3,
         seed: int = 0,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        opts = dict(min_lung_share=min_lung_share, min_lung_fraction=min_lung_fraction, top_fraction=top_fraction)
+        opts = check_scan_options(
+            **opts, n_bootstrap=n_bootstrap, n_top=n_top, batch_size=batch_size, positive_class=positive_class
+        )
         self.network = network
         if preprocessing is None:
             preprocessing = []
@@ -244,15 +192,15 @@ class ScanClassifier:
             list(preprocessing) if isinstance(preprocessing, (list, tuple)) else [preprocessing]
         )
         self.device = torch.device(device)
-        self.batch_size = int(batch_size)
+        self.batch_size = opts["batch_size"]
         use_amp = autocast_helps(self.device) if str(amp).lower() == "auto" else bool(amp)
         self.inferer = AutocastInferer(enabled=use_amp, dtype=amp_dtype)
-        self.positive_class = int(positive_class)
-        self.min_lung_share = float(min_lung_share)
-        self.min_lung_fraction = float(min_lung_fraction)
-        self.top_fraction = float(top_fraction)
-        self.n_bootstrap = int(n_bootstrap)
-        self.n_top = int(n_top)
+        self.positive_class = opts["positive_class"]
+        self.min_lung_share = opts["min_lung_share"]
+        self.min_lung_fraction = opts["min_lung_fraction"]
+        self.top_fraction = opts["top_fraction"]
+        self.n_bootstrap = opts["n_bootstrap"]
+        self.n_top = opts["n_top"]
         self.seed = int(seed)
 
     def _prepare(self, img: torch.Tensor) -> torch.Tensor:
@@ -299,10 +247,12 @@ class ScanClassifier:
         """Classify a (N, 1, H, W) stack (e.g. from :class:`~mstl_monai.transforms.LoadCTSeries`).
 
         Returns:
-            a dict with ``probability``, ``ci_low``, ``ci_high``, ``k``, ``aggregation``, ``n_slices``,
-            ``slices_used``, ``slices_skipped``, ``slices`` (one dict per slice: ``slice``, ``z_mm``, ``source``,
-            ``lung_fraction``, ``used``, ``probability``) and ``top_slices`` (the ``n_top`` most positive used
-            slices, each with its ``heatmap`` (H, W) and the windowed ``image`` (H, W)).
+            a dict with ``probability``, ``ci_low``, ``ci_high`` (None when the interval is not available),
+            ``ci_note``, ``k``, ``aggregation``, ``n_slices``, ``slices_used``, ``slices_skipped``, ``gaps``,
+            ``position_source``, ``notes`` (the loader's fallbacks and files left out, then ``ci_note``), ``slices``
+            (one dict per slice: ``slice``, ``z_mm`` (None without positions), ``source``, ``lung_fraction``,
+            ``used``, ``probability``) and ``top_slices`` (the ``n_top`` most positive used slices, each with its
+            ``heatmap`` (H, W) and the windowed ``image`` (H, W)).
 
         Raises:
             ValueError: the stack is not (N, 1, H, W), or no slice shows lung (the message names the scan and
@@ -313,7 +263,8 @@ class ScanClassifier:
         meta = dict(getattr(stack, "meta", {}) or {})
         name = name or str(meta.get("filename_or_obj", "<scan>"))
         n = int(stack.shape[0])
-        positions = list(meta.get("slice_positions", range(n)))
+        # mm along the slice normal; None where the scan has no positions (DICOM ordered by InstanceNumber)
+        positions = [float(z) if math.isfinite(float(z)) else None for z in meta.get("slice_positions", range(n))]
         sources = list(meta.get("slice_sources", [f"{name}#{i}" for i in range(n)]))
         fractions, found = lung_fractions(stack.as_tensor() if isinstance(stack, MetaTensor) else stack)
         used = select_lung_slices(fractions, found, self.min_lung_share, self.min_lung_fraction)
@@ -330,7 +281,7 @@ class ScanClassifier:
         rows = [
             {
                 "slice": i,
-                "z_mm": float(positions[i]),
+                "z_mm": positions[i],
                 "source": str(sources[i]),
                 "lung_fraction": round(float(fractions[i]), 5),
                 "used": bool(used[i]),
@@ -343,7 +294,7 @@ class ScanClassifier:
         top_slices = [
             {
                 "slice": i,
-                "z_mm": float(positions[i]),
+                "z_mm": positions[i],
                 "source": str(sources[i]),
                 "probability": slice_prob[i],
                 "heatmap": m,
@@ -359,6 +310,8 @@ class ScanClassifier:
             slices_used=int(used.sum()),
             slices_skipped=int(n - used.sum()),
             gaps=list(meta.get("gaps", [])),
+            position_source=meta.get("position_source"),
+            notes=[str(v) for v in meta.get("notes", [])] + ([agg["ci_note"]] if agg["ci_note"] else []),
             slices=rows,
             top_slices=top_slices,
         )

@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -35,6 +37,7 @@ SCAN_COLUMNS = (
     "aggregation",
     "top_slices_z_mm",
     "gaps",
+    "position_source",
     "message",
 )
 #: columns of ``slices.csv`` (one row per slice of every scan read)
@@ -43,7 +46,7 @@ SLICE_COLUMNS = ("scan", "slice", "z_mm", "source", "lung_fraction", "used", "pr
 
 
 def _holds_dicom(folder: str) -> bool:
-    from mstl_monai.transforms.io.series import _is_dicom_file
+    from mstl_monai.transforms.io.dicom_folder import _is_dicom_file
 
     return any(_is_dicom_file(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if os.path.isfile(os.path.join(folder, n)))
 
@@ -70,12 +73,22 @@ def collect_scans(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> li
     return scans
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
+def _fmt(v: Any, column: str = "") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, float):
-        return f"{v:.6f}"
+        return repr(v) if column == "threshold" else f"{v:.6f}"  # the threshold as stored, not rounded
     return str(v)
+
+
+def _gap_text(g: Mapping[str, Any]) -> str:
+    if "instance_before" in g:  # a series without positions: a gap in its InstanceNumbers
+        return f"{g['missing']} missing after InstanceNumber {g['instance_before']}"
+    return f"{g['missing']} missing after z={g['z_before']:g}"
+
+
+def _z_text(z: float | None) -> str:
+    return "" if z is None else f"{z:g}"
 
 
 class ScanWriter:
@@ -118,8 +131,13 @@ class ScanWriter:
         return self.class_names[self.positive_class] if probability > self.threshold else neg
 
     def summary(self, result: dict[str, Any]) -> dict[str, Any]:
-        """The ``scans.csv`` row (and JSON answer) of a result of :class:`ScanClassifier`."""
+        """The ``scans.csv`` row (and JSON answer) of a result of :class:`ScanClassifier`; its ``message`` holds
+        every fallback, file left out and missing interval of the scan (:class:`~mstl_monai.transforms.LoadCTSeries`'s
+        notes, the interval's note), then the missing slices."""
         gaps = result.get("gaps") or []
+        notes = list(result.get("notes") or [])
+        if gaps:
+            notes.append("missing slices (see gaps)")
         return {
             "scan": result["scan"],
             "status": "ok",
@@ -133,9 +151,10 @@ class ScanWriter:
             "threshold": self.threshold,
             "decision": self.decision(result["probability"]),
             "aggregation": result["aggregation"],
-            "top_slices_z_mm": ";".join(f"{t['z_mm']:g}" for t in result.get("top_slices", [])),
-            "gaps": ";".join(f"{g['missing']} missing after z={g['z_before']:g}" for g in gaps),
-            "message": "missing slices (see gaps)" if gaps else "",
+            "top_slices_z_mm": ";".join(_z_text(t["z_mm"]) for t in result.get("top_slices", [])).strip(";"),
+            "gaps": ";".join(_gap_text(g) for g in gaps),
+            "position_source": result.get("position_source"),
+            "message": "; ".join(notes),
         }
 
     def add(self, result: dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +184,8 @@ class ScanWriter:
 
         stem = _safe_name(result["scan"])
         for rank, t in enumerate(result.get("top_slices", []), start=1):
-            path = os.path.join(self.output_dir, "heatmaps", f"{stem}_top{rank}_z{t['z_mm']:g}.png")
+            where = f"s{t['slice']}" if t["z_mm"] is None else f"z{t['z_mm']:g}"  # no positions: the slice index
+            path = os.path.join(self.output_dir, "heatmaps", f"{stem}_top{rank}_{where}.png")
             t["heatmap_file"] = path
             img = np.clip(t["image"], 0, 1)
             buf = io.BytesIO()
@@ -182,7 +202,7 @@ class ScanWriter:
                 w = csv.writer(f)
                 w.writerow(cols)
                 for r in rows:
-                    w.writerow([_fmt(r.get(c)) for c in cols])
+                    w.writerow([_fmt(r.get(c), c) for c in cols])
 
 
 #: how the one line per scan names where its threshold came from
@@ -190,11 +210,14 @@ _SOURCE = {"checkpoint": " (the checkpoint's, chosen on val)", "default": " (non
 
 
 def _safe_name(path: str) -> str:
+    """The scan's file or folder name (no NIfTI ending) and a short hash of its absolute path: two scans of one
+    name in different folders (``a/scan1``, ``b/scan1``) get their own heat maps."""
     base = os.path.basename(os.path.normpath(str(path))) or "scan"
     for ext in (".nii.gz", ".nii"):
         if base.lower().endswith(ext):
             base = base[: -len(ext)]
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in base)
+    tag = hashlib.sha1(os.path.abspath(str(path)).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in base) + "-" + tag
 
 
 def run_scan_inference(
@@ -226,12 +249,17 @@ def run_scan_inference(
         rows.append(row)
         pos = writer.class_names[writer.positive_class]
         gap = f"; {row['gaps']}" if row["gaps"] else ""
+        ci = "not available" if row["ci_low"] is None else f"{row['ci_low']:.3f}, {row['ci_high']:.3f}"
+        if row["top_slices_z_mm"]:
+            top = f"top slices at z = {row['top_slices_z_mm'].replace(';', ', ')} mm"
+        else:  # no heat maps asked, or no positions (then the files)
+            top = "top slices " + (", ".join(os.path.basename(t["source"]) for t in result["top_slices"]) or "not asked")
         line = (
-            f"{scan}: P({pos}) = {row['probability']:.3f} [95% CI {row['ci_low']:.3f}, {row['ci_high']:.3f}] "
-            f"-> {row['decision']} at threshold {writer.threshold:.4g}{_SOURCE.get(writer.threshold_source, '')}; "
+            f"{scan}: P({pos}) = {row['probability']:.3f} [95% CI {ci}] "
+            f"-> {row['decision']} at threshold {writer.threshold!r}{_SOURCE.get(writer.threshold_source, '')}; "
             f"{row['slices_used']}/{row['n_slices']} slices used "
-            f"({row['slices_skipped']} without enough lung skipped), {row['aggregation']}; top slices at z = "
-            f"{row['top_slices_z_mm'].replace(';', ', ')} mm{gap}"
+            f"({row['slices_skipped']} without enough lung skipped), {row['aggregation']}; {top}{gap}"
+            + (f"; {row['message']}" if row["message"] else "")
         )
         print(line, flush=True)
     print(f"wrote {os.path.join(writer.output_dir, 'scans.csv')} and slices.csv ({len(rows)} scans)", flush=True)

@@ -1,11 +1,14 @@
-"""Synthetic CT series (DICOM written from scratch with pydicom); a series as NIfTI: mstl_monai.data.dicom_series_to_nifti."""
+"""Synthetic CT series (DICOM written from scratch with pydicom), modified copies of the real series, and broken
+files to put beside them; a series as NIfTI: mstl_monai.data.dicom_series_to_nifti."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -24,7 +27,14 @@ def phantom_hu(size: int = 64, lung_scale: float = 1.0) -> np.ndarray:
     return img
 
 
-def write_slice(path: str | os.PathLike, hu: np.ndarray, z: float, series_uid: str, instance: int, spacing: float = 5.0) -> None:
+#: the real 30-slice series under the data root (slice files 1-01.dcm .. 1-30.dcm, z = 312 .. 80 mm)
+REAL_SERIES = "ct-series/lung-pet-ct-dx-A0002"
+
+
+def write_slice(
+    path: str | os.PathLike, hu: np.ndarray, z: float, series_uid: str, instance: int, spacing: float = 5.0,
+    modality: str = "CT", patient_id: str = "PHANTOM",
+) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -33,7 +43,8 @@ def write_slice(path: str | os.PathLike, hu: np.ndarray, z: float, series_uid: s
     ds.file_meta = meta
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
+    ds.Modality = modality
+    ds.PatientID = patient_id
     ds.SeriesInstanceUID = series_uid
     ds.StudyInstanceUID = "1.2.3.4"
     ds.SeriesDescription = f"phantom {series_uid[-6:]}"
@@ -63,14 +74,56 @@ def lung_profile(n: int) -> np.ndarray:
 
 
 def write_series(
-    folder: str | os.PathLike, zs, series_uid: str | None = None, names=None, size: int = 64, constant: float | None = None
+    folder: str | os.PathLike, zs, series_uid: str | None = None, names=None, size: int = 64, constant: float | None = None,
+    **tags,
 ) -> str:
-    """Write one slice per z into ``folder`` (file names ``names`` or ``s<i>.dcm``); returns the series UID."""
+    """Write one slice per z into ``folder`` (file names ``names`` or ``s<i>.dcm``; ``tags``: ``modality``,
+    ``patient_id`` for every slice); returns the series UID."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     uid = series_uid or generate_uid()
     scales = lung_profile(len(zs))
     for i, z in enumerate(zs):
         hu = np.full((size, size), constant) if constant is not None else phantom_hu(size, scales[i])
-        write_slice(folder / (names[i] if names else f"s{i:03d}.dcm"), hu, z, uid, i + 1)
+        write_slice(folder / (names[i] if names else f"s{i:03d}.dcm"), hu, z, uid, i + 1, **tags)
     return uid
+
+
+def copy_series(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy the series folder ``src`` (e.g. the real one) to ``dst``, to be modified there."""
+    shutil.copytree(src, dst)
+    return Path(dst)
+
+
+def edit_slice(path: str | os.PathLike, delete: tuple[str, ...] = (), **tags) -> Path:
+    """Rewrite the DICOM file ``path`` without the tags ``delete`` and with the values ``tags`` (keyword names)."""
+    ds = pydicom.dcmread(str(path))
+    for name in delete:
+        delattr(ds, name)
+    for name, value in tags.items():
+        setattr(ds, name, value)
+    ds.save_as(str(path))
+    return Path(path)
+
+
+def broken_dicom(path: str | os.PathLike, kind: str, like: str | os.PathLike | None = None) -> Path:
+    """Write an unreadable ``.dcm`` at ``path``: ``"empty"`` (0 bytes), ``"random"`` (random bytes), ``"truncated"``
+    (the first 400 bytes of the DICOM file ``like``: its header cut before Rows/Columns), ``"header"`` (``like``'s
+    bytes up to its pixel data: a header-only file) or ``"no_pixels"`` (``like``'s dataset without PixelData)."""
+    path = Path(path)
+    raw = Path(like).read_bytes() if like is not None else b""
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    elif kind == "truncated":
+        path.write_bytes(raw[:400])
+    elif kind == "header":
+        path.write_bytes(raw[: raw.rindex(b"\xe0\x7f\x10\x00")])  # (7FE0,0010) PixelData, little endian
+    elif kind == "no_pixels":
+        ds = pydicom.dcmread(str(like))
+        del ds.PixelData
+        ds.save_as(str(path))
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return path

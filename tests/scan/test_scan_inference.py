@@ -71,9 +71,9 @@ class TestAggregation(unittest.TestCase):
         self.assertEqual(out, again)  # seeded
         mean = aggregate_slice_probabilities(p, top_fraction=1.0, n_bootstrap=0)
         self.assertAlmostEqual(mean["probability"], float(p.mean()))
-        self.assertEqual((mean["ci_low"], mean["ci_high"]), (mean["probability"],) * 2)
+        self.assertEqual((mean["ci_low"], mean["ci_high"]), (None, None))  # no interval, not a zero-width one
         one = aggregate_slice_probabilities([0.7])
-        self.assertEqual((one["probability"], one["ci_low"], one["ci_high"], one["k"]), (0.7, 0.7, 0.7, 1))
+        self.assertEqual((one["probability"], one["ci_low"], one["ci_high"], one["k"]), (0.7, None, None, 1))
 
     def test_bad_arguments(self):
         with self.assertRaises(ValueError):

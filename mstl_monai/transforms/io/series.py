@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Hashable, Mapping
 from typing import Any
@@ -17,7 +18,16 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
 from .array import LoadCTSlice
-from .functional import DEFAULT_LUNG_WINDOW, canonical_axial, lung_window, sniff_ct_format
+from .dicom_folder import (
+    DicomFolder,
+    check_series_tags,
+    dicom_series_headers,
+    name_list,
+    read_dicom_folder,
+    reorient,
+    series_geometry,
+)
+from .functional import DEFAULT_LUNG_WINDOW, canonical_axial, lung_window
 
 __all__ = ["LoadCTSeries", "LoadCTSeriesd", "LoadCTSeriesD", "LoadCTSeriesDict", "dicom_series_headers", "find_gaps"]
 
@@ -25,51 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: a step between neighbouring slices larger than this multiple of the median step is a gap (missing slices)
 GAP_FACTOR = 1.5
-
-
-def _is_dicom_file(path: str) -> bool:
-    try:
-        return sniff_ct_format(path) == "dicom"
-    except (ValueError, FileNotFoundError):
-        return False
-
-
-def dicom_series_headers(folder: PathLike) -> dict[str, list[tuple[str, Any]]]:
-    """Read the headers (no pixel data) of the DICOM image files in ``folder`` and group them by series.
-
-    Files that are not DICOM (by their first bytes or their extension) and DICOM files without pixel data
-    (a ``DICOMDIR``, a structured report) are passed over.
-
-    Args:
-        folder: a folder (not searched recursively).
-
-    Returns:
-        ``{SeriesInstanceUID: [(path, dataset), ...]}`` in file-name order.
-
-    Raises:
-        ValueError: ``folder`` is not a folder or holds no DICOM image file (the message names it).
-    """
-    import pydicom
-
-    folder = str(folder)
-    if not os.path.isdir(folder):
-        raise ValueError(f"CT series folder {folder!r} does not exist or is not a folder.")
-    names = sorted(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n)))
-    series: dict[str, list[tuple[str, Any]]] = {}
-    for n in names:
-        path = os.path.join(folder, n)
-        if not _is_dicom_file(path):
-            continue
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        except Exception as e:  # pydicom raises InvalidDicomError, EOFError, struct.error, ...
-            raise ValueError(f"cannot read the DICOM header of {path!r} (truncated or corrupt?): {e}") from e
-        if "Rows" not in ds or "Columns" not in ds:  # no image (DICOMDIR, SR, ...)
-            continue
-        series.setdefault(str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>")), []).append((path, ds))
-    if not series:
-        raise ValueError(f"CT series folder {folder!r} holds no DICOM image files ({len(names)} files looked at).")
-    return series
 
 
 def find_gaps(positions: np.ndarray, factor: float = GAP_FACTOR) -> tuple[float, list[dict[str, Any]]]:
@@ -101,16 +66,25 @@ class LoadCTSeries(Transform):
       the slice normal (the cross product of the two ``ImageOrientationPatient`` directions), not by file name;
       each slice is read by :class:`LoadCTSlice` (Hounsfield units from the rescale tags, lung window,
       radiological orientation), so a slice of the stack is exactly what the single-slice loader gives for that
-      file. Files that are not DICOM are passed over. Several series in one folder (``SeriesInstanceUID``) are an
-      error listing them, unless ``series_uid`` picks one;
+      file. Several series in one folder (``SeriesInstanceUID``) are an error listing them, unless ``series_uid``
+      picks one. Nothing is left out unnamed (:mod:`.dicom_folder`): unreadable files (0 bytes, random bytes, a
+      header cut short or without pixel data) are left out and named with their reason, wherever they sit;
+      sub-folders, NIfTI volumes and other files beside the slices are listed as skipped. Where some files lack
+      geometry, one rule holds for all slices: every slice gets the series' in-plane orientation (as stored when
+      no file has ``ImageOrientationPatient``), and when a file has no ``ImagePositionPatient`` all slices are
+      ordered by ``InstanceNumber`` with no positions (NaN; duplicate numbers are an error). A ``Modality`` other
+      than CT is an error unless ``allow_non_ct``; several ``PatientID`` in one series are reported;
     - a NIfTI volume (``.nii``/``.nii.gz``): reoriented to RAS from its affine (nibabel's ``as_closest_canonical``;
       the axial slices are then the last axis, inferior -> superior), each slice put in the same orientation as
       the DICOM path (:func:`~mstl_monai.transforms.io.functional.canonical_axial`) and lung-windowed.
 
     Slices are ordered inferior -> superior (increasing position along the normal). The metadata holds
-    ``slice_positions`` (mm along the normal; for an axial scan the patient z), ``slice_sources`` (the DICOM file
-    or ``volume.nii.gz#k``), ``slice_spacing`` (median step, mm), ``pixel_spacing``, ``gaps`` (missing slices:
-    a step over 1.5 x the median; logged as a warning), ``series_uid``, ``source_format`` (``"dicom-series"`` or
+    ``slice_positions`` (mm along the normal; for an axial scan the patient z; NaN when ordered by
+    InstanceNumber), ``position_source`` (``"ImagePositionPatient"``, ``"InstanceNumber"`` or ``"affine"``),
+    ``slice_sources`` (the DICOM file or ``volume.nii.gz#k``), ``slice_spacing`` (median step, mm), ``pixel_spacing``,
+    ``gaps`` (missing slices: a step over 1.5 x the median, of positions or of InstanceNumbers; logged as a
+    warning), ``notes`` (every fallback and file left out, each also logged as a warning), ``unreadable_files``
+    and ``skipped_files`` (``[(path, reason)]``), ``series_uid``, ``source_format`` (``"dicom-series"`` or
     ``"nifti"``), ``hu_window`` and ``hu_range``.
 
     Args:
@@ -119,11 +93,13 @@ class LoadCTSeries(Transform):
         series_uid: the ``SeriesInstanceUID`` to read when a folder holds several series.
         hu: for NIfTI volumes, whether the values are HU (``None``: yes when the minimum is below -500).
         dtype: output dtype.
+        allow_non_ct: read a DICOM series whose ``Modality`` is not CT (reported in ``notes``).
 
     Raises:
-        ValueError: a folder without DICOM image files, several series without ``series_uid`` (or an unknown
-            one), slices of different sizes or orientations, a file that cannot be read; every message names
-            the folder or file.
+        ValueError: a folder without readable DICOM image files, several series without ``series_uid`` (or an
+            unknown one), a Modality other than CT (without ``allow_non_ct``), slices of different sizes or
+            orientations, several slices at one position, no position and no or duplicate InstanceNumbers;
+            every message names the folder or file.
 
     .. code-block:: python
 
@@ -140,12 +116,16 @@ class LoadCTSeries(Transform):
         series_uid: str | None = None,
         hu: bool | None = None,
         dtype: DtypeLike | torch.dtype = torch.float32,
+        allow_non_ct: bool = False,
     ) -> None:
         self.slice_loader = LoadCTSlice(a_min=a_min, a_max=a_max, dtype=torch.float32)
         self.a_min, self.a_max = float(a_min), float(a_max)
         self.series_uid = series_uid
         self.hu = hu
         self.dtype = dtype
+        if not isinstance(allow_non_ct, (bool, np.bool_)):
+            raise TypeError(f"allow_non_ct must be true or false, got {allow_non_ct!r}.")
+        self.allow_non_ct = bool(allow_non_ct)
 
     def __call__(self, path: PathLike) -> MetaTensor:
         """Load the scan at ``path`` (a DICOM series folder or a NIfTI file); see the class docstring."""
@@ -160,10 +140,23 @@ class LoadCTSeries(Transform):
             raise ValueError(f"CT scan {path!r} is neither a folder of DICOM files nor a NIfTI volume (.nii/.nii.gz).")
         else:
             raise ValueError(f"CT scan {path!r} does not exist.")
-        step, gaps = find_gaps(np.asarray(meta["slice_positions"]))
-        if gaps:
+        if meta["position_source"] == "InstanceNumber":  # no positions: gaps in the numbering
+            _, gaps = find_gaps(np.asarray(meta["instance_numbers"], dtype=float))
+            step = math.nan
+            gaps = [
+                {"after_index": g["after_index"], "instance_before": int(g["z_before"]),
+                 "instance_after": int(g["z_after"]), "missing": g["missing"]}
+                for g in gaps
+            ]
+            where = ", ".join(f"{g['missing']} between InstanceNumber {g['instance_before']} and {g['instance_after']}"
+                              for g in gaps)
+        else:
+            step, gaps = find_gaps(np.asarray(meta["slice_positions"]))
             where = ", ".join(f"{g['missing']} between z={g['z_before']:.1f} and z={g['z_after']:.1f} mm" for g in gaps)
-            logger.warning(f"CT scan {path!r}: missing slices ({where}; usual step {step:.2f} mm).")
+            where += f"; usual step {step:.2f} mm"
+        if gaps:
+            logger.warning(f"CT scan {path!r}: missing slices ({where}).")
+        meta.setdefault("notes", [])
         meta.update(
             {
                 "filename_or_obj": path,
@@ -176,8 +169,8 @@ class LoadCTSeries(Transform):
         return MetaTensor(torch.as_tensor(stack).to(self.dtype), meta=meta)
 
     # -- DICOM -----------------------------------------------------------------------------------------------------
-    def _pick_series(self, folder: str) -> tuple[str, list[tuple[str, Any]]]:
-        series = dicom_series_headers(folder)
+    def _pick_series(self, found: DicomFolder) -> tuple[str, list[tuple[str, Any]]]:
+        series, folder = found.series, found.folder
         if self.series_uid is not None:
             if self.series_uid not in series:
                 raise ValueError(
@@ -193,35 +186,67 @@ class LoadCTSeries(Transform):
         return uid, series[uid]
 
     def _load_dicom_series(self, folder: str) -> tuple[np.ndarray, dict[str, Any]]:
-        uid, items = self._pick_series(folder)
-        positions, sort_key = _dicom_positions(items, folder)
-        order = np.argsort(positions, kind="stable")
-        slices, hu_lo, hu_hi, shape, ops = [], np.inf, -np.inf, None, None
-        for i in order.tolist():
-            path = items[i][0]
-            img = self.slice_loader(path)  # raises ValueError naming the file
+        found = read_dicom_folder(folder)
+        uid, items = self._pick_series(found)
+        notes = check_series_tags(items, folder, uid, self.allow_non_ct)
+        unreadable = list(found.unreadable)
+        read = []  # (path, header, slice) of the files whose pixels could be read
+        for path, ds in items:
+            try:
+                read.append((path, ds, self.slice_loader(path)))
+            except ValueError as e:  # cut short, no pixel data, a colour picture...: named, like unreadable headers
+                unreadable.append((path, _reason(e, path)))
+        unreadable.sort()
+        if not read:
+            raise ValueError(
+                f"CT series {uid!r} in {folder!r}: none of its {len(items)} files could be read: "
+                + "; ".join(f"{os.path.basename(p)} ({r})" for p, r in unreadable[:10])
+            )
+        geo = series_geometry([(p, ds) for p, ds, _ in read], folder)
+        slices, hu_lo, hu_hi, shape = [], np.inf, -np.inf, None
+        for i in geo.order:
+            path, _, img = read[i]
+            arr = img.as_tensor()[0].numpy()
+            done = list(img.meta.get("orientation_ops") or [])
+            if done != geo.orientation_ops:  # its own geometry missing: the reader fell back to another orientation
+                arr = reorient(arr, done, geo.orientation_ops)
             if shape is None:
-                shape, ops = tuple(img.shape), img.meta.get("orientation_ops")
-            elif tuple(img.shape) != shape:
+                shape = arr.shape
+            elif arr.shape != shape:
                 raise ValueError(
-                    f"DICOM file {path!r} has a slice of shape {tuple(img.shape[1:])}, the series {uid!r} in "
-                    f"{folder!r} has {shape[1:]}."
+                    f"DICOM file {path!r} has a slice of shape {arr.shape}, the series {uid!r} in {folder!r} has {shape}."
                 )
             lo, hi = img.meta.get("hu_range", (np.nan, np.nan))
             hu_lo, hu_hi = min(hu_lo, float(lo)), max(hu_hi, float(hi))
-            slices.append(img.as_tensor())
-        ds0 = items[order[0]][1]
+            slices.append(arr)
+        if unreadable:
+            for path, reason in unreadable:
+                logger.warning(f"CT scan {folder!r}: unreadable file {path!r} left out: {reason}")
+            listed = "; ".join(f"{os.path.basename(p)} ({r})" for p, r in unreadable[:10])
+            more = f"; ... ({len(unreadable) - 10} more, see the log)" if len(unreadable) > 10 else ""
+            notes.insert(0, f"{len(unreadable)} unreadable, left out: {listed}{more}")
+        notes += geo.notes
+        if found.skipped:
+            notes.append("skipped: " + "; ".join(f"{name_list([p])}{'/' if p.endswith(os.sep) else ''} ({r})"
+                                                 for p, r in found.skipped))
+        for note in notes[1 if unreadable else 0 :]:
+            logger.warning(f"CT scan {folder!r}: {note}")
+        ds0 = read[geo.order[0]][1]
         meta = {
             "source_format": "dicom-series",
             "series_uid": uid,
-            "slice_positions": [round(float(positions[i]), 4) for i in order],
-            "slice_sources": [items[i][0] for i in order],
-            "position_source": sort_key,
+            "slice_positions": geo.positions,
+            "slice_sources": [read[i][0] for i in geo.order],
+            "instance_numbers": geo.instance_numbers,
+            "position_source": geo.source,
             "pixel_spacing": [float(v) for v in ds0.get("PixelSpacing", [1.0, 1.0])],
-            "orientation_ops": ops,
+            "orientation_ops": geo.orientation_ops,
             "hu_range": (hu_lo, hu_hi),
+            "notes": notes,
+            "unreadable_files": unreadable,
+            "skipped_files": list(found.skipped),
         }
-        return torch.stack(slices).numpy(), meta
+        return np.stack(slices)[:, None], meta
 
     # -- NIfTI -----------------------------------------------------------------------------------------------------
     def _load_nifti(self, path: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -284,43 +309,18 @@ def _original_indices(ornt: np.ndarray, n: int) -> list[str]:
     return [str(i) if ax == 2 else f"axis{ax}:{i}" for i in idx]
 
 
+def _reason(error: BaseException, path: str) -> str:
+    """A slice loader's message about ``path`` without the path (it is named beside the reason)."""
+    msg = str(error).replace(f"DICOM file {path!r} is ", "").replace(f"DICOM file {path!r} ", "")
+    return msg.replace(repr(path), "the file").rstrip(".")
+
+
 def _describe(series: Mapping[str, list]) -> str:
     parts = []
     for uid, items in series.items():
         desc = str(items[0][1].get("SeriesDescription", "")).strip()
         parts.append(f"{uid} ({len(items)} files{', ' + desc if desc else ''})")
     return "; ".join(parts)
-
-
-def _dicom_positions(items: list[tuple[str, Any]], folder: str) -> tuple[np.ndarray, str]:
-    """Each file's ``ImagePositionPatient`` projected on the slice normal, or ``InstanceNumber`` when a file lacks
-    the position/orientation tags (said in a warning and in ``position_source``)."""
-    iops = [ds.get("ImageOrientationPatient") for _, ds in items]
-    ipps = [ds.get("ImagePositionPatient") for _, ds in items]
-    if all(v is not None and len(v) == 6 for v in iops) and all(v is not None and len(v) == 3 for v in ipps):
-        iop = np.asarray([[float(x) for x in v] for v in iops])
-        if not np.allclose(iop, iop[0], atol=1e-3):
-            bad = items[int(np.abs(iop - iop[0]).max(axis=1).argmax())][0]
-            raise ValueError(f"DICOM file {bad!r} has another ImageOrientationPatient than the rest of its series in {folder!r}.")
-        normal = np.cross(iop[0, :3], iop[0, 3:])
-        normal = normal / max(np.linalg.norm(normal), 1e-12)
-        if abs(normal[2]) < 0.5:
-            logger.warning(f"CT series in {folder!r} is not axial (slice normal {normal.round(3).tolist()}).")
-        if normal[2] < 0:  # count along the patient's inferior -> superior axis
-            normal = -normal
-        pos = np.asarray([[float(x) for x in v] for v in ipps]) @ normal
-        if len(pos) > 1 and len(np.unique(pos.round(3))) < len(pos):
-            dup = [items[i][0] for i in range(len(pos)) if np.sum(np.isclose(pos, pos[i], atol=1e-3)) > 1]
-            raise ValueError(f"CT series in {folder!r} has several slices at the same position: {dup[:4]}.")
-        return pos, "ImagePositionPatient"
-    missing = next(p for (p, _), a, b in zip(items, iops, ipps) if a is None or b is None)
-    if any(ds.get("InstanceNumber") is None for _, ds in items):
-        raise ValueError(
-            f"DICOM file {missing!r} has no ImagePositionPatient/ImageOrientationPatient and the series in {folder!r} "
-            "has no InstanceNumber either: the slice order is unknown."
-        )
-    logger.warning(f"DICOM file {missing!r} has no ImagePositionPatient: slices of {folder!r} ordered by InstanceNumber.")
-    return np.asarray([float(ds.InstanceNumber) for _, ds in items]), "InstanceNumber"
 
 
 class LoadCTSeriesd(MapTransform):
@@ -333,6 +333,7 @@ class LoadCTSeriesd(MapTransform):
         series_uid: the series to read when a folder holds several.
         hu: NIfTI values are HU (``None``: guess).
         dtype: output dtype.
+        allow_non_ct: read DICOM series whose Modality is not CT.
         allow_missing_keys: do not raise if a key is missing.
 
     .. code-block:: python
@@ -350,10 +351,12 @@ class LoadCTSeriesd(MapTransform):
         series_uid: str | None = None,
         hu: bool | None = None,
         dtype: DtypeLike | torch.dtype = torch.float32,
+        allow_non_ct: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadCTSeries(a_min=a_min, a_max=a_max, series_uid=series_uid, hu=hu, dtype=dtype)
+        self.loader = LoadCTSeries(a_min=a_min, a_max=a_max, series_uid=series_uid, hu=hu, dtype=dtype,
+                                   allow_non_ct=allow_non_ct)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
