@@ -26,7 +26,9 @@ No request reaches a file outside the datastore: ids and tags are plain names (4
 :class:`~mstl_monai.label.datastore.ClassLabelDatastore`), and ``/infer`` reads only datastore images and files
 uploaded to the server; any other ``image`` (a path, whether the file exists or not) is the same 404 as an unknown
 id. Uploads go to a private folder of the server (``$TMPDIR/mstl-label-uploads-*``, removed when it stops); an
-upload that is refused is removed at once.
+upload that is refused is removed at once. MONAI Label's sessions (``/session``) are off (406): with
+``uncompress=true`` they unpack an uploaded archive, whose members may be named ``../x``, with Python's tarfile; a
+slice classifier needs none (``/infer`` takes the file itself).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Any
 from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.utils.sessions import Sessions
 
 import mstl_monai
 from mstl_monai.label.datastore import ClassLabelDatastore, check_image_file, discard_upload, is_plain_name
@@ -111,14 +114,12 @@ class MSTLLabelApp(MONAILabelApp):
     def init_trainers(self) -> dict[str, Any]:
         return {self.model_name: MSTLTrainTask(self.model_root, self.conf, self.class_names)}
 
+    def _load_sessions(self, load: bool = False) -> Sessions:
+        return NoSessions(self.upload_dir)
+
     def _uploaded(self, path: str) -> bool:
-        """Whether ``path`` is a file uploaded to this server: in its upload folder or (a session's image) in the
-        session store."""
-        real = os.path.realpath(path)
-        roots = [self.upload_dir]
-        if self.sessions() is not None:
-            roots.append(os.path.realpath(self.sessions().store_path))
-        return os.path.exists(real) and any(real.startswith(os.path.join(r, "")) for r in roots)
+        """Whether ``path`` is a file uploaded to this server (a file in its upload folder)."""
+        return os.path.isfile(path) and os.path.dirname(os.path.realpath(path)) == self.upload_dir
 
     def infer(self, request: dict, datastore: Any = None) -> dict:
         """Check the request, resolve ``image`` (a datastore id, or a file uploaded with the request) and run the
@@ -147,8 +148,7 @@ class MSTLLabelApp(MONAILabelApp):
         image = request.get("image")
         if isinstance(image, str):
             if upload:
-                if os.path.isfile(image):
-                    check_image_file(image, "uploaded file")
+                check_image_file(image, "uploaded file")
             else:  # a datastore id, and nothing else: its file, never a path the client gives
                 ds = datastore if datastore else self.datastore()
                 uri = ds.get_image_uri(image) if is_plain_name(image) else ""
@@ -171,6 +171,38 @@ class MSTLLabelApp(MONAILabelApp):
         if method == "attention" and getattr(task, "n_attn", 0) == 0:
             raise HTTPException(status_code=422, detail=f"model '{model}' has no non-local block: ask for heatmap 'gradcam'.")
         return super().infer(request, datastore)
+
+
+class NoSessions(Sessions):
+    """MONAI Label's sessions, turned off: no session exists (``GET /session/ID`` and ``/infer?session_id=``: 404)
+    and none can be made (``PUT /session/``: 406, the upload removed).
+
+    Args:
+        upload_dir: the server's upload folder (uploads of a refused ``PUT /session/`` are removed from it).
+    """
+
+    def __init__(self, upload_dir: str) -> None:
+        super().__init__(store_path=os.path.join(upload_dir, "sessions"))  # never written to
+        self.upload_dir = upload_dir
+
+    def get_session(self, session_id: str, update_ts: bool = True, fetch_cache: bool = True) -> None:
+        return None
+
+    def remove_session(self, session_id: str) -> None:
+        return None
+
+    def remove_expired(self) -> int:
+        return 0
+
+    def add_session(self, data_file: str, expiry: int = 0, uncompress: bool = False, session_id: Any = None) -> Any:
+        folder = os.path.realpath(data_file if os.path.isdir(data_file) else os.path.dirname(data_file))
+        if os.path.dirname(folder) == self.upload_dir:  # MONAI Label's folder of this request's files
+            shutil.rmtree(folder, ignore_errors=True)
+        raise HTTPException(
+            status_code=406,
+            detail="sessions are off in this app: send the slice with POST /infer/<model> (form field file) or add it "
+            "with PUT /datastore/image.",
+        )
 
 
 def _private_upload_dir() -> str:

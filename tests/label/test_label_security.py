@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 import unittest
@@ -67,7 +68,8 @@ class TestLabelServerSecurity(unittest.TestCase):
         if init.returncode != 0:
             raise AssertionError(init.stderr[-3000:])
         cls.model_pt = cls.app / "model" / MODEL / "models" / "model.pt"
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", TMPDIR=str(cls.tmpdir))
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", TMPDIR=str(cls.tmpdir),
+                   MONAI_LABEL_SESSION_PATH=str(cls.tmp / "sessions"))
         cls.c = cls.enterClassContext(serve(cls.app, cls.studies, python=py, log_file=cls.tmp / "server.log", env=env))
 
     def _log(self) -> str:
@@ -169,10 +171,27 @@ class TestLabelServerSecurity(unittest.TestCase):
             (c.json("PUT", "/datastore/label?image=x", fields={"label": ("l.json", b'{"label": "pneumonia"}')}), 422),
             (c.json("PUT", "/datastore/label?image=no_such", fields={"label": ("l.json", b'{"label": "COVID"}')}), 404),
             (c.json("PUT", f"/datastore/label?image=x&tag={quote('../t')}", fields={"label": ("l.json", b"COVID")}), 422),
+            (c.json("PUT", "/session/", fields={"files": ("s.png", self.png)}), 406),
         ]
         self.assertEqual(_files(self.tmpdir), before, "rejected uploads left temp files")
         for (code, res), want in rejected:
             self.assertEqual(code, want, res)
+
+    def test_no_session_archive_unpacks_outside(self) -> None:
+        """``PUT /session/?uncompress=true`` would unpack an uploaded tar with members named ``../../x`` outside the
+        session folder (Python's tarfile): the app serves no sessions."""
+        tar = io.BytesIO()
+        with tarfile.open(fileobj=tar, mode="w") as t:
+            info = tarfile.TarInfo("../../escaped.txt")
+            info.size = 5
+            t.addfile(info, io.BytesIO(b"pwned"))
+        code, res = self.c.json("PUT", "/session/?uncompress=true", fields={"files": ("s.tar", tar.getvalue())})
+        self.assertEqual([p for p in self.tmp.rglob("escaped.txt")], [])
+        self.assertEqual(code, 406, res)
+        code, res = self.c.json("GET", f"/session/{quote('..')}")
+        self.assertEqual(code, 404, res)
+        code, res = self.c.json("POST", f"/infer/{MODEL}?session_id={quote('../../data')}&output=json")
+        self.assertEqual(code, 404, res)
 
     def test_unloadable_checkpoint_is_named(self) -> None:
         from mstl_monai.engines import build_network
