@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--backbone", default=None, help="default: the checkpoint's (resnet18 without --checkpoint)")
     i.add_argument("--n-attn", type=int, default=None, help="default: the checkpoint's (5 without --checkpoint)")
     i.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="further bundle settings")
-    i.add_argument("--force", action="store_true", help="replace the app's current models/model.pt")
+    i.add_argument(
+        "--force", action="store_true",
+        help="replace an existing app's model (models/model.pt, its settings, configs) and main.py",
+    )
     s = sub.add_parser("start", help="start the MONAI Label server for an app folder")
     s.add_argument("--app-dir", required=True)
     s.add_argument("--studies", required=True, help="folder of CT slices (the datastore)")
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.app_dir, args.checkpoint, args.bundle, args.name, args.image_size, args.resize_size,
                 args.backbone, args.n_attn, dict(args.set), args.force,
             )
+        except FileExistsError as e:  # an app is there: nothing was written
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

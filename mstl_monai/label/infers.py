@@ -75,6 +75,22 @@ class MSTLInferTask(BundleInferTask):
             self.n_attn = int(self.bundle_config.config.get("n_attn", 0))
             self.is_vit = str(self.bundle_config.config.get("backbone", "")).lower().startswith("vit")
 
+    def _get_network(self, device: Any, data: Any) -> Any:
+        """The network with the weights of ``models/model.pt`` (reloaded when the file changes).
+
+        Raises:
+            HTTPException: 503 naming the file and the cause when the weights cannot be loaded.
+        """
+        try:
+            return super()._get_network(device, data)
+        except Exception as e:  # any failure to load is the checkpoint's: name it in one line
+            from mstl_monai.label.scan import load_failure_message
+
+            path = self.get_path(validate=False) or self._model_file
+            logger.error(f"cannot load {path}: {e}")
+            detail = load_failure_message(path, os.path.relpath(path, self.bundle_path), e, self.network)
+            raise HTTPException(status_code=503, detail=detail) from None
+
     def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Any]) -> dict[str, Any]:
         data = super().run_pre_transforms(data, transforms)
         data["mstl_pre_transforms"] = list(transforms)  # the same instances, so MONAI can invert them
@@ -198,8 +214,12 @@ class MSTLScanInferTask(InferTask):
         if not isinstance(image, str):
             raise HTTPException(status_code=422, detail="scan inference needs one volume (a NIfTI file) as image.")
         uid = _first(request.get("series_uid"), "") or None
+        from mstl_monai.label.scan import CheckpointLoadError
+
         try:
             answer = self.runner(image, series_uid=uid)
+        except CheckpointLoadError as e:
+            raise HTTPException(status_code=503, detail=str(e)) from None
         except ValueError as e:
             raise HTTPException(status_code=422, detail=str(e)) from None
         overlays = answer.pop("_overlays")

@@ -7,14 +7,21 @@ A MONAI Label app is a folder with a ``main.py``; ours holds a two-line ``main.p
 ``configs/inference.yaml`` and ``configs/train.yaml`` carry the network settings of the checkpoint it serves
 (read from the checkpoint itself) and whose ``models/model.pt`` is that checkpoint as a plain state dict. The
 bundle in the repository is never written to; ``/train`` replaces the app's ``models/model.pt`` atomically.
+
+An app folder that already holds this model (or another ``main.py``) is replaced only when asked (``force``): the
+new bundle is written into a hidden folder beside it and swapped in in one step, so a run killed at any moment
+leaves the old app or the new one, never a mix.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -112,10 +119,64 @@ def save_state_dict_atomic(state: Mapping[str, torch.Tensor], path: str | os.Pat
         torch.save(dict(state), f)
 
 
-def info_path_exists(model_pt: Path) -> bool:
-    from mstl_monai.engines.checkpoint import info_path
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the two existing paths ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``).
 
-    return info_path(model_pt).is_file()
+    Returns:
+        False where the system or the file system has no such call (nothing was changed).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without renameat2 (glibc < 2.28, musl)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
+
+
+def _aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put the finished folder ``new`` at ``target`` in one step; ``new`` then holds the old ``target`` (if any).
+
+    Without an atomic exchange the old folder is renamed aside first (:func:`_aside`), where the next ``init``
+    finds it again if the process dies before the new one is renamed in.
+    """
+    if not target.exists():
+        os.rename(new, target)
+    elif not _exchange(new, target):
+        os.rename(target, _aside(target))
+        os.rename(new, target)
+        os.rename(_aside(target), new)
+
+
+def _check_free(app_dir: Path, model_dir: Path, force: bool) -> None:
+    """Refuse (``FileExistsError``) to write over an existing bundle ``model_dir`` or another ``main.py`` unless
+    ``force``; put back a bundle an earlier killed ``init`` left aside, and remove its unfinished folders."""
+    if not model_dir.exists() and _aside(model_dir).is_dir():
+        os.rename(_aside(model_dir), model_dir)
+        logger.warning(f"{model_dir}: put back the bundle an interrupted init had moved aside.")
+    for stale in model_dir.parent.glob(f".{model_dir.name}.init-*") if model_dir.parent.is_dir() else ():
+        shutil.rmtree(stale, ignore_errors=True)
+    main_py = app_dir / "main.py"
+    taken = [str(model_dir.relative_to(app_dir))] if model_dir.exists() else []
+    if main_py.is_file() and main_py.read_bytes() != MAIN_PY.encode():
+        taken.append("a main.py of its own")
+    if taken and not force:
+        raise FileExistsError(
+            f"app folder {app_dir} already holds {' and '.join(taken)}: pass --force to replace its model.pt, "
+            "settings, configs and main.py (weights trained there through /train are lost), or choose another --app-dir."
+        )
 
 
 def _set_top_level(config_file: Path, values: Mapping[str, Any]) -> None:
@@ -156,26 +217,30 @@ def prepare_app(
         backbone: backbone (None: the checkpoint's, or ``resnet18`` without a checkpoint).
         n_attn: non-local blocks (None: the checkpoint's, or without a checkpoint 5 for a ResNet and 0 for a ViT).
         overrides: further top-level settings for both configs (e.g. ``{"batch_size": 8, "epochs": 20}``).
-        force: replace an existing ``models/model.pt`` of the app (otherwise it is kept: it may hold training
-            done through ``/train``).
+        force: replace the app's bundle ``model/<name>/`` (its ``models/model.pt``, which may hold training done
+            through ``/train``, its settings file and configs) and ``main.py`` when they exist; otherwise that is
+            refused.
 
     Returns:
         The app's bundle folder ``<app_dir>/model/<name>``.
 
     Raises:
+        FileExistsError: the app already holds ``model/<name>/`` or a ``main.py`` of its own, and not ``force``.
         FileNotFoundError: ``checkpoint`` or the bundle's configs do not exist.
         ValueError: the checkpoint is unreadable or does not fit the network it describes.
     """
+    from mstl_monai.metrics.io import atomic_write
     from mstl_monai.networks.factory import build_network
     from mstl_monai.networks.weights import extract_state_dict, read_checkpoint
 
     app_dir = Path(app_dir)
+    _check_free(app_dir, app_dir / "model" / name, force)
     bundle_dir = Path(bundle_dir) if bundle_dir else Path(__file__).resolve().parents[2] / "bundle"
     configs = bundle_dir / "configs"
     for f in ("inference.yaml", "train.yaml", "metadata.json", "logging.conf"):
         if not (configs / f).is_file():
             raise FileNotFoundError(f"bundle {bundle_dir} has no configs/{f}; pass the bundle folder (--bundle).")
-    from mstl_monai.engines.checkpoint import check_checkpoint_settings, checkpoint_info, write_checkpoint_info
+    from mstl_monai.engines.checkpoint import check_checkpoint_settings
 
     if checkpoint is not None:
         ckpt_settings = check_checkpoint_settings(
@@ -222,16 +287,48 @@ def prepare_app(
         )
 
     model_dir = app_dir / "model" / name
-    (model_dir / "configs").mkdir(parents=True, exist_ok=True)
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{name}.init-", dir=model_dir.parent))  # the new bundle, swapped in below
+    try:
+        _write_bundle(stage, bundle_dir, configs, net, net_cfg, vit, class_names, image_size, resize_size,
+                      ckpt_settings, overrides, checkpoint)
+        _swap_in(stage, model_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # after the swap: the old bundle
+    with atomic_write(app_dir / "main.py") as f:
+        f.write(MAIN_PY)
+    return model_dir
+
+
+def _write_bundle(
+    bundle: Path,
+    bundle_dir: Path,
+    configs: Path,
+    net: torch.nn.Module,
+    net_cfg: Mapping[str, Any],
+    vit: Mapping[str, Any],
+    class_names: list[str],
+    image_size: int,
+    resize_size: int,
+    ckpt_settings: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None,
+    checkpoint: str | os.PathLike | None,
+) -> None:
+    """Write the app's bundle folder ``bundle`` (configs with the network's settings, ``models/model.pt`` and its
+    settings file, ``app_settings.json``) for :func:`prepare_app`."""
+    from mstl_monai.engines.checkpoint import checkpoint_info, write_checkpoint_info
+
+    bundle.chmod(0o755)  # mkdtemp makes it private
+    (bundle / "configs").mkdir()
     for f in ("inference.yaml", "train.yaml", "metadata.json", "logging.conf", "multi_gpu_train.yaml", "inference_scan.yaml"):
         if (configs / f).is_file():
-            shutil.copy(configs / f, model_dir / "configs" / f)
+            shutil.copy(configs / f, bundle / "configs" / f)
     for extra in ("docs", "LICENSE"):
         src = bundle_dir / extra
         if src.is_dir():
-            shutil.copytree(src, model_dir / extra, dirs_exist_ok=True)
+            shutil.copytree(src, bundle / extra, dirs_exist_ok=True)
         elif src.is_file():
-            shutil.copy(src, model_dir / extra)
+            shutil.copy(src, bundle / extra)
     settings = {
         "backbone": net_cfg["backbone"],
         "n_attn": net_cfg["n_attn"],
@@ -245,11 +342,11 @@ def prepare_app(
         settings["patch_size"] = int(vit["patch_size"])
     settings.update(overrides or {})
     for f in ("inference.yaml", "train.yaml", "inference_scan.yaml"):
-        if not (model_dir / "configs" / f).is_file():  # inference_scan.yaml: the scan task is optional
+        if not (bundle / "configs" / f).is_file():  # inference_scan.yaml: the scan task is optional
             continue
         extra = TRAIN_DEFAULTS if f == "train.yaml" else {}
-        _set_top_level(model_dir / "configs" / f, dict(extra, **settings))
-    model_pt = model_dir / "models" / "model.pt"
+        _set_top_level(bundle / "configs" / f, dict(extra, **settings))
+    model_pt = bundle / "models" / "model.pt"
     info = checkpoint_info(
         **{k: net_cfg[k] for k in ("backbone", "n_attn", "in_channels", "num_classes")},
         image_size=int(image_size),
@@ -260,13 +357,8 @@ def prepare_app(
         decision_threshold=ckpt_settings.get("decision_threshold"),
         normalize=ckpt_settings.get("normalize"),
     )
-    if force or not model_pt.is_file():
-        write_checkpoint_info(model_pt, info)
-        save_state_dict_atomic(net.state_dict(), model_pt)
-    elif not info_path_exists(model_pt):
-        write_checkpoint_info(model_pt, info)
-    (app_dir / "main.py").write_text(MAIN_PY)
-    (model_dir / "app_settings.json").write_text(
+    write_checkpoint_info(model_pt, info)  # the settings file first, as the training stages write them
+    save_state_dict_atomic(net.state_dict(), model_pt)
+    (bundle / "app_settings.json").write_text(
         json.dumps(dict(settings, source_checkpoint=str(checkpoint) if checkpoint else None), indent=2)
     )
-    return model_dir

@@ -21,10 +21,53 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCAN_CONFIG", "ScanInferRunner", "montage"]
+__all__ = ["SCAN_CONFIG", "CheckpointLoadError", "ScanInferRunner", "load_failure_message", "montage"]
 
 #: the bundle config the scan task runs
 SCAN_CONFIG = "inference_scan.yaml"
+
+
+class CheckpointLoadError(RuntimeError):
+    """The served checkpoint cannot be loaded; the message is one line ``cannot load models/model.pt: <cause>``."""
+
+
+def load_failure_message(path: str | os.PathLike, shown: str, error: BaseException, network: Any = None) -> str:
+    """One line ``cannot load <shown>: <cause>`` for a checkpoint ``path`` that did not load.
+
+    The cause is the file's own (empty, truncated, corrupt, not a PyTorch file: as
+    :func:`~mstl_monai.networks.sidecar.read_network_state` words it), or for readable weights of another network
+    than ``network``, both architectures; else the innermost error that loading raised.
+
+    Args:
+        path: the checkpoint file.
+        shown: how the message names it (e.g. ``models/model.pt``: a server's answer keeps its folders out).
+        error: what loading raised.
+        network: the network the weights were loaded into (``torch.nn.Module``), if there is one.
+    """
+    from mstl_monai.networks.sidecar import _architecture, _describe, read_network_state
+
+    inner = error
+    while inner.__cause__ is not None:  # MONAI's config parser wraps what the expression raised
+        inner = inner.__cause__
+    cause = str(inner) or type(inner).__name__
+    try:
+        state, _ = read_network_state(path)
+    except (FileNotFoundError, ValueError) as e:  # the file itself: one line naming it
+        cause = str(e)
+    else:
+        if network is not None:
+            try:
+                have = _architecture(state, shown)
+                want = _architecture(getattr(network, "module", network).state_dict(), "the served network")
+            except ValueError:
+                have = want = None
+            if have != want:
+                cause = (
+                    f"it holds a {_describe(have)} network but the app serves a {_describe(want)} one; re-run "
+                    "`python -m mstl_monai.label init --force` with this checkpoint"
+                )
+    cause = " ".join(cause.replace(os.fspath(path), shown).split())
+    return f"cannot load {shown}: {cause if len(cause) <= 400 else cause[:400] + ' ...'}"
 
 
 def montage(images: list[np.ndarray]) -> np.ndarray:
@@ -85,11 +128,16 @@ class ScanInferRunner:
 
         Raises:
             ValueError: the scan cannot be read or shows no lung (the message names it).
+            CheckpointLoadError: ``models/model.pt`` (or the config) cannot be loaded (one line naming the cause).
         """
         from mstl_monai.visualize import overlay
 
         with self._lock:
-            loader, classifier, writer = self._load()
+            try:
+                loader, classifier, writer = self._load()
+            except Exception as e:  # config or weights: the scan is not to blame
+                self._parts = None
+                raise CheckpointLoadError(load_failure_message(self.ckpt_path, "models/model.pt", e)) from e
             if series_uid is not None:
                 loader = type(loader)(a_min=loader.a_min, a_max=loader.a_max, series_uid=series_uid, hu=loader.hu)
             result = classifier(loader(str(path)), name=str(path))

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import shutil
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 import torch
 import yaml
@@ -13,6 +18,8 @@ from parameterized import parameterized
 
 from mstl_monai.engines import build_network
 from mstl_monai.label import network_config_from_state_dict, parse_class_label, prepare_app
+from mstl_monai.label.__main__ import main
+from mstl_monai.label.prepare import MAIN_PY
 
 CLASSES = ["non-COVID", "COVID"]
 
@@ -68,9 +75,10 @@ class TestPrepareApp(unittest.TestCase):
             self.assertEqual(train["learning_rate"], 0.01)  # finetuning default, not the paper's from-scratch 0.3
             saved = torch.load(model_dir / "models" / "model.pt", weights_only=True)
             self.assertTrue(all(torch.equal(saved[k], v) for k, v in net.state_dict().items()))
-            # a second init keeps weights trained through /train unless forced
+            # a second init refuses to touch weights trained through /train unless forced
             torch.save({k: v + 1 if v.is_floating_point() else v for k, v in saved.items()}, model_dir / "models" / "model.pt")
-            prepare_app(Path(d, "app"), ckpt)
+            with self.assertRaisesRegex(FileExistsError, "app.*--force"):
+                prepare_app(Path(d, "app"), ckpt)
             kept = torch.load(model_dir / "models" / "model.pt", weights_only=True)
             self.assertFalse(torch.equal(kept["conv1.weight"], saved["conv1.weight"]))
             prepare_app(Path(d, "app"), ckpt, force=True)
@@ -111,9 +119,6 @@ class TestPrepareApp(unittest.TestCase):
             self.assertFalse(Path(d, "app").exists())  # nothing half-written
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class TestPrintedCommand(unittest.TestCase):
     def test_init_prints_this_interpreter(self):
@@ -125,3 +130,123 @@ class TestPrintedCommand(unittest.TestCase):
         cmd = _python_cmd()
         self.assertTrue(Path(cmd).is_absolute() or not cmd.startswith("python"), cmd)
         self.assertEqual(Path(cmd).resolve(), Path(sys.executable).resolve())
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class TestInitExistingApp(unittest.TestCase):
+    """`init` into an existing app: refused without --force; with it, everything replaced at once."""
+
+    def setUp(self):
+        self.d = Path(tempfile.mkdtemp(prefix="mstl-init-"))
+        self.addCleanup(shutil.rmtree, self.d, ignore_errors=True)
+        self.app = self.d / "app"
+        for name, n_attn in (("a.pt", 1), ("b.pt", 0)):
+            torch.manual_seed(n_attn)
+            torch.save(build_network("resnet18", n_attn=n_attn, n_input_channels=1, num_classes=2).state_dict(), self.d / name)
+        self.model_dir = prepare_app(self.app, self.d / "a.pt", image_size=64, resize_size=72)
+        (self.model_dir / "train_runs").mkdir()  # what /train leaves
+        (self.model_dir / "train_runs" / "log.txt").write_text("run 1")
+
+    def _init(self, *args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["init", "--app-dir", str(self.app), *args])
+        return code, out.getvalue(), err.getvalue()
+
+    def test_refused_without_force(self):
+        before = _tree(self.app)
+        code, out, err = self._init("--checkpoint", str(self.d / "b.pt"), "--image-size", "64", "--resize-size", "72")
+        self.assertEqual(code, 2, err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn(str(self.app), err)
+        self.assertIn("--force", err)
+        self.assertNotIn("app ready", out)
+        self.assertEqual(_tree(self.app), before)
+
+    def test_users_main_py_is_not_overwritten(self):
+        other = self.d / "other"
+        other.mkdir()
+        (other / "main.py").write_text("print('my own app')\n")
+        with self.assertRaisesRegex(FileExistsError, r"other.*main.py.*--force"):
+            prepare_app(other, self.d / "b.pt")
+        self.assertEqual((other / "main.py").read_text(), "print('my own app')\n")
+        self.assertFalse((other / "model").exists())
+
+    def test_force_replaces_everything(self):
+        (self.model_dir.parent / f".{self.model_dir.name}.init-stale").mkdir()  # left by an init that was killed
+        (self.app / "main.py").write_text("# edited\n")
+        code, out, err = self._init("--checkpoint", str(self.d / "b.pt"), "--force")
+        self.assertEqual(code, 0, err)
+        self.assertIn("app ready", out)
+        want = torch.load(self.d / "b.pt", weights_only=True)
+        got = torch.load(self.model_dir / "models" / "model.pt", weights_only=True)
+        self.assertEqual(set(got), set(want))
+        self.assertTrue(all(torch.equal(got[k], want[k]) for k in want))
+        info = json.loads((self.model_dir / "models" / "model.pt.json").read_text())
+        self.assertEqual(info["n_attn"], 0)
+        for f in ("inference.yaml", "train.yaml", "inference_scan.yaml"):
+            cfg = yaml.safe_load((self.model_dir / "configs" / f).read_text())
+            self.assertEqual((cfg["n_attn"], cfg["image_size"]), (0, 224), f)  # b.pt has no settings file: defaults
+        self.assertEqual(json.loads((self.model_dir / "app_settings.json").read_text())["source_checkpoint"], str(self.d / "b.pt"))
+        self.assertEqual((self.app / "main.py").read_text(), MAIN_PY)
+        self.assertFalse((self.model_dir / "train_runs").exists())
+        self.assertEqual(sorted(p.name for p in self.model_dir.parent.iterdir()), [self.model_dir.name])
+
+    def test_killed_midway_leaves_the_old_app(self):
+        before = _tree(self.app)
+
+        def killed(*args, **kwargs):  # the process dies while the new configs are written
+            raise KeyboardInterrupt
+
+        with mock.patch("mstl_monai.label.prepare._set_top_level", killed):
+            with self.assertRaises(KeyboardInterrupt):
+                prepare_app(self.app, self.d / "b.pt", force=True)
+        self.assertEqual(_tree(self.app), before)
+        # without the system's atomic exchange of two folders: the old one is renamed aside, the new one in; a kill
+        # in between leaves the old bundle aside, and the next init puts it back
+        real_rename, renames = os.rename, []
+
+        def rename(src, dst):
+            renames.append((src, dst))
+            if len(renames) == 2:
+                raise KeyboardInterrupt
+            real_rename(src, dst)
+
+        with mock.patch("mstl_monai.label.prepare._exchange", return_value=False), mock.patch("os.rename", rename):
+            with self.assertRaises(KeyboardInterrupt):
+                prepare_app(self.app, self.d / "b.pt", force=True)
+        self.assertFalse(self.model_dir.exists())
+        with self.assertRaisesRegex(FileExistsError, "--force"):
+            prepare_app(self.app, self.d / "b.pt")
+        self.assertEqual(_tree(self.app), before)
+        with mock.patch("mstl_monai.label.prepare._exchange", return_value=False):
+            prepare_app(self.app, self.d / "b.pt", force=True)
+        self.assertEqual(json.loads((self.model_dir / "models" / "model.pt.json").read_text())["n_attn"], 0)
+        self.assertEqual(sorted(p.name for p in self.model_dir.parent.iterdir()), [self.model_dir.name])
+
+
+class TestScanRunnerLoadFailure(unittest.TestCase):
+    """The scan task's runner names a checkpoint it cannot load in one line (the server answers 503 with it)."""
+
+    def test_truncated_and_foreign_checkpoints(self):
+        from mstl_monai.label.scan import CheckpointLoadError, ScanInferRunner
+
+        with tempfile.TemporaryDirectory() as d:
+            model_dir = prepare_app(Path(d, "app"), None, backbone="resnet18", n_attn=0, image_size=64, resize_size=72)
+            model_pt = model_dir / "models" / "model.pt"
+            model_pt.write_bytes(model_pt.read_bytes()[:5000])
+            runner = ScanInferRunner(model_dir, {"device": "cpu"})
+            with self.assertRaises(CheckpointLoadError) as e:
+                runner(Path(d, "no_scan_needed.nii.gz"))
+            self.assertRegex(str(e.exception), r"^cannot load models/model.pt: .*truncated")
+            self.assertEqual(len(str(e.exception).splitlines()), 1)
+            self.assertNotIn(d, str(e.exception))  # the server's folders stay out of the answer
+            torch.save(build_network("resnet34", n_attn=0, n_input_channels=1, num_classes=2).state_dict(), model_pt)
+            with self.assertRaisesRegex(CheckpointLoadError, r"^cannot load models/model.pt: .*"):
+                runner(Path(d, "no_scan_needed.nii.gz"))
+
+if __name__ == "__main__":
+    unittest.main()
