@@ -139,7 +139,13 @@ class ScanInferRunner:
                 self._parts = None
                 raise CheckpointLoadError(load_failure_message(self.ckpt_path, "models/model.pt", e)) from e
             if series_uid is not None:
-                loader = type(loader)(a_min=loader.a_min, a_max=loader.a_max, series_uid=series_uid, hu=loader.hu)
+                loader = type(loader)(
+                    a_min=loader.a_min,
+                    a_max=loader.a_max,
+                    series_uid=series_uid,
+                    hu=loader.hu,
+                    allow_non_ct=getattr(loader, "allow_non_ct", False),
+                )
             result = classifier(loader(str(path)), name=str(path))
         row = writer.summary(result)
         row["top_slices"] = [{k: t[k] for k in ("slice", "z_mm", "source", "probability")} for t in result["top_slices"]]
