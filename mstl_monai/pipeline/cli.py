@@ -43,7 +43,7 @@ class WholeNameParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = WholeNameParser(description=_DESCRIPTION)
+    parser = WholeNameParser(prog="mstl-pipeline", description=_DESCRIPTION)
     parser.add_argument("--config", default="configs/cpu_scale.yaml", help="pipeline YAML")
     parser.add_argument("--chains", default=None, help="comma-separated chain names (default: all)")
     parser.add_argument("--repo-root", default=".", help="folder the config's relative paths start from")
