@@ -41,9 +41,9 @@ def _python_cmd() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mstl_monai.label", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mstl_monai.label", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     sub = p.add_subparsers(dest="cmd", required=True)
-    i = sub.add_parser("init", help="write a MONAI Label app folder serving a checkpoint")
+    i = sub.add_parser("init", help="write a MONAI Label app folder serving a checkpoint", allow_abbrev=False)
     i.add_argument("--app-dir", required=True)
     i.add_argument("--checkpoint", default=None, help="finetuned model.pt (omit: random init, train before use)")
     i.add_argument("--bundle", default=None, help="bundle folder to copy (default: the repository's bundle/)")
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         "--force", action="store_true",
         help="replace an existing app's model (models/model.pt, its settings, configs) and main.py",
     )
-    s = sub.add_parser("start", help="start the MONAI Label server for an app folder")
+    s = sub.add_parser("start", help="start the MONAI Label server for an app folder", allow_abbrev=False)
     s.add_argument("--app-dir", required=True)
     s.add_argument("--studies", required=True, help="folder of CT slices (the datastore)")
     s.add_argument("--name", default=DEFAULT_MODEL_NAME)

@@ -118,7 +118,7 @@ def _line(name: str, d: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mstl_monai.metrics.compare", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mstl_monai.metrics.compare", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--a", nargs="+", required=True, help="arm a: predictions.csv files or folders, one per seed")
     p.add_argument("--b", nargs="+", required=True, help="arm b: the same for the model it is compared with")
     p.add_argument("--n-bootstrap", type=int, default=1000)

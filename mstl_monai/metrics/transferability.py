@@ -85,7 +85,7 @@ def leep_of_checkpoint(
 def main(argv: list[str] | None = None) -> int:
     from mstl_monai.data import covid_ct_datalist
 
-    p = argparse.ArgumentParser(description="LEEP of a source checkpoint on COVID19-CT.")
+    p = argparse.ArgumentParser(description="LEEP of a source checkpoint on COVID19-CT.", allow_abbrev=False)
     p.add_argument("--ckpt", required=True)
     p.add_argument("--num-source-classes", type=int, required=True)
     p.add_argument("--backbone", default="resnet50")

@@ -11,17 +11,39 @@ import time
 from pathlib import Path
 
 from mstl_monai.pipeline.config import load_pipeline_config, skipped_lines
-from mstl_monai.pipeline.plan import check_chains
+from mstl_monai.pipeline.lock import StageLockedError
+from mstl_monai.pipeline.plan import check_chains, folder_conflicts
+from mstl_monai.pipeline.publish import write_text_atomic
 from mstl_monai.pipeline.run import _hms, run_chain, run_dir_results
 from mstl_monai.pipeline.summary import summary_table
 
-__all__ = ["main"]
+__all__ = ["main", "WholeNameParser"]
 
 _DESCRIPTION = "Pipeline runner: run chains of bundle stages in order, passing each stage's best checkpoint to the next."
 
 
+class WholeNameParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that takes whole option names only (``--chain`` is not ``--chains``) and answers an
+    unknown option with the closest known one: ``unknown option --dryrun; did you mean --dry-run?``, exit code 2."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extra = self.parse_known_args(args, namespace)
+        options = [e.split("=", 1)[0] for e in extra if e.startswith("-")]
+        if options:
+            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            close = difflib.get_close_matches(options[0], known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else f"the options are {', '.join(known)}"
+            self.error(f"unknown option {options[0]}; {hint}")
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=_DESCRIPTION)
+    parser = WholeNameParser(prog="mstl-pipeline", description=_DESCRIPTION)
     parser.add_argument("--config", default="configs/cpu_scale.yaml", help="pipeline YAML")
     parser.add_argument("--chains", default=None, help="comma-separated chain names (default: all)")
     parser.add_argument("--repo-root", default=".", help="folder the config's relative paths start from")
@@ -73,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 0
     problems = check_chains(cfg, chains, args.repo_root)
+    if len(chains) < len(cfg["chains"]):  # a folder the other chains of the config train with other settings
+        problems += [p for p in folder_conflicts(cfg, cfg["chains"], args.repo_root) if p not in problems]
     if problems:
         raise SystemExit(f"pipeline config {args.config}: " + "\n".join(problems))
     for line in notes:
@@ -80,9 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for chain in chains:
         c0 = time.time()
-        rows = run_chain(
-            cfg, chain, args.repo_root, dry_run=args.dry_run, rerun=args.rerun, publish=args.publish, tracking=args.tracking
-        )
+        try:
+            rows = run_chain(
+                cfg, chain, args.repo_root, dry_run=args.dry_run, rerun=args.rerun, publish=args.publish,
+                tracking=args.tracking,
+            )
+        except StageLockedError as e:  # another run trains one of its stages: one line naming it
+            raise SystemExit(f"[{chain['name']}] {e}") from None
         if not args.dry_run:
             stages = ", ".join(f"{r['stage']} {_hms(r.get('seconds') or 0)}" for r in rows)
             print(f"[{chain['name']}] elapsed {_hms(time.time() - c0)} this run (stage times, incl. earlier runs: {stages})", flush=True)
@@ -95,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if n_published:
         table += f"\n\n* published results in {cfg['results_dir']} (not run in {cfg['output_root']})"
     out = root / cfg["output_root"] / "summary.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table + "\n")
+    write_text_atomic(out, table + "\n")
     print(f"\nSummary ({time.time() - t0:.0f}s this run; test metrics in %, 95% bootstrap CI):\n{table}", flush=True)
     local = run_dir_results(cfg, root)
     here = [c["name"] for c in chains if (local / c["name"] / "metrics.json").is_file()]
@@ -107,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.publish:
         published_table, _ = summary_table(cfg, root, published_only=True)
         pub = root / cfg["results_dir"] / "summary.md"
-        pub.parent.mkdir(parents=True, exist_ok=True)
-        pub.write_text(published_table + "\n")
+        write_text_atomic(pub, published_table + "\n")
         print(f"Published to {root / cfg['results_dir']}/<chain>/ for {len(chains)} chain(s); summary of every published chain: {pub}", flush=True)
     else:
         print(f"{cfg['results_dir']} (kept in git) is unchanged; --publish copies these chains' results there.", flush=True)

@@ -205,6 +205,15 @@ def load_pipeline_config(path: str | os.PathLike) -> dict:
     """Read and check a pipeline YAML (see ``configs/cpu_scale.yaml``); expand its ``grid`` into ``cfg["chains"]``.
 
     The STL-N cells a grid could not generate are listed in ``cfg["_grid_skipped"]`` (``{"name", "reason"}`` each).
+
+    A config is code, like a bundle config: the YAML itself is read safely, but every setting is handed to the
+    bundle, where a value starting with ``$`` is evaluated as Python (``loss: "$torch.nn.CrossEntropyLoss()"``, or
+    anything else Python can do, with the rights of the user running it). Run only configs you trust.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: naming the file and the key, for a malformed config, grid or chain.
+        KeyError: a chain without ``name`` or ``stages``.
     """
     path = Path(path)
     if not path.is_file():

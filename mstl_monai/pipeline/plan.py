@@ -14,7 +14,11 @@ from typing import Any
 from mstl_monai.pipeline.config import STAGES, _did_you_mean
 from mstl_monai.utils.names import ATTN_COUNTS, BACKBONES, SSTL_METHODS
 
-__all__ = ["plan_chain", "check_chains"]
+__all__ = ["plan_chain", "check_chains", "folder_conflicts", "portable_settings"]
+
+#: settings that hold paths: recorded relative to the output root (or as a file name), so that a copy of the
+#: repository elsewhere recognises what was made here
+PATH_KEYS = ("run_dir", "output_dir", "pretrained", "data_root")
 
 
 def _fmt(v: Any) -> str:
@@ -112,6 +116,55 @@ def plan_chain(
     return steps
 
 
+_MISSING = object()
+
+
+def portable_settings(overrides: dict, out_root: str | os.PathLike) -> dict:
+    """A stage's settings independent of where the repository lies: the paths of :data:`PATH_KEYS` relative to
+    ``out_root`` (a path outside it: its file name)."""
+    out_root = Path(out_root)
+    out = {}
+    for k, v in overrides.items():
+        if k in PATH_KEYS and isinstance(v, str) and v:
+            p = Path(v)
+            v = os.path.relpath(p, out_root) if p.is_relative_to(out_root) else p.name
+        out[k] = v
+    return out
+
+
+def _differences(a: dict, b: dict, sep: str = "->") -> list[str]:
+    """``key a-value -> b-value`` for each key whose value differs (``(not set)`` where a side lacks it)."""
+    show = {k: (_fmt(a[k]) if k in a else "(not set)", _fmt(b[k]) if k in b else "(not set)") for k in set(a) | set(b)}
+    return [f"{k} {x} {sep} {y}" for k, (x, y) in sorted(show.items()) if a.get(k, _MISSING) != b.get(k, _MISSING)]
+
+
+def folder_conflicts(cfg: dict, chains: list[dict], repo_root: str | os.PathLike = ".") -> list[str]:
+    """Stage folders that two of ``chains`` would train with other settings: one line per pair of chains, naming
+    the first such folder and the differing settings (empty: every folder has one set of settings).
+
+    A stage folder is named from the network, the seed and the stages with their own overrides; a chain override
+    other than those (e.g. ``learning_rate``) or another stage default would otherwise make two chains take turns
+    training one folder, or one take the other's results.
+    """
+    out_root = (Path(repo_root).resolve() / cfg["output_root"]).resolve()
+    seen: dict[str, tuple[str, dict]] = {}
+    lines: list[str] = []
+    for chain in chains:
+        for step in plan_chain(cfg, chain, repo_root):
+            mine = portable_settings(step["overrides"], out_root)
+            mine["config_file"] = [Path(f).name for f in step["config_files"]]
+            first, theirs = seen.setdefault(step["dir"], (chain["name"], mine))
+            if theirs != mine:
+                where = os.path.relpath(step["dir"], Path(repo_root).resolve())
+                lines.append(
+                    f"chains {first} and {chain['name']} would train the same stage folder {where} with other settings "
+                    f"({', '.join(_differences(theirs, mine, 'vs'))}): give the stage its own overrides (they name its "
+                    "folder) or run one of them with another output_root"
+                )
+                break
+    return lines
+
+
 def _value_problem(key: str, value: Any) -> str | None:
     """What the bundle would reject in a setting the runner knows the values of (checked before anything runs)."""
     if key == "n_attn" and (isinstance(value, bool) or value not in ATTN_COUNTS):
@@ -127,8 +180,9 @@ def check_chains(cfg: dict, chains: list[dict], repo_root: str | os.PathLike = "
     """Check every stage's settings of ``chains`` against the bundle config files it runs, before anything runs.
 
     A setting the stage's config files do not define (``n_atn``), or whose value they or the networks rule out
-    (``n_attn: five``, ``n_attn: 3``, ``backbone: resnet19``), is a problem. Returns one line per distinct problem,
-    naming the chains and stages it affects (empty: all fits).
+    (``n_attn: five``, ``n_attn: 3``, ``backbone: resnet19``), is a problem, and so are two chains that would train
+    one stage folder with other settings (:func:`folder_conflicts`). Returns one line per distinct problem, naming
+    the chains and stages it affects (empty: all fits).
     """
     from mstl_monai.utils.settings import load_config_tree, override_problems
 
@@ -152,4 +206,4 @@ def check_chains(cfg: dict, chains: list[dict], repo_root: str | os.PathLike = "
     for problem, where in found.items():
         shown = ", ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
         lines.append(f"{problem} (in {shown})")
-    return lines
+    return lines + folder_conflicts(cfg, chains, repo_root)

@@ -8,74 +8,112 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from mstl_monai.pipeline.plan import plan_chain
+from mstl_monai.pipeline.done import (
+    DONE,
+    NO_RECORD,
+    SETTINGS,
+    read_json,
+    record_differences,
+    stage_records,
+    with_ids,
+    write_json,
+)
+from mstl_monai.pipeline.lock import StageLock, StageLockedError, live_locks_under
+from mstl_monai.pipeline.plan import plan_chain, portable_settings
+from mstl_monai.pipeline.publish import recover, write_folder
 
 __all__ = [
     "ADDED_STAGE_DEFAULTS",
     "SPEC_VERSION",
     "StageProgress",
+    "chain_record",
     "chain_spec",
+    "results_match",
     "results_up_to_date",
     "run_chain",
     "run_dir_results",
 ]
 
 
-def _done_file(step: dict) -> Path:
-    return Path(step["dir"]) / "DONE.json"
-
-
-_PATH_KEYS = ("run_dir", "pretrained", "data_root")
-
 #: bundle settings added after results were first recorded, with the value those results were made with: a saved
 #: chain.json without the key matches a config that states this value (e.g. a grid run before the guarded
 #: checkpoint selection existed, pinned to ``selection_min_class_fraction: 0.0``)
 ADDED_STAGE_DEFAULTS: dict[str, dict[str, Any]] = {"finetune": {"selection_min_class_fraction": 0.0}}
-#: written into each results/<chain>/chain.json; records older than this lack ADDED_STAGE_DEFAULTS' settings
-SPEC_VERSION = 2
+#: written into each results/<chain>/chain.json: version 2 has ADDED_STAGE_DEFAULTS' settings, version 3 also the
+#: config's ``pretrained`` and every stage's resolved settings (``resolved``)
+SPEC_VERSION = 3
+
+
+def _out_root(cfg: dict, repo_root: str | os.PathLike) -> Path:
+    return (Path(repo_root).resolve() / cfg["output_root"]).resolve()
 
 
 def chain_spec(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> list[tuple[str, dict]]:
-    """What a chain computes, independent of where the repository lies: each stage with its settings, paths
-    made relative to the output root (so a fresh clone elsewhere recognises results made here)."""
-    out_root = (Path(repo_root).resolve() / cfg["output_root"]).resolve()
-    spec = []
-    for step in plan_chain(cfg, chain, repo_root):
-        ov = {}
-        for k, v in step["overrides"].items():
-            if k in _PATH_KEYS and isinstance(v, str) and v:
-                p = Path(v)
-                v = os.path.relpath(p, out_root) if p.is_relative_to(out_root) else p.name
-            ov[k] = v
-        spec.append((step["stage"], ov))
-    return spec
+    """What a chain computes, independent of where the repository lies: each stage with its resolved settings
+    (``common``, ``stage_defaults``, the chain's and the stage's overrides), paths made relative to the output root
+    (so a fresh clone elsewhere recognises results made here)."""
+    out_root = _out_root(cfg, repo_root)
+    steps = plan_chain(cfg, chain, repo_root)
+    return [(step["stage"], portable_settings(step["overrides"], out_root)) for step in steps]
+
+
+def chain_record(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> dict:
+    """The ``chain.json`` of a chain's result folder: the chain, the config's ``common``, ``stage_defaults`` and
+    ``pretrained``, and each stage's resolved settings (``resolved``: what :func:`results_match` compares)."""
+    return {
+        "chain": chain,
+        "common": cfg.get("common", {}),
+        "stage_defaults": cfg.get("stage_defaults", {}),
+        "pretrained": cfg.get("pretrained"),
+        "spec_version": SPEC_VERSION,
+        "resolved": [{"stage": stage, "settings": ov} for stage, ov in chain_spec(cfg, chain, repo_root)],
+    }
+
+
+def _plain(x: Any) -> Any:
+    return json.loads(json.dumps(x))
+
+
+def results_match(folder: str | os.PathLike, cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> bool:
+    """Whether the result folder ``folder`` holds the metrics of exactly this chain: ``metrics.json`` exists and every
+    stage's resolved settings saved beside it in ``chain.json`` are the ones the chain asks for now.
+
+    ``chain.json`` files of version 3 hold the resolved settings; older ones hold the chain, ``common`` and
+    ``stage_defaults``, resolved here as the chain is now (their config had no ``pretrained`` of its own: they did
+    not save it; settings added since are taken at :data:`ADDED_STAGE_DEFAULTS`' values).
+    """
+    folder = Path(folder)
+    old = read_json(folder / "chain.json")
+    if not (folder / "metrics.json").is_file() or old is None:
+        return False
+    try:
+        if isinstance(old.get("resolved"), list):
+            recorded = [[s["stage"], s["settings"]] for s in old["resolved"]]
+        else:
+            old_defaults = {k: dict(v) for k, v in (old.get("stage_defaults") or {}).items()}
+            if old.get("spec_version", 1) < 2:  # settings that did not exist when the results were made
+                for stage, added in ADDED_STAGE_DEFAULTS.items():
+                    for k, v in added.items():
+                        old_defaults.setdefault(stage, {}).setdefault(k, v)
+            old_cfg = dict(cfg, common=old.get("common", {}), stage_defaults=old_defaults)
+            old_cfg["pretrained"] = old.get("pretrained")
+            recorded = [[st, ov] for st, ov in chain_spec(old_cfg, old["chain"], repo_root)]
+        return _plain(recorded) == _plain([[st, ov] for st, ov in chain_spec(cfg, chain, repo_root)])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def results_up_to_date(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> bool:
     """Whether ``<results_dir>/<chain>/`` (kept in git) holds the metrics of exactly this chain, so that it need not
-    run again: ``metrics.json`` exists and the settings saved beside it in ``chain.json`` plan the same stages."""
-    results_dir = Path(repo_root) / cfg["results_dir"] / chain["name"]
-    saved = results_dir / "chain.json"
-    if not (results_dir / "metrics.json").is_file() or not saved.is_file():
-        return False
-    try:
-        old = json.loads(saved.read_text())
-        old_defaults = {k: dict(v) for k, v in (old.get("stage_defaults") or {}).items()}
-        if old.get("spec_version", 1) < SPEC_VERSION:  # settings that did not exist when the results were made
-            for stage, added in ADDED_STAGE_DEFAULTS.items():
-                for k, v in added.items():
-                    old_defaults.setdefault(stage, {}).setdefault(k, v)
-        old_cfg = dict(cfg, common=old.get("common", {}), stage_defaults=old_defaults)
-        return chain_spec(old_cfg, old["chain"], repo_root) == chain_spec(cfg, chain, repo_root)
-    except (ValueError, KeyError, TypeError):
-        return False
+    run again (:func:`results_match`)."""
+    return results_match(Path(repo_root) / cfg["results_dir"] / chain["name"], cfg, chain, repo_root)
 
 
 def run_dir_results(cfg: dict, repo_root: str | os.PathLike = ".") -> Path:
@@ -92,103 +130,219 @@ def run_chain(
     publish: bool = False,
     tracking: str | None = None,
 ) -> list[dict]:
-    """Run the stages of one chain in order; skip finished ones; return a summary row per stage.
+    """Run the stages of one chain in order; skip those done for these settings; return a summary row per stage.
+
+    A stage is done when its ``DONE.json`` records exactly the settings the chain asks for now, its upstream stages'
+    included (:mod:`mstl_monai.pipeline.done`). Otherwise it trains, saying which settings differ; a folder made
+    with other settings is first moved aside to ``<stage>.old-<time>`` (with the stages below it), so nothing
+    resumes from it. A stage trains under its lock (:class:`~mstl_monai.pipeline.lock.StageLock`): a second run
+    is refused with :class:`~mstl_monai.pipeline.lock.StageLockedError`.
 
     The chain's result files go to :func:`run_dir_results` ``/<chain>/``, and with ``publish`` also to
-    ``<results_dir>/<chain>/`` (kept in git). A chain whose published results were made with the same settings is
-    skipped as a whole, even where ``runs/`` is empty (a fresh clone): a grid can be completed over several sessions.
-    ``rerun`` turns that off (stages with ``DONE.json`` in ``runs/`` are still skipped). ``tracking`` (``"mlflow"``)
-    records each stage it runs as a run of the chain's MLflow experiment (:func:`~mstl_monai.pipeline.plan_chain`).
+    ``<results_dir>/<chain>/`` (kept in git), each folder replaced as a whole (:func:`~mstl_monai.pipeline.publish.
+    write_folder`). A chain whose published results were made with the same settings is skipped as a whole, even
+    where ``runs/`` is empty (a fresh clone): a grid can be completed over several sessions. ``rerun`` turns that
+    off (stages done in ``runs/`` for these settings are still skipped). ``tracking`` (``"mlflow"``) records each
+    stage it runs as a run of the chain's MLflow experiment (:func:`~mstl_monai.pipeline.plan_chain`).
     """
-    rows = []
     steps = plan_chain(cfg, chain, repo_root, tracking=tracking)
+    records = stage_records(steps, _out_root(cfg, repo_root))
     published = Path(repo_root) / cfg["results_dir"] / chain["name"]
-    targets = [run_dir_results(cfg, repo_root) / chain["name"]] + ([published] if publish else [])
+    local = run_dir_results(cfg, repo_root) / chain["name"]
+    targets = [local] + ([published] if publish else [])
+    for target in (local, published):  # what a killed publish left
+        for line in recover(target, dry_run=dry_run):
+            print(f"[{chain['name']}] {line}", flush=True)
     if not rerun and results_up_to_date(cfg, chain, repo_root):
-        metrics = json.loads((published / "metrics.json").read_text())
-        timing_file = published / "timing.json"
-        timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
-        print(f"[{chain['name']}] results for these settings are in {published}: skipped (--rerun to train again)", flush=True)
-        for step in steps:
-            if not dry_run and _done_file(step).is_file():  # runs/ here too: refresh the result files from it
-                _publish(step, chain, cfg, targets)
-            row = {"chain": chain["name"], "stage": step["stage"], "seconds": timing.get(step["stage"]) or 0}
-            if step["stage"] == "evaluate":
-                row["metrics"] = metrics
-            rows.append(row)
-        return rows
-    for i, step in enumerate(steps, 1):
+        return _published_rows(cfg, chain, repo_root, steps, records, targets, published, dry_run)
+    rows: list[dict] = []
+    ids: list[str | None] = []  # the runs of the training stages so far
+    for i, (step, record) in enumerate(zip(steps, records), 1):
         tag = f"[{chain['name']} {i}/{len(steps)} {step['stage']}]"
-        done = _done_file(step)
-        if done.is_file():
-            info = dict(json.loads(done.read_text()), chain=chain["name"])  # a shared stage counts for this chain too
+        expected = with_ids(record, ids)
+        info, diffs = _done(step, expected)
+        if info is None and dry_run:
+            pending = [u["stage"] for u in expected["upstream"] if u["id"] is None]
+            if pending:  # its DONE.json names the upstream run it started from, which would be replaced
+                diffs = [f"{pending[-1]} would be trained first"] if (Path(step["dir"]) / DONE).exists() else []
+            if diffs:
+                print(f"{tag} {_mismatch(step, diffs)}: would train it again", flush=True)
+            print(f"{tag} {' '.join(shlex.quote(c) for c in step['cmd'])}", flush=True)
+        elif info is None:
+            info = _train(step, expected, diffs, tag, chain)
+        else:
             print(f"{tag} already done in {info.get('seconds', 0):.0f}s: skipped", flush=True)
-            if not dry_run:  # keep the result files in step with runs/ (e.g. a stage finished by an older version)
-                info.update(_publish(step, chain, cfg, targets))
-            rows.append(info)
-            continue
-        print(f"{tag} {' '.join(shlex.quote(c) for c in step['cmd'])}", flush=True)
-        if dry_run:
-            continue
-        Path(step["dir"]).mkdir(parents=True, exist_ok=True)
-        t0 = time.time()
-        log_path = Path(step["dir"]) / "stage.log"
-        progress = StageProgress(tag, _cmd_epochs(step["cmd"]), t0)
-        with open(log_path, "a", buffering=1) as log:
-            proc = subprocess.Popen(step["cmd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                if _worth_printing(line):
-                    sys.stdout.write(f"{tag} {line}")
-                    sys.stdout.flush()
-                progress.update(line)
-            rc = proc.wait()
-        seconds = time.time() - t0
-        print(f"{tag} finished in {_hms(seconds)} (exit code {rc}); log: {log_path}", flush=True)
-        if rc != 0:
-            cause = _last_error(log_path)
-            raise RuntimeError(f"{tag} failed with exit code {rc} after {seconds:.0f}s{cause}; log: {log_path}")
-        info = {"chain": chain["name"], "stage": step["stage"], "seconds": round(seconds, 1)}
-        if "checkpoint" in step:
-            if not Path(step["checkpoint"]).is_file():
-                raise RuntimeError(f"{tag} finished but wrote no checkpoint {step['checkpoint']}; log: {log_path}")
-            info["checkpoint"] = step["checkpoint"]
-        info.update(_publish(step, chain, cfg, targets))
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, done)
-        rows.append(info)
+        if step["stage"] != "evaluate":
+            ids.append(info.get("id") if info else None)
+        if info is not None:
+            rows.append(_row(step, info, chain))
     if not dry_run:
-        timing = {r["stage"]: r.get("seconds") for r in rows}
-        for target in targets:
-            target.mkdir(parents=True, exist_ok=True)
-            (target / "timing.json").write_text(json.dumps(timing, indent=2))
+        _write_results(cfg, chain, repo_root, steps, rows, targets)
     return rows
 
 
-def _publish(step: dict, chain: dict, cfg: dict, targets: list[Path]) -> dict:
-    """Copy a finished stage's small result files into each of ``targets``; return ``{"metrics": ...}`` for evaluate."""
-    out: dict = {}
-    probe = Path(step["dir"]) / "probe.json"
-    for results_dir in targets:
+def _done(step: dict, expected: dict) -> tuple[dict | None, list[str]]:
+    """``(DONE.json, [])`` when the stage is done for ``expected``; else ``(None, what differs)`` (``[]``: not done)."""
+    done = read_json(Path(step["dir"]) / DONE)
+    if done is None:
+        return None, []
+    diffs = record_differences(done, expected)
+    return (None, diffs) if diffs else (done, [])
+
+
+def _mismatch(step: dict, diffs: list[str], what: str = "DONE.json") -> str:
+    """``<dir> was trained with other settings (epochs 2 -> 3, ...)``, or that its record has no settings."""
+    if diffs == [NO_RECORD]:
+        return f"{step['dir']}: its {what} has {NO_RECORD}"
+    done = "was trained" if what == "DONE.json" else "holds an unfinished run"
+    return f"{step['dir']} {done} with other settings ({', '.join(diffs)})"
+
+
+def _row(step: dict, info: dict, chain: dict) -> dict:
+    """The summary row of a done stage (a shared stage counts for this chain too), with the metrics of an evaluate."""
+    row = {"chain": chain["name"], "stage": step["stage"], "seconds": info.get("seconds", 0)}
+    if "checkpoint" in info:
+        row["checkpoint"] = info["checkpoint"]
+    if "metrics" in step and Path(step["metrics"]).is_file():
+        row["metrics"] = json.loads(Path(step["metrics"]).read_text())
+    return row
+
+
+def _published_rows(cfg, chain, repo_root, steps, records, targets, published, dry_run) -> list[dict]:
+    """The rows of a chain whose published results are up to date; the result folders are refreshed from ``runs/``
+    only where every stage there is done for these settings."""
+    name = chain["name"]
+    print(f"[{name}] results for these settings are in {published}: skipped (--rerun to train again)", flush=True)
+    ids: list[str | None] = []
+    infos = []
+    for step, record in zip(steps, records):
+        info, _ = _done(step, with_ids(record, ids))
+        if info is None:
+            break
+        infos.append(info)
+        if step["stage"] != "evaluate":
+            ids.append(info.get("id"))
+    if len(infos) == len(steps):
+        rows = [_row(step, info, chain) for step, info in zip(steps, infos)]
+        if not dry_run:
+            _write_results(cfg, chain, repo_root, steps, rows, targets)
+        return rows
+    metrics = json.loads((published / "metrics.json").read_text())
+    timing = read_json(published / "timing.json") or {}
+    rows = []
+    for step in steps:
+        row = {"chain": chain["name"], "stage": step["stage"], "seconds": timing.get(step["stage"]) or 0}
+        if step["stage"] == "evaluate":
+            row["metrics"] = metrics
+        rows.append(row)
+    return rows
+
+
+def _train(step: dict, expected: dict, diffs: list[str], tag: str, chain: dict) -> dict:
+    """Train one stage under its lock; write its ``DONE.json``; return it."""
+    lock = StageLock(step["dir"]).acquire()
+    try:
+        done, _ = _done(step, expected)
+        if done is not None:  # another run finished it meanwhile
+            print(f"{tag} done meanwhile by another run: skipped", flush=True)
+            return done
+        if diffs:
+            print(f"{tag} {_mismatch(step, diffs)}: training it again", flush=True)
+        stage_dir = Path(step["dir"])
+        _set_aside_other_settings(stage_dir, expected, tag, step, already_said=bool(diffs))
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        write_json(stage_dir / SETTINGS, expected)
+        seconds = _run_stage(step, tag)
+        info = {"chain": chain["name"], "stage": step["stage"], "seconds": round(seconds, 1)}
+        if "checkpoint" in step:
+            info["checkpoint"] = step["checkpoint"]
+        info.update(id=uuid.uuid4().hex, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        info.update({k: v for k, v in expected.items() if k != "stage"})
+        write_json(stage_dir / DONE, info)
+        return info
+    finally:
+        lock.release()
+
+
+def _set_aside_other_settings(stage_dir: Path, expected: dict, tag: str, step: dict, already_said: bool) -> None:
+    """Move a stage folder made with other settings (or by an older version) to ``<stage>.old-<time>``, the stages
+    below it included, so that the bundle does not resume from its checkpoints; an unfinished run of these very
+    settings stays (it resumes)."""
+    if not stage_dir.is_dir() or not any(stage_dir.iterdir()):
+        return
+    if not already_said:
+        if (stage_dir / DONE).exists():
+            reason = f"{stage_dir}: its DONE.json cannot be read"
+        else:
+            diffs = record_differences(read_json(stage_dir / SETTINGS), expected)
+            if not diffs:
+                return
+            reason = _mismatch(step, diffs, "unfinished run")
+        print(f"{tag} {reason}: starting it over", flush=True)
+    held = live_locks_under(stage_dir)
+    if held:
+        raise StageLockedError(f"cannot move {stage_dir} aside (made with other settings): {held[0]}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = stage_dir.with_name(f"{stage_dir.name}.old-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = stage_dir.with_name(f"{stage_dir.name}.old-{stamp}-{n}")
+    os.rename(stage_dir, aside)
+    print(f"{tag} the folder of the other settings is kept as {aside} (delete it when no longer needed)", flush=True)
+
+
+def _run_stage(step: dict, tag: str) -> float:
+    """Run a stage's bundle command, its output in ``stage.log``; its duration in seconds.
+
+    Raises:
+        RuntimeError: it failed (naming the last error line of its log) or wrote no checkpoint.
+    """
+    print(f"{tag} {' '.join(shlex.quote(c) for c in step['cmd'])}", flush=True)
+    t0 = time.time()
+    log_path = Path(step["dir"]) / "stage.log"
+    progress = StageProgress(tag, _cmd_epochs(step["cmd"]), t0)
+    with open(log_path, "a", buffering=1) as log:
+        proc = subprocess.Popen(step["cmd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if _worth_printing(line):
+                sys.stdout.write(f"{tag} {line}")
+                sys.stdout.flush()
+            progress.update(line)
+        rc = proc.wait()
+    seconds = time.time() - t0
+    print(f"{tag} finished in {_hms(seconds)} (exit code {rc}); log: {log_path}", flush=True)
+    if rc != 0:
+        cause = _last_error(log_path)
+        raise RuntimeError(f"{tag} failed with exit code {rc} after {seconds:.0f}s{cause}; log: {log_path}")
+    if "checkpoint" in step and not Path(step["checkpoint"]).is_file():
+        raise RuntimeError(f"{tag} finished but wrote no checkpoint {step['checkpoint']}; log: {log_path}")
+    return seconds
+
+
+def _write_results(cfg: dict, chain: dict, repo_root, steps: list[dict], rows: list[dict], targets: list[Path]) -> None:
+    """Write the chain's result folder (``chain.json``, ``timing.json``, the last evaluation's ``metrics.json`` and
+    ``predictions.csv``, the SSTL-M probe) to each of ``targets``, each replaced as a whole."""
+    files: dict[str, Any] = {}
+    for step in steps:
+        probe = Path(step["dir"]) / "probe.json"
         if step["stage"] == "sstl_m" and probe.is_file():
-            results_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(probe, results_dir / "sstl_m_probe.json")
+            files["sstl_m_probe.json"] = probe
         if "metrics" in step and Path(step["metrics"]).is_file():
-            out["metrics"] = json.loads(Path(step["metrics"]).read_text())
-            results_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(step["metrics"], results_dir / "metrics.json")
+            files["metrics.json"] = Path(step["metrics"])
             preds = Path(step["metrics"]).with_name("predictions.csv")
+            files.pop("predictions.csv", None)
             if preds.is_file():
-                shutil.copy(preds, results_dir / "predictions.csv")
-            (results_dir / "chain.json").write_text(
-                json.dumps(
-                    {"chain": chain, "common": cfg.get("common", {}), "stage_defaults": cfg.get("stage_defaults", {}), "spec_version": SPEC_VERSION},
-                    indent=2,
-                )
-            )
-    return out
+                files["predictions.csv"] = preds
+    files["chain.json"] = json.dumps(chain_record(cfg, chain, repo_root), indent=2)
+    files["timing.json"] = json.dumps({r["stage"]: r.get("seconds") for r in rows}, indent=2)
+    for target in targets:
+        kept = write_folder(target, files)
+        if kept:
+            print(f"[{chain['name']}] kept {', '.join(kept)} in {target} (not written by mstl-pipeline: made from the "
+                  "results before these)", flush=True)
 
 
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*$")

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from mstl_monai.pipeline.run import run_dir_results
+from mstl_monai.pipeline.run import results_match, run_dir_results
 
 __all__ = ["metric_cell", "summary_table"]
 
@@ -61,19 +61,31 @@ def _chains_with_results(cfg: dict, folders: list[Path]) -> list[str]:
 def summary_table(cfg: dict, repo_root: str | os.PathLike = ".", published_only: bool = False) -> tuple[str, int]:
     """The summary of every chain with results, whatever was run now: ``(table, rows taken from results_dir)``.
 
-    Rows come from the run folder (:func:`run_dir_results`) where it holds the chain's results, else from the
-    published ``results_dir``; those rows are marked ``*`` (not with ``published_only``: the published summary).
+    Rows come from the run folder (:func:`run_dir_results`) where it holds the chain's results for the config's
+    settings now, else from the published ``results_dir``; those rows are marked ``*`` (not with ``published_only``:
+    the published summary). A row made with other settings than the config's now is marked ``(other settings)``.
     """
     published = Path(repo_root) / cfg["results_dir"]
     local = run_dir_results(cfg, repo_root)
     folders = [published] if published_only else [local, published]
-    rows, n_published = [], 0
+    chains = {c["name"]: c for c in cfg["chains"]}
+
+    def current(folder: Path) -> bool:
+        return folder.name not in chains or results_match(folder, cfg, chains[folder.name], repo_root)
+
+    rows, n_published, n_other = [], 0, 0
     for name in _chains_with_results(cfg, folders):
-        result = None if published_only else _chain_result(local / name)
-        mark = ""
-        if result is None:
-            result = _chain_result(published / name)
-            mark = "" if published_only else " *"
-            n_published += 1
+        candidates = [] if published_only else [(local / name, "")]
+        candidates.append((published / name, "" if published_only else " *"))
+        found = [(f, mark) for f, mark in candidates if (f / "metrics.json").is_file()]
+        folder, mark = next(((f, m) for f, m in found if current(f)), found[0])
+        if not current(folder):
+            mark += " (other settings)"
+            n_other += 1
+        n_published += folder.parent == published
+        result = _chain_result(folder)
         rows.append({"chain": name + mark, "seconds": result["seconds"], "metrics": result["metrics"]})
-    return _summary_table(rows), n_published
+    table = _summary_table(rows)
+    if n_other:
+        table += "\n\n(other settings): made with settings other than the config's now; run the chain to replace them"
+    return table, n_published

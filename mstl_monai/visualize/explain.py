@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     from mstl_monai.networks.sidecar import checkpoint_settings  # the CLI reads the checkpoint's settings sidecar
     from mstl_monai.networks import build_network, load_pretrained
 
-    p = argparse.ArgumentParser(description="Grad-CAM / attention overlays and a lung localisation check.")
+    p = argparse.ArgumentParser(description="Grad-CAM / attention overlays and a lung localisation check.", allow_abbrev=False)
     p.add_argument("--ckpt", required=True, help="finetuned checkpoint (models/model.pt)")
     p.add_argument("--backbone", default=None, help="default: the checkpoint's (model.pt.json or its weights)")
     p.add_argument("--n-attn", type=int, default=None, help="default: the checkpoint's")

@@ -122,14 +122,19 @@ class TestPlan(unittest.TestCase):
                 load_pipeline_config(Path(d) / "missing.yaml")
 
     def test_done_stages_are_skipped(self):
+        from unittest import mock
+
+        from tests.engines._fake_bundle import fake_bundle
+
         with tempfile.TemporaryDirectory() as d:
             cfg = _cfg(Path(d), [{"name": "a", "stages": ["finetune", "evaluate"]}])
-            steps = plan_chain(cfg, cfg["chains"][0], d)
-            for st in steps:
-                Path(st["dir"]).mkdir(parents=True, exist_ok=True)
-                (Path(st["dir"]) / "DONE.json").write_text(json.dumps({"chain": "a", "stage": st["stage"], "seconds": 1}))
-            rows = run_chain(cfg, cfg["chains"][0], d)  # nothing is run: both stages are done
+            with fake_bundle(), contextlib.redirect_stdout(io.StringIO()):
+                run_chain(cfg, cfg["chains"][0], d)  # both stages done for these settings
+            buf = io.StringIO()
+            with mock.patch("subprocess.Popen", side_effect=AssertionError("nothing may run")), contextlib.redirect_stdout(buf):
+                rows = run_chain(cfg, cfg["chains"][0], d)  # nothing is run: both stages are done
             self.assertEqual([r["stage"] for r in rows], ["finetune", "evaluate"])
+            self.assertEqual(buf.getvalue().count("already done"), 2)
 
 
 # the 15 chains configs/cpu_scale.yaml listed by hand before it had a grid (results/cpu_scale/<name>/ use these names)

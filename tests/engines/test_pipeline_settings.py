@@ -15,6 +15,7 @@ import yaml
 from parameterized import parameterized
 
 from mstl_monai.pipeline import load_pipeline_config, main, plan_chain
+from mstl_monai.pipeline.done import stage_records, with_ids
 from tests.utils import REPO_ROOT
 
 BUNDLE = str(REPO_ROOT / "bundle")
@@ -132,13 +133,17 @@ class TestPublishedResults(unittest.TestCase):
             (out / "chain.json").write_text(json.dumps(saved))
             (out / "timing.json").write_text(json.dumps({"finetune": 100.0, "evaluate": 5.0}))
         (self.root / "results" / "x" / "summary.md").write_text("published summary\n")
-        # b trained again here: its stages are done in runs/ with a new evaluation
-        for step in plan_chain(self.cfg, self.cfg["chains"][1], self.root):
+        # b trained again here: its stages are done in runs/ (for these settings) with a new evaluation
+        steps = plan_chain(self.cfg, self.cfg["chains"][1], self.root)
+        ids: list = []
+        for step, record in zip(steps, stage_records(steps, (self.root / "runs" / "x").resolve())):
             Path(step["dir"]).mkdir(parents=True, exist_ok=True)
             if "metrics" in step:
                 Path(step["metrics"]).parent.mkdir(parents=True, exist_ok=True)
                 Path(step["metrics"]).write_text(json.dumps(_metrics(0.80)))
-            (Path(step["dir"]) / "DONE.json").write_text(json.dumps({"stage": step["stage"], "seconds": 42.0}))
+            done = dict(with_ids(record, ids), seconds=42.0, id=f"run-of-{step['stage']}")
+            (Path(step["dir"]) / "DONE.json").write_text(json.dumps(done))
+            ids.append(done["id"])
 
     def tearDown(self):
         self._tmp.cleanup()
