@@ -180,6 +180,25 @@ def decision_threshold(threshold: Any, settings: Mapping[str, Any] | None = None
     return {"value": value, "source": source}
 
 
+def _given_value(path: str, key: str, value: Any) -> Any:
+    """A setting given to :func:`check_checkpoint_settings` in the form the checkpoint's settings have."""
+    if key == "backbone":
+        return _backbone_name(value)
+    if key == "class_names":
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ValueError(
+                f"checkpoint {path}: {key}={value!r} (given) is not a list of names, e.g. ['non-COVID', 'COVID']."
+            )
+        return [str(c) for c in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"checkpoint {path}: {key}={value!r} (given) is not an integer.")
+    return int(value)
+
+
 def check_checkpoint_settings(path: str | os.PathLike, **given: Any) -> dict[str, Any]:
     """Check settings a config uses (``backbone=..., image_size=...``) against what checkpoint ``path`` says.
 
@@ -187,25 +206,21 @@ def check_checkpoint_settings(path: str | os.PathLike, **given: Any) -> dict[str
     Returns the checkpoint's settings (:func:`checkpoint_settings`).
 
     Raises:
-        ValueError: a setting contradicts the checkpoint; one line naming the file, the setting and both values.
+        ValueError: a setting contradicts the checkpoint, or a given setting is of the wrong type (a number that is
+            not an integer, class names that are not a list); one line naming the file, the setting and the values.
     """
     path = os.fspath(path)
     unknown = set(given) - set(CHECKED_KEYS)
     if unknown:
         raise KeyError(f"cannot check {sorted(unknown)} against a checkpoint: use {list(CHECKED_KEYS)}.")
-    settings = checkpoint_settings(path, **{k: v for k, v in given.items() if k in FALLBACK and v is not None})
+    given = {k: _given_value(path, k, v) for k, v in given.items() if v is not None}
+    settings = checkpoint_settings(path, **{k: v for k, v in given.items() if k in FALLBACK})
     checked = CHECKED_KEYS if settings["settings_source"] == "sidecar" else ARCH_KEYS
     wrong = []
     for k in checked:
         value, want = given.get(k), settings.get(k)
         if value is None or want is None:
             continue
-        if k == "backbone":
-            value = _backbone_name(value)
-        elif k == "class_names":
-            value = [str(c) for c in value]
-        else:
-            value = int(value)
         if value != want:
             wrong.append(f"{k}={value!r} (checkpoint: {want!r})")
     if wrong:
