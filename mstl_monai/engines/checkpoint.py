@@ -15,7 +15,10 @@ Every checkpoint the stages write (``model.pt``, ``model_final.pt``, ``checkpoin
 The checkpoint files stay what they were (``model.pt`` a plain state dict that ``torch.load`` +
 ``load_state_dict`` read), so users' own code keeps working. Inference, evaluation, ``ckpt_export`` and
 ``python -m mstl_monai.label init`` read the settings from the sidecar (:func:`checkpoint_settings`); a setting
-given explicitly that contradicts it is an error naming both values (:func:`check_checkpoint_settings`). A
+given explicitly that contradicts it is an error naming both values (:func:`check_checkpoint_settings`). Every read
+checks the file first (:data:`~mstl_monai.networks.sidecar.SIDECAR_FIELDS`: each field's type and range, the
+required ones present, no unknown one, and against the weights): a wrong file is one line naming it, the field and
+the value. A
 checkpoint without a sidecar (older runs, files from elsewhere) still loads: its architecture is read from its
 weights and the input size comes from the explicit settings, or from the defaults with a warning that says so.
 """
@@ -58,6 +61,7 @@ from mstl_monai.networks.sidecar import (  # noqa: E402  (re-exported: the bundl
     FALLBACK,
     INFO_FORMAT,
     _architecture,
+    _backbone_name,
     _default_names,
     _describe,
     checkpoint_settings,
@@ -80,10 +84,6 @@ def export_ckpt_file(default: str | os.PathLike) -> str:
             if arg.startswith("--ckpt_file="):
                 return arg.split("=", 1)[1]
     return os.fspath(default)
-
-
-def _backbone_name(name: Any) -> str:
-    return str(name).lower().replace("attentive_", "").replace("-", "")
 
 
 def checkpoint_info(

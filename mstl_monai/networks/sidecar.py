@@ -17,6 +17,7 @@ A new optional field is one entry of :data:`SIDECAR_FIELDS` with its check and d
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import logging
@@ -115,8 +116,13 @@ def _string(v: Any) -> str:
     return v
 
 
+def _backbone_name(name: Any) -> str:
+    """A backbone name as the factory takes it (``ResNet-18``, ``attentive_resnet18`` -> ``resnet18``)."""
+    return str(name).lower().replace("attentive_", "").replace("-", "")
+
+
 def _backbone(v: Any) -> str:
-    name = str(v).lower().replace("attentive_", "").replace("-", "") if isinstance(v, str) else None
+    name = _backbone_name(v) if isinstance(v, str) else None
     if name not in BACKBONES:
         raise _Invalid(f"is not one of {', '.join(BACKBONES)}")
     return name
@@ -141,6 +147,26 @@ def _normalize(v: Any) -> dict[str, float]:
     return {k: float(x) for k, x in v.items()}
 
 
+def _temperature(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < math.inf:
+        raise _Invalid("is not a finite number > 0 (readers divide the logits by it)")
+    return float(v)
+
+
+def _object(v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise _Invalid("is not an object ({...})")
+    return v
+
+
+def _operating_points(v: Any) -> dict[str, float | None]:
+    _object(v)
+    for name, t in v.items():
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0):
+            raise _Invalid(f"has {name}={_show(t)}, which is not a number in [0, 1] (or null)")
+    return {k: None if t is None else float(t) for k, t in v.items()}
+
+
 #: the fields of a checkpoint settings file (``model.pt.json``): required ones, and optional ones with their default
 SIDECAR_FIELDS: dict[str, SidecarField] = {
     "format": SidecarField(_string, required=True, nullable=False, doc=f"the format tag, {INFO_FORMAT!r}"),
@@ -158,6 +184,12 @@ SIDECAR_FIELDS: dict[str, SidecarField] = {
     "normalize": SidecarField(_normalize, doc="intensity normalisation after scaling to [0, 1]"),
     "tta": SidecarField(_boolean, default=False, doc="flip test-time augmentation (default: false)"),
     "attention_maps": SidecarField(_integer(0), default=0, doc="MAG-SD attention maps (default: 0, none)"),
+    "temperature": SidecarField(_temperature, default=1.0, doc="softmax temperature fitted on val (default: 1.0, none)"),
+    "operating_points": SidecarField(
+        _operating_points, default={}, doc="named thresholds in [0, 1] chosen on val, e.g. youden, sensitivity_90"
+    ),
+    "calibration": SidecarField(_object, doc="how the temperature was fitted (method, n_val, val ECE before/after)"),
+    "provenance": SidecarField(_object, doc="where a shipped model comes from (scripts/ship_model.py)"),
 }
 
 
@@ -188,17 +220,18 @@ def validate_checkpoint_info(info: Any, source: str) -> dict[str, Any]:
     missing = [k for k, f in SIDECAR_FIELDS.items() if f.required and k not in info]
     if missing:
         problems.append(f"required field(s) missing: {', '.join(missing)}")
-    for key in info:
-        if key not in SIDECAR_FIELDS:
-            close = difflib.get_close_matches(str(key), list(SIDECAR_FIELDS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(SIDECAR_FIELDS)})"
-            problems.append(f"unknown field {key!r}{hint}")
+    unknown = [k for k in info if k not in SIDECAR_FIELDS]
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), list(SIDECAR_FIELDS), n=1)
+        problems.append(f"unknown field {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if unknown:
+        problems.append(f"the fields of a '{INFO_FORMAT}' file are {', '.join(SIDECAR_FIELDS)}")
     for key, field in SIDECAR_FIELDS.items():
         value = info.get(key)
         if value is None:
             if key in info and not field.nullable:
                 problems.append(f"{key}=null is not allowed")
-            out[key] = field.default
+            out[key] = copy.deepcopy(field.default)
             continue
         try:
             out[key] = field.check(value)

@@ -116,6 +116,11 @@ class TestSettingsSchema(unittest.TestCase):
             ("dropout_range", {"dropout": 1.0}, r"dropout=1.0 is not a number in \[0, 1\)"),
             ("normalize_zero", {"normalize": {"subtrahend": 0.4, "divisor": 0}}, r"normalize=\{.*\} has divisor 0"),
             ("stage_number", {"stage": 3}, r"stage=3 is not a string"),
+            ("temperature_zero", {"temperature": 0}, r"temperature=0 is not a finite number > 0"),
+            ("temperature_string", {"temperature": "1.5"}, r"temperature=\"1.5\" is not a finite number > 0"),
+            ("operating_points_range", {"operating_points": {"youden": 0.4, "sensitivity_90": 1.2}}, r"operating_points=.* has sensitivity_90=1.2, which is not a number in \[0, 1\]"),
+            ("operating_points_list", {"operating_points": [0.4]}, r"operating_points=\[0.4\] is not an object"),
+            ("calibration_string", {"calibration": "val"}, r"calibration=\"val\" is not an object"),
             ("unknown_field", {"decision_treshold": 0.3}, r"unknown field 'decision_treshold' \(did you mean 'decision_threshold'\?\)"),
         ]
     )
@@ -186,6 +191,18 @@ class TestSettingsSchema(unittest.TestCase):
             check_checkpoint_settings(self.ckpt, image_size="abc")
         with self.assertRaisesRegex(ValueError, r"class_names='a,b' \(given\) is not a list of names"):
             check_checkpoint_settings(self.ckpt, class_names="a,b")
+
+    def test_calibration_and_provenance_fields(self):
+        """What the finetune's DecisionThresholdHandler and scripts/ship_model.py add reads back; their defaults."""
+        cal = {"temperature": 1.7, "operating_points": {"youden": 0.42, "sensitivity_90": 0.0}, "decision_threshold": 0.42,
+               "calibration": {"method": "temperature scaling on val", "n_val": 118, "val_ece_before": 0.1, "val_ece_after": 0.05},
+               "provenance": {"sha256": "ab", "weights_dtype": "float16", "test_metrics": None}}
+        self._write(dict(self.info, **cal))
+        s = checkpoint_settings(self.ckpt)
+        self.assertEqual({k: s[k] for k in cal}, cal)
+        self._write(self.info)
+        s = checkpoint_settings(self.ckpt)
+        self.assertEqual((s["temperature"], s["operating_points"], s["calibration"], s["provenance"]), (1.0, {}, None, None))
 
     def test_written_files_pass(self):
         """Everything the writers produce (with and without optional fields) reads back unchanged."""
