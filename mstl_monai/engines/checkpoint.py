@@ -15,7 +15,10 @@ Every checkpoint the stages write (``model.pt``, ``model_final.pt``, ``checkpoin
 The checkpoint files stay what they were (``model.pt`` a plain state dict that ``torch.load`` +
 ``load_state_dict`` read), so users' own code keeps working. Inference, evaluation, ``ckpt_export`` and
 ``python -m mstl_monai.label init`` read the settings from the sidecar (:func:`checkpoint_settings`); a setting
-given explicitly that contradicts it is an error naming both values (:func:`check_checkpoint_settings`). A
+given explicitly that contradicts it is an error naming both values (:func:`check_checkpoint_settings`). Every read
+checks the file first (:data:`~mstl_monai.networks.sidecar.SIDECAR_FIELDS`: each field's type and range, the
+required ones present, no unknown one, and against the weights): a wrong file is one line naming it, the field and
+the value. A
 checkpoint without a sidecar (older runs, files from elsewhere) still loads: its architecture is read from its
 weights and the input size comes from the explicit settings, or from the defaults with a warning that says so.
 """
@@ -58,6 +61,7 @@ from mstl_monai.networks.sidecar import (  # noqa: E402  (re-exported: the bundl
     FALLBACK,
     INFO_FORMAT,
     _architecture,
+    _backbone_name,
     _default_names,
     _describe,
     checkpoint_settings,
@@ -80,10 +84,6 @@ def export_ckpt_file(default: str | os.PathLike) -> str:
             if arg.startswith("--ckpt_file="):
                 return arg.split("=", 1)[1]
     return os.fspath(default)
-
-
-def _backbone_name(name: Any) -> str:
-    return str(name).lower().replace("attentive_", "").replace("-", "")
 
 
 def checkpoint_info(
@@ -180,6 +180,25 @@ def decision_threshold(threshold: Any, settings: Mapping[str, Any] | None = None
     return {"value": value, "source": source}
 
 
+def _given_value(path: str, key: str, value: Any) -> Any:
+    """A setting given to :func:`check_checkpoint_settings` in the form the checkpoint's settings have."""
+    if key == "backbone":
+        return _backbone_name(value)
+    if key == "class_names":
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ValueError(
+                f"checkpoint {path}: {key}={value!r} (given) is not a list of names, e.g. ['non-COVID', 'COVID']."
+            )
+        return [str(c) for c in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"checkpoint {path}: {key}={value!r} (given) is not an integer.")
+    return int(value)
+
+
 def check_checkpoint_settings(path: str | os.PathLike, **given: Any) -> dict[str, Any]:
     """Check settings a config uses (``backbone=..., image_size=...``) against what checkpoint ``path`` says.
 
@@ -187,25 +206,21 @@ def check_checkpoint_settings(path: str | os.PathLike, **given: Any) -> dict[str
     Returns the checkpoint's settings (:func:`checkpoint_settings`).
 
     Raises:
-        ValueError: a setting contradicts the checkpoint; one line naming the file, the setting and both values.
+        ValueError: a setting contradicts the checkpoint, or a given setting is of the wrong type (a number that is
+            not an integer, class names that are not a list); one line naming the file, the setting and the values.
     """
     path = os.fspath(path)
     unknown = set(given) - set(CHECKED_KEYS)
     if unknown:
         raise KeyError(f"cannot check {sorted(unknown)} against a checkpoint: use {list(CHECKED_KEYS)}.")
-    settings = checkpoint_settings(path, **{k: v for k, v in given.items() if k in FALLBACK and v is not None})
+    given = {k: _given_value(path, k, v) for k, v in given.items() if v is not None}
+    settings = checkpoint_settings(path, **{k: v for k, v in given.items() if k in FALLBACK})
     checked = CHECKED_KEYS if settings["settings_source"] == "sidecar" else ARCH_KEYS
     wrong = []
     for k in checked:
         value, want = given.get(k), settings.get(k)
         if value is None or want is None:
             continue
-        if k == "backbone":
-            value = _backbone_name(value)
-        elif k == "class_names":
-            value = [str(c) for c in value]
-        else:
-            value = int(value)
         if value != want:
             wrong.append(f"{k}={value!r} (checkpoint: {want!r})")
     if wrong:

@@ -32,7 +32,15 @@ from .classification import METRIC_NAMES
 from .io import atomic_write, read_predictions_csv, to_jsonable
 from .seeds import seed_paired_difference
 
-__all__ = ["aligned_probs", "compare_predictions", "image_keys", "load_arm", "match_rows"]
+__all__ = [
+    "aligned_probs",
+    "compare_predictions",
+    "image_keys",
+    "load_arm",
+    "match_rows",
+    "read_binary_predictions",
+    "undefined_metrics",
+]
 
 
 def _predictions_file(path: str | Path) -> Path:
@@ -42,6 +50,45 @@ def _predictions_file(path: str | Path) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"no predictions file at {p} (give a predictions.csv or the folder holding one).")
     return p
+
+
+def read_binary_predictions(path: str | os.PathLike) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """A two-class predictions file, checked: ``(names, y (n,), class-1 probabilities (n,), the two class names)``.
+
+    Raises:
+        ValueError: not two probability columns, a label other than 0/1, or a probability that is NaN, infinite or
+            outside [0, 1]; one line naming the file (and the line and image).
+    """
+    names, y, probs, classes = read_predictions_csv(path)
+    if probs.shape[1] != 2:
+        cols = ", ".join(f"prob_{c}" for c in classes)
+        raise ValueError(
+            f"{path} has {probs.shape[1]} probability column{'s' if probs.shape[1] != 1 else ''} ({cols}): compare "
+            "needs the two columns of a two-class model (prob_<negative class>, prob_<positive class>)."
+        )
+    bad = np.flatnonzero((y < 0) | (y > 1))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{path} line {i + 2} ({names[i]}): label {y[i]} is not 0 or 1 (a two-class test set).")
+    ok = np.isfinite(probs) & (probs >= 0) & (probs <= 1)
+    if not ok.all():
+        i, j = (int(v) for v in np.argwhere(~ok)[0])
+        raise ValueError(
+            f"{path} line {i + 2} ({names[i]}): prob_{classes[j]}={float(probs[i, j])} is not a probability in [0, 1]."
+        )
+    return names, y, probs[:, 1], classes
+
+
+def _same_classes(files: Sequence[Path]) -> None:
+    """Every file has the class columns of the first."""
+    first = read_binary_predictions(files[0])[3]
+    for f in files[1:]:
+        classes = read_binary_predictions(f)[3]
+        if classes != first:
+            raise ValueError(
+                f"{f} has the class columns {', '.join(f'prob_{c}' for c in classes)} but {files[0]} has "
+                f"{', '.join(f'prob_{c}' for c in first)}: compare predictions of models with the same classes."
+            )
 
 
 def image_keys(names: Sequence, labels: Sequence) -> list[tuple[str, int]]:
@@ -60,15 +107,19 @@ def match_rows(ref: Sequence[tuple[str, int]], keys: Sequence[tuple[str, int]]) 
 
 def aligned_probs(files: Sequence[str | os.PathLike], ref: Sequence[tuple[str, int]]) -> np.ndarray | None:
     """``(K, n)`` class-1 probabilities of the predictions ``files`` on the images ``ref`` (:func:`image_keys`), in
-    that order; ``None`` when a file scored other images than ``ref``."""
+    that order; ``None`` when a file scored other images than ``ref``.
+
+    Raises:
+        ValueError: a file that is not a valid two-class predictions file (:func:`read_binary_predictions`).
+    """
     out = np.empty((len(files), len(ref)))
     for k, f in enumerate(files):
-        names, labels, probs, _ = read_predictions_csv(f)
+        names, labels, p1, _ = read_binary_predictions(f)
         keys = image_keys(names, labels)
         rows = match_rows(ref, keys) if len(keys) == len(ref) else None
         if rows is None:
             return None
-        out[k] = probs[rows, 1]
+        out[k] = p1[rows]
     return out
 
 
@@ -80,18 +131,20 @@ def load_arm(paths: Sequence[str | os.PathLike], ref: Sequence[tuple[str, int]] 
 
     Raises:
         FileNotFoundError: a path holds no predictions file.
-        ValueError: a file scored other images (name and label) than ``ref``, naming it.
+        ValueError: a file scored other images (name and label) than ``ref``, has other class columns than the
+            arm's first file, or is not a valid two-class predictions file (:func:`read_binary_predictions`); naming it.
     """
     if not paths:
         raise ValueError("an arm needs at least one predictions file.")
     files = [_predictions_file(p) for p in paths]
+    _same_classes(files)
     rows = []
     if ref is None:
-        names, y, probs, _ = read_predictions_csv(files[0])
+        names, y, p1, _ = read_binary_predictions(files[0])
         ref = image_keys(names, y)
         if len(set(ref)) != len(ref):
             raise ValueError(f"{files[0]} lists an image twice; cannot pair images.")
-        rows.append(np.asarray(probs)[:, 1])
+        rows.append(p1)
     for f in files[len(rows):]:
         p = aligned_probs([f], ref)
         if p is None:
@@ -105,14 +158,32 @@ def compare_predictions(a: Sequence[str | os.PathLike], b: Sequence[str | os.Pat
                         seed: int = 0, threshold: float = 0.5) -> dict:
     """:func:`~mstl_monai.metrics.seed_paired_difference` of arm ``a`` minus arm ``b`` (:func:`load_arm`: one
     predictions file per seed, b's images matched to a's), with the files under ``"files"``."""
+    _same_classes([_predictions_file(a[0]), _predictions_file(b[0])] if a and b else [])
     ref, y, pa = load_arm(a)
     _, _, pb = load_arm(b, ref)
     out = seed_paired_difference(y, pa, pb, n_bootstrap=n_bootstrap, seed=seed, threshold=threshold)
     out["files"] = {arm: [str(_predictions_file(f)) for f in files] for arm, files in (("a", a), ("b", b))}
+    out["undefined"] = undefined_metrics(y, read_binary_predictions(_predictions_file(a[0]))[3])
     return out
 
 
-def _line(name: str, d: dict) -> str:
+def undefined_metrics(y: np.ndarray, class_names: Sequence[str] = ("0", "1")) -> dict[str, str]:
+    """Why metrics are undefined on test labels ``y`` (binary): ``{metric: reason}``, empty when both classes occur."""
+    n, pos = len(y), int(np.sum(y == 1))
+    if 0 < pos < n:
+        return {}
+    have, lack = (1, 0) if pos else (0, 1)
+    why = f"all {n} test images are of class {have} ({class_names[have]})"
+    out = {"auc": f"{why}; AUC needs images of both classes"}
+    out["specificity" if lack == 0 else "sensitivity"] = f"{why}: no image of class {lack} ({class_names[lack]})"
+    return out
+
+
+def _line(name: str, d: dict, undefined: dict[str, str]) -> str:
+    if name in undefined:
+        return f"{name:12s} undefined: {undefined[name]}"
+    if not all(np.isfinite(d[k]) for k in ("a", "b", "value")):
+        return f"{name:12s} undefined (NaN) on these images, e.g. precision when no image is predicted positive"
     return (f"{name:12s} a {100 * d['a']:5.1f}  b {100 * d['b']:5.1f}  a - b {100 * d['value']:+5.1f} "
             f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]")
 
@@ -135,11 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"a: {ka} seed(s), b: {kb} seed(s), {out['n']} test images; mean over seeds, 95% CI over images"
           + (" and seeds" if max(ka, kb) > 1 else "") + f" (threshold {args.threshold}):")
     for m in METRIC_NAMES:
-        print(_line(m, out[m]))
+        print(_line(m, out[m], out["undefined"]))
     if max(ka, kb) > 1:
         print("seed ensembles (mean probability over each arm's seeds):")
         for m in METRIC_NAMES:
-            print(_line(m, out["ensemble"][m]))
+            print(_line(m, out["ensemble"][m], out["undefined"]))
     if args.json:
         with atomic_write(args.json) as f:
             f.write(json.dumps(to_jsonable(out), indent=2) + "\n")

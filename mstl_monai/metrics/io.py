@@ -146,6 +146,10 @@ def read_predictions_csv(path: PathLike) -> tuple[list[str], np.ndarray, np.ndar
 
     Returns:
         ``(names, y_true (n,) int64, probs (n, C) float64, class_names)``.
+
+    Raises:
+        ValueError: an empty file, another header, a row with another number of fields, a label that is not an
+            integer or a probability that is not a number; one line naming the file (and the line).
     """
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
@@ -161,8 +165,17 @@ def read_predictions_csv(path: PathLike) -> tuple[list[str], np.ndarray, np.ndar
         if len(row) != len(header):
             raise ValueError(f"predictions file {path} line {line} has {len(row)} fields, expected {len(header)}.")
         names.append(row[0])
-        labels.append(int(row[1]))
-        probs.append([float(row[i]) for i in prob_cols])
+        try:
+            labels.append(int(row[1]))
+        except ValueError:
+            raise ValueError(f"predictions file {path} line {line}: label {row[1]!r} is not an integer class index.") from None
+        values = []
+        for i in prob_cols:
+            try:
+                values.append(float(row[i]))
+            except ValueError:
+                raise ValueError(f"predictions file {path} line {line}: {header[i]} {row[i]!r} is not a number.") from None
+        probs.append(values)
     return (
         names,
         np.asarray(labels, dtype=np.int64),

@@ -5,28 +5,44 @@
 The writers and the bundle's loader are in :mod:`mstl_monai.engines.checkpoint` (which re-exports these); this
 module sits beside the networks so that any layer (``visualize``, ``label``, ``engines``) can read a checkpoint's
 settings without importing the engines.
+
+Every reader goes through :func:`read_checkpoint_info`, which checks the file against :data:`SIDECAR_FIELDS`
+(each field's type and range; the required fields present; no unknown field) and fills the optional fields'
+defaults; :func:`checkpoint_settings` then checks it against the weights (architecture, classes, a ViT's input
+size). A problem is one ``ValueError`` line naming the file, the field and its value (as JSON), e.g.
+``models/model.pt.json: image_size=-8 is not a positive integer; tta="false" is not true or false``.
+
+A new optional field is one entry of :data:`SIDECAR_FIELDS` with its check and default; readers then always see it.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
 import json
 import logging
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+
+from mstl_monai.utils.names import BACKBONES
 
 __all__ = [
     "ARCH_KEYS",
     "CHECKED_KEYS",
     "FALLBACK",
     "INFO_FORMAT",
+    "SIDECAR_FIELDS",
+    "SidecarField",
     "checkpoint_settings",
     "info_path",
     "read_checkpoint_info",
     "read_network_state",
+    "validate_checkpoint_info",
 ]
 
 # the engines' logger name, as before the move (users filter on it)
@@ -42,16 +58,206 @@ CHECKED_KEYS = ARCH_KEYS + ("image_size", "resize_size", "class_names")
 FALLBACK = {"image_size": 224, "resize_size": 256, "class_names": ["non-COVID", "COVID"]}
 
 
+class _Invalid(Exception):
+    """A field's value is wrong: the message says why (``is not ...``)."""
+
+
+class SidecarField(NamedTuple):
+    """One field of a checkpoint settings file.
+
+    Args:
+        check: returns the value to use (e.g. a normalised name) or raises ``_Invalid`` with the reason; never
+            called with ``null``.
+        required: the file must have the field.
+        nullable: ``null`` is a valid value (for an optional field, ``null`` means its default).
+        default: the value of an optional field that is absent (or ``null``).
+        doc: what the field means, for the documentation.
+    """
+
+    check: Callable[[Any], Any]
+    required: bool = False
+    nullable: bool = True
+    default: Any = None
+    doc: str = ""
+
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise _Invalid(f"is not {what}")
+        return v
+
+    return check
+
+
+def _threshold(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:  # NaN fails the comparison
+        raise _Invalid("is not a number in (0, 1) (a prediction is positive when its probability exceeds it)")
+    return float(v)
+
+
+def _dropout(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+        raise _Invalid("is not a number in [0, 1)")
+    return float(v)
+
+
+def _boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Invalid("is not true or false (a JSON boolean, not a string or number)")
+    return v
+
+
+def _string(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _Invalid("is not a string")
+    return v
+
+
+def _backbone_name(name: Any) -> str:
+    """A backbone name as the factory takes it (``ResNet-18``, ``attentive_resnet18`` -> ``resnet18``)."""
+    return str(name).lower().replace("attentive_", "").replace("-", "")
+
+
+def _backbone(v: Any) -> str:
+    name = _backbone_name(v) if isinstance(v, str) else None
+    if name not in BACKBONES:
+        raise _Invalid(f"is not one of {', '.join(BACKBONES)}")
+    return name
+
+
+def _class_names(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(c, str) and c.strip() for c in v):
+        raise _Invalid('is not a list of names (e.g. ["non-COVID", "COVID"])')
+    repeated = sorted({c for c in v if v.count(c) > 1})
+    if repeated:
+        raise _Invalid(f"repeats {repeated[0]!r}")
+    return list(v)
+
+
+def _normalize(v: Any) -> dict[str, float]:
+    ok = isinstance(v, dict) and set(v) == {"subtrahend", "divisor"}
+    ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v.values())
+    if not ok:
+        raise _Invalid('is not {"subtrahend": <number>, "divisor": <number>}')
+    if v["divisor"] == 0:
+        raise _Invalid("has divisor 0")
+    return {k: float(x) for k, x in v.items()}
+
+
+def _temperature(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < math.inf:
+        raise _Invalid("is not a finite number > 0 (readers divide the logits by it)")
+    return float(v)
+
+
+def _object(v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise _Invalid("is not an object ({...})")
+    return v
+
+
+def _operating_points(v: Any) -> dict[str, float | None]:
+    _object(v)
+    for name, t in v.items():
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0):
+            raise _Invalid(f"has {name}={_show(t)}, which is not a number in [0, 1] (or null)")
+    return {k: None if t is None else float(t) for k, t in v.items()}
+
+
+#: the fields of a checkpoint settings file (``model.pt.json``): required ones, and optional ones with their default
+SIDECAR_FIELDS: dict[str, SidecarField] = {
+    "format": SidecarField(_string, required=True, nullable=False, doc=f"the format tag, {INFO_FORMAT!r}"),
+    "backbone": SidecarField(_backbone, required=True, nullable=False, doc=f"one of {', '.join(BACKBONES)}"),
+    "n_attn": SidecarField(_integer(0), required=True, nullable=False, doc="non-local (ATTN) blocks"),
+    "in_channels": SidecarField(_integer(1), required=True, nullable=False, doc="input channels"),
+    "num_classes": SidecarField(_integer(1), required=True, doc="classifier outputs (null: a backbone without head)"),
+    "image_size": SidecarField(_integer(1), required=True, nullable=False, doc="the network's input (crop) size, px"),
+    "resize_size": SidecarField(_integer(1), required=True, nullable=False, doc="longest-side resize before the crop"),
+    "stage": SidecarField(_string, doc="the stage that wrote it"),
+    "class_names": SidecarField(_class_names, doc="one name per output (default: non-COVID, COVID / class_<i>)"),
+    "decision_threshold": SidecarField(_threshold, doc="threshold on the positive class's probability (default: 0.5)"),
+    "dropout": SidecarField(_dropout, doc="dropout before the head"),
+    "state_dict_key": SidecarField(_string, doc="entry of a training checkpoint that holds the weights"),
+    "normalize": SidecarField(_normalize, doc="intensity normalisation after scaling to [0, 1]"),
+    "tta": SidecarField(_boolean, default=False, doc="flip test-time augmentation (default: false)"),
+    "attention_maps": SidecarField(_integer(0), default=0, doc="MAG-SD attention maps (default: 0, none)"),
+    "temperature": SidecarField(_temperature, default=1.0, doc="softmax temperature fitted on val (default: 1.0, none)"),
+    "operating_points": SidecarField(
+        _operating_points, default={}, doc="named thresholds in [0, 1] chosen on val, e.g. youden, sensitivity_90"
+    ),
+    "calibration": SidecarField(_object, doc="how the temperature was fitted (method, n_val, val ECE before/after)"),
+    "provenance": SidecarField(_object, doc="where a shipped model comes from (scripts/ship_model.py)"),
+}
+
+
+def _show(value: Any) -> str:
+    """A value as it reads in the JSON file, shortened."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_checkpoint_info(info: Any, source: str) -> dict[str, Any]:
+    """Check a checkpoint's settings (the parsed ``<checkpoint>.json``) against :data:`SIDECAR_FIELDS`.
+
+    Args:
+        info: the parsed JSON.
+        source: the settings file, for the message.
+
+    Returns:
+        every field of :data:`SIDECAR_FIELDS`, optional ones absent or ``null`` given their default.
+
+    Raises:
+        ValueError: not a settings file of this format, a required field missing, an unknown field, a value of the
+            wrong type or range, or ``class_names`` that do not name ``num_classes`` classes: one line naming
+            ``source``, every such field and its value.
+    """
+    if not isinstance(info, dict) or info.get("format") != INFO_FORMAT:
+        raise ValueError(f"{source} is not a '{INFO_FORMAT}' file (its \"format\" must be {INFO_FORMAT!r}).")
+    problems, out = [], {}
+    missing = [k for k, f in SIDECAR_FIELDS.items() if f.required and k not in info]
+    if missing:
+        problems.append(f"required field(s) missing: {', '.join(missing)}")
+    unknown = [k for k in info if k not in SIDECAR_FIELDS]
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), list(SIDECAR_FIELDS), n=1)
+        problems.append(f"unknown field {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if unknown:
+        problems.append(f"the fields of a '{INFO_FORMAT}' file are {', '.join(SIDECAR_FIELDS)}")
+    for key, field in SIDECAR_FIELDS.items():
+        value = info.get(key)
+        if value is None:
+            if key in info and not field.nullable:
+                problems.append(f"{key}=null is not allowed")
+            out[key] = copy.deepcopy(field.default)
+            continue
+        try:
+            out[key] = field.check(value)
+        except _Invalid as e:
+            problems.append(f"{key}={_show(value)} {e}")
+            out[key] = None
+    names, n = out.get("class_names"), out.get("num_classes")
+    if names is not None and n is not None and len(names) != n:
+        problems.append(f"class_names={_show(names)} names {len(names)} classes but num_classes is {n}")
+    if problems:
+        raise ValueError(f"{source}: {'; '.join(problems)}.")
+    return out
+
+
 def info_path(path: str | os.PathLike) -> Path:
     """The sidecar of checkpoint ``path``: ``<path>.json``."""
     return Path(f"{os.fspath(path)}.json")
 
 
 def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The settings written beside checkpoint ``path``, or None when it has no sidecar.
+    """The settings written beside checkpoint ``path``, checked (:func:`validate_checkpoint_info`), or None when it
+    has no sidecar.
 
     Raises:
-        ValueError: the sidecar exists but is not a settings file of this format (the message names it).
+        ValueError: the sidecar exists but is not readable JSON or not a valid settings file of this format; one
+            line naming the file, the fields and their values.
     """
     side = info_path(path)
     if not side.is_file():
@@ -60,9 +266,7 @@ def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any] | None:
         info = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{side} (the settings of checkpoint {path}) is not readable JSON: {e}.") from None
-    if not isinstance(info, dict) or info.get("format") != INFO_FORMAT:
-        raise ValueError(f"{side} (the settings of checkpoint {path}) is not a '{INFO_FORMAT}' file.")
-    return info
+    return validate_checkpoint_info(info, str(side))
 
 
 def read_network_state(path: str | os.PathLike, key: str | None = None) -> tuple[dict[str, torch.Tensor], str | None]:
@@ -113,30 +317,21 @@ def checkpoint_settings(path: str | os.PathLike, **fallback: Any) -> dict[str, A
     with a warning that says so. The result has ``settings_source``: ``"sidecar"`` or ``"weights+defaults"``.
 
     Raises:
-        FileNotFoundError, ValueError: unreadable checkpoint, not an (attentive) ResNet classifier, or a sidecar
-            that describes another network; one line naming the file.
+        FileNotFoundError, ValueError: unreadable checkpoint, not an (attentive) ResNet or ViT classifier, an invalid
+            sidecar (:func:`validate_checkpoint_info`), or one that describes another network (architecture, number
+            of classes, input channels, MAG-SD maps, a ViT's input size); one line naming the file.
     """
     path = os.fspath(path)
     state, _ = read_network_state(path)
     arch = _architecture(state, path)
     info = read_checkpoint_info(path)
     if info is not None:
-        wrong = [k for k in ARCH_KEYS if info.get(k) is not None and info[k] != arch[k]]
-        if wrong:
-            raise ValueError(
-                f"{info_path(path)} does not describe checkpoint {path}: it says "
-                + ", ".join(f"{k}={info[k]!r}" for k in wrong)
-                + " but the weights are "
-                + ", ".join(f"{k}={arch[k]!r}" for k in wrong)
-                + "."
-            )
+        _check_against_weights(info, arch, path)
         settings = {**{k: v for k, v in info.items() if k != "format"}, **arch, "settings_source": "sidecar"}
-        for k in ("image_size", "resize_size"):
-            if settings.get(k) is None:
-                settings[k] = fallback.get(k, FALLBACK[k])
-        if settings.get("class_names") is None:
-            settings["class_names"] = fallback.get("class_names") or _default_names(arch["num_classes"])
-        settings["tta"] = bool(settings.get("tta") or False)
+        if settings["class_names"] is None:
+            names = fallback.get("class_names")
+            ok = names is not None and len(names) == arch["num_classes"]
+            settings["class_names"] = list(names) if ok else _default_names(arch["num_classes"])
         return settings
     settings = dict(arch)
     settings["image_size"] = int(fallback.get("image_size", FALLBACK["image_size"]))
@@ -151,6 +346,28 @@ def checkpoint_settings(path: str | os.PathLike, **fallback: Any) -> dict[str, A
         f"{settings['class_names']} unless --image_size/--resize_size/--class_names are given)."
     )
     return settings
+
+
+def _check_against_weights(info: Mapping[str, Any], arch: Mapping[str, Any], path: str) -> None:
+    """A (validated) sidecar ``info`` says what the weights ``arch`` (``network_config_from_state_dict``) are."""
+    said, found = [], []
+    for k in ARCH_KEYS + ("attention_maps",):
+        have = arch.get(k, 0 if k == "attention_maps" else None)
+        if info[k] != have:
+            said.append(f"{k}={_show(info[k])}")
+            found.append(f"{k}={_show(have)}")
+    if "patch_size" in arch and info["image_size"] != arch["image_size"]:  # a ViT's input size is in its weights
+        grid = arch["image_size"] // arch["patch_size"]
+        said.append(f"image_size={info['image_size']}")
+        found.append(
+            f"position embeddings for image_size={arch['image_size']} (a {grid} x {grid} grid of "
+            f"{arch['patch_size']}-px patches)"
+        )
+    if said:
+        raise ValueError(
+            f"{info_path(path)} does not describe checkpoint {path}: it says {', '.join(said)} but the weights have "
+            f"{', '.join(found)}."
+        )
 
 
 def _default_names(n: int) -> list[str]:

@@ -97,6 +97,27 @@ class TestCheckpointSettings(unittest.TestCase):
         self.assertNotEqual(proc.returncode, 0)
         self.assertRegex(last_line(proc), rf"^ValueError: checkpoint {bad / 'text.pt'} is not a PyTorch file")
 
+    def test_invalid_settings_file_is_one_line(self):
+        """A settings file with a wrong field stops inference before any prediction, naming the file, field and value
+        (before: 3 names for 2 classes wrote a predictions.csv whose header had 9 columns and rows 8; tta "false"
+        turned TTA on; a file with only "format" ended in KeyError: 'decision_threshold')."""
+        info = json.loads(Path(f"{self.best}.json").read_text())
+        cases = {
+            "names": (dict(info, class_names=["a", "b", "c"]), r'class_names=\["a", "b", "c"\] names 3 classes but num_classes is 2'),
+            "tta": (dict(info, tta="false"), r'tta="false" is not true or false'),
+            "format_only": ({"format": info["format"]}, r"required field\(s\) missing: backbone, n_attn"),
+        }
+        for name, (bad, pattern) in cases.items():
+            with self.subTest(name):
+                ckpt = self.tmp / f"bad_{name}" / "model.pt"
+                ckpt.parent.mkdir(exist_ok=True)
+                shutil.copy(self.best, ckpt)
+                Path(f"{ckpt}.json").write_text(json.dumps(bad))
+                proc = self.infer(ckpt, f"out_{name}", check=False)
+                self.assertNotEqual(proc.returncode, 0)
+                self.assertRegex(last_line(proc), rf"^ValueError: {ckpt}\.json: .*{pattern}")
+                self.assertFalse((self.tmp / f"out_{name}" / "predictions.csv").exists())
+
     def test_unreadable_inputs_are_one_line(self):
         junk = self.tmp / "junk"
         junk.mkdir(exist_ok=True)

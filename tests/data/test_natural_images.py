@@ -79,19 +79,23 @@ class TestNaturalImageReader(unittest.TestCase):
 
 
 class TestTinySTLN(unittest.TestCase):
-    """The bundle's STL-N stage on the real Tiny ImageNet folder (a 101-image subset, 1 epoch), then its checkpoint
-    into a 1-channel CT network and the Table-1 script."""
+    """The bundle's STL-N stage on the real Tiny ImageNet folder (one image per class in train and in val, 1 epoch),
+    then its checkpoint into a 1-channel CT network and the Table-1 script."""
 
     def test_stl_n_run(self):
         require_real_data(self)
         tmp = Path(tempfile.mkdtemp(prefix="mstl_stln_"))
         self.addCleanup(shutil.rmtree, tmp, True)
-        sub = "$mstl_monai.data.natural_image_datalist(@dataset_dir, '{}', val_fraction=@val_fraction, seed=@seed)[::{}]"
+        # stratified subsets (every class in each split, as the datalist check requires): one image per class
+        sub = (
+            "$mstl_monai.data.label_fraction_subset(mstl_monai.data.natural_image_datalist(@dataset_dir, '{}', "
+            "val_fraction=@val_fraction, seed=@seed), {})"
+        )
         ov = {
             "backbone": "resnet18", "n_attn": 1, "image_size": 32, "resize_size": 36, "batch_size": 16,
             "num_workers": 0, "epochs": 1, "learning_rate": 0.01, "lr_milestones": [100], "amp": True,
             "run_dir": str(tmp / "stl_n"),
-            "train#datalist": sub.format("train", 200), "validate#datalist": sub.format("val", 20),
+            "train#datalist": sub.format("train", 0.01), "validate#datalist": sub.format("val", 0.2),
         }
         proc = run_bundle("training", ["train.yaml", "stl_n.yaml"], ov)
         self.assertIn("val_top1", proc.stdout + proc.stderr)

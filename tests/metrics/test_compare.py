@@ -73,5 +73,81 @@ class TestCompare(unittest.TestCase):
         self.assertIn("nowhere", err.getvalue())
 
 
+class TestCompareInputs(unittest.TestCase):
+    """Bad predictions files are one line naming the file and the line (exit 2, no traceback); a one-class test set
+    says why its AUC is undefined."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="mstl_compare_in_"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.names = [f"img{i}.png" for i in range(10)]
+        self.y = np.array([0, 1] * 5)
+        self.good = _write(self.tmp / "good.csv", self.names, self.y, np.where(self.y == 1, 0.7, 0.3))
+
+    def _text(self, name: str, lines: list[str], header: str = "name,label,pred,prob_non-COVID,prob_COVID") -> Path:
+        path = self.tmp / name
+        path.write_text(header + "\n" + "".join(f"{ln}\n" for ln in lines))
+        return path
+
+    def _rows(self, change: dict[int, str] | None = None) -> list[str]:
+        rows = [f"{n},{y},{y},{0.7 if y == 0 else 0.3},{0.3 if y == 0 else 0.7}" for n, y in zip(self.names, self.y)]
+        for i, row in (change or {}).items():
+            rows[i] = row
+        return rows
+
+    def _cli_error(self, *args: str) -> str:
+        err, out = io.StringIO(), io.StringIO()
+        with redirect_stderr(err), redirect_stdout(out):
+            rc = main(["--n-bootstrap", "50", *args])
+        self.assertEqual(rc, 2, out.getvalue())
+        lines = err.getvalue().strip().splitlines()
+        self.assertEqual(len(lines), 1, err.getvalue())
+        self.assertNotIn("Traceback", err.getvalue())
+        return lines[0]
+
+    def test_non_integer_label(self):
+        bad = self._text("label.csv", self._rows({3: "img3.png,0.5,1,0.3,0.7"}))
+        line = self._cli_error("--a", str(self.good), "--b", str(bad))
+        self.assertRegex(line, rf"^error: predictions file {bad} line 5: label '0.5' is not an integer class index")
+
+    def test_label_not_binary(self):
+        bad = self._text("label2.csv", self._rows({2: "img2.png,2,1,0.3,0.7"}))
+        line = self._cli_error("--a", str(bad), "--b", str(self.good))
+        self.assertRegex(line, rf"^error: {bad} line 4 \(img2.png\): label 2 is not 0 or 1")
+
+    def test_single_probability_column(self):
+        bad = self._text("single.csv", [f"{n},{y},{y},{0.3 + 0.4 * y}" for n, y in zip(self.names, self.y)], "name,label,pred,prob_COVID")
+        line = self._cli_error("--a", str(self.good), "--b", str(bad))
+        self.assertRegex(line, rf"^error: {bad} has 1 probability column \(prob_COVID\): .*two")
+
+    def test_arms_with_other_class_columns(self):
+        other = self._text("other.csv", self._rows(), "name,label,pred,prob_neg,prob_pos")
+        line = self._cli_error("--a", str(self.good), "--b", str(other))
+        self.assertRegex(line, rf"^error: {other} has the class columns prob_neg, prob_pos but {self.good} has prob_non-COVID, prob_COVID")
+
+    def test_non_finite_rows(self):
+        for value in ("nan", "inf", "-inf", "1.5"):
+            with self.subTest(value):
+                bad = self._text(f"bad_{value}.csv", self._rows({6: f"img6.png,0,0,{value},0.5"}))
+                line = self._cli_error("--a", str(self.good), "--b", str(bad))
+                self.assertRegex(line, rf"^error: {bad} line 8 \(img6.png\): prob_non-COVID={value} is not a probability in \[0, 1\]")
+
+    def test_one_class_test_set_says_why(self):
+        y = np.ones(10, dtype=int)
+        rng = np.random.default_rng(0)
+        a = _write(self.tmp / "pos_a.csv", self.names, y, rng.uniform(0.2, 1, 10))
+        b = _write(self.tmp / "pos_b.csv", self.names, y, rng.uniform(0.2, 1, 10))
+        out = compare_predictions([a], [b], n_bootstrap=50)
+        self.assertIn("auc", out["undefined"])
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            rc = main(["--a", str(a), "--b", str(b), "--n-bootstrap", "50"])
+        self.assertEqual(rc, 0)
+        text = buf.getvalue()
+        self.assertRegex(text, r"auc +undefined: all 10 test images are of class 1 \(COVID\); AUC needs images of both classes")
+        self.assertRegex(text, r"specificity +undefined: .*no image of class 0 \(non-COVID\)")
+        self.assertNotIn("nan", text)
+
+
 if __name__ == "__main__":
     unittest.main()
