@@ -1,0 +1,21 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Deployment: a scan's answer as a DICOM Structured Report, ONNX export, and a MONAI Deploy application."""
+
+from __future__ import annotations
+
+from .provenance import TRAINING_DATA_KEYS, file_sha256, model_description
+from .sr import DISCLAIMER, LOCAL_SCHEME, build_scan_sr, read_source_datasets, write_scan_sr
+from .writer import SRScanWriter
+
+__all__ = [
+    "DISCLAIMER",
+    "LOCAL_SCHEME",
+    "SRScanWriter",
+    "TRAINING_DATA_KEYS",
+    "build_scan_sr",
+    "file_sha256",
+    "model_description",
+    "read_source_datasets",
+    "write_scan_sr",
+]
