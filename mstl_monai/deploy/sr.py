@@ -43,6 +43,10 @@ DISCLAIMER = (
 #: Series Number of the reports (a number far above the scanner's own series)
 SR_SERIES_NUMBER = 9901
 
+#: Type 2 patient/study attributes the report copies from its input (empty when the input lacks them)
+_TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyID", "StudyDate", "StudyTime",
+                 "AccessionNumber", "ReferringPhysicianName")
+
 # local codes: value (<= 16 characters), meaning (<= 64)
 _LOCAL_CODES = {
     "suspected": ("COVID19-SUSP", "COVID-19 suspected"),
@@ -106,6 +110,10 @@ def read_source_datasets(result: Mapping[str, Any]) -> dict[str, Any]:
         out[path] = ds
     if len(series) > 1:
         raise ValueError(f"the slices of CT scan {scan!r} come from {len(series)} series {sorted(series)}; one is needed.")
+    for ds in out.values():  # Type 2 patient/study attributes the input lacks: empty (unknown), as DICOM has it
+        for key in _TYPE2_COPIED:
+            if key not in ds:
+                setattr(ds, key, "")
     return out
 
 
