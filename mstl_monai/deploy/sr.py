@@ -193,11 +193,11 @@ def build_scan_sr(
              "given": "given for this run", "default": "0.5: none stored with the checkpoint"}.get(thr["source"], thr["source"])
     decision = "suspected" if suspected else "not_suspected"
     note = _interval_note(result, n_bootstrap)
-    interval = "" if note else f", 95% bootstrap interval over slices {float(result['ci_low']):.3f} to {float(result['ci_high']):.3f}"
+    interval = "" if note else f"; 95% bootstrap interval over slices {float(result['ci_low']):.3f} to {float(result['ci_high']):.3f}"
     stated = (
-        f"{_LOCAL_CODES[decision][1]}: P({positive_name}) = {prob:.3f}{interval} "
-        f"{'>' if suspected else '<='} decision threshold {thr['value']:.4g} ({where}). "
-        f"{result['slices_used']} of {result['n_slices']} slices classified; the others show too little lung."
+        f"{_LOCAL_CODES[decision][1]}: P({positive_name}) = {prob:.3f} {'>' if suspected else '<='} decision threshold "
+        f"{thr['value']:.4g} ({where}){interval}. {result['slices_used']} of {result['n_slices']} slices classified; "
+        "the others show too little lung."
     )
     findings = [
         hd.sr.CodeContentItem(name=codes.DCM.Finding, value=_local(decision), relationship_type=rel.CONTAINS),
@@ -230,7 +230,7 @@ def build_scan_sr(
     findings_box.ContentSequence = hd.sr.ContentSequence(findings)
 
     # -- the model -----------------------------------------------------------------------------------------------
-    training = model.get("training_data") or f"not recorded ({model.get('training_data_source')})"
+    training = model.get("training_data") or str(model.get("training_data_source"))  # "not recorded in model.pt.json"
     equipment = hd.sr.ContainerContentItem(name=codes.DCM.EquipmentIdentification, relationship_type=rel.CONTAINS)
     equipment.ContentSequence = hd.sr.ContentSequence(
         [
@@ -302,5 +302,8 @@ def write_scan_sr(
     sr = build_scan_sr(result, datasets, model, threshold, n_bootstrap=n_bootstrap, positive_name=positive_name)
     path = Path(path)
     with atomic_write(path, "wb") as f:
-        sr.save_as(f, enforce_file_format=True)
+        try:  # pydicom 3
+            sr.save_as(f, enforce_file_format=True)
+        except TypeError:  # pydicom 2 (the MONAI Label environment pins pydicom<3)
+            sr.save_as(f, write_like_original=False)
     return path
