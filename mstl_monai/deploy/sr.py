@@ -189,7 +189,7 @@ def build_scan_sr(
         )
 
     # -- findings ------------------------------------------------------------------------------------------------
-    where = {"checkpoint": "stored with the checkpoint (chosen on its validation split)", "override": "given for this run",
+    where = {"checkpoint": "the checkpoint's, chosen on its validation split", "override": "given for this run",
              "given": "given for this run", "default": "0.5: none stored with the checkpoint"}.get(thr["source"], thr["source"])
     decision = "suspected" if suspected else "not_suspected"
     note = _interval_note(result, n_bootstrap)

@@ -134,7 +134,7 @@ class TestScanSR(unittest.TestCase):
         self.assertIn("mstl-monai", text["111003"])  # Algorithm Version
         self.assertIn("resnet18", text["111001"])  # Algorithm Name
         self.assertEqual(text["DISCLAIMER"], DISCLAIMER)
-        self.assertIn("stored with the checkpoint", text["THR-SOURCE"])
+        self.assertEqual(text["THR-SOURCE"], "the checkpoint's, chosen on its validation split")
         self.assertNotIn("CI-NONE", text)
 
     def test_no_interval_is_said_not_invented(self):
