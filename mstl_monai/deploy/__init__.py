@@ -9,7 +9,14 @@ SDK (and its CUDA 13 runtime); everything else runs on the CPU with the core dep
 
 from __future__ import annotations
 
-from .onnx_export import OnnxClassifier, export_checkpoint_onnx, export_onnx, load_slices, max_abs_diff, slice_preprocessing
+from .onnx_export import (
+    OnnxClassifier,
+    export_checkpoint_onnx,
+    export_onnx,
+    load_slices,
+    max_abs_diff,
+    slice_preprocessing,
+)
 from .operators import DEFAULT_RULES, ScanReportPipeline, SelectedSeries, SeriesSelector, bundle_config
 from .provenance import TRAINING_DATA_KEYS, file_sha256, model_description
 from .sr import DISCLAIMER, LOCAL_SCHEME, build_scan_sr, read_source_datasets, write_scan_sr

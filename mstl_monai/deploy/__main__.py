@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules", default=None, help="series selection rules: JSON text or file (MONAI Deploy's format)")
     ap.add_argument("--all_matched", action="store_true", help="classify every matching series of a study")
     ap.add_argument("--min_slices", type=int, default=10, help="fewest images a series needs (default: %(default)s)")
-    ap.add_argument("--bundle_dir", default=None, help="bundle folder with configs/inference_scan.yaml (default: the repo's)")
+    ap.add_argument(
+        "--bundle_dir", default=None, help="bundle folder with configs/inference_scan.yaml (default: the repo's)"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
                     help="further inference_scan.yaml settings, e.g. n_bootstrap=200 threshold=0.5")

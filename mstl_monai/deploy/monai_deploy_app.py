@@ -56,7 +56,14 @@ def _checkpoint(model_path: str | os.PathLike) -> str:
 class SeriesSelectOperator(Operator):
     """Select the DICOM series to classify in the input folder; emits ``selected_series``."""
 
-    def __init__(self, fragment: Fragment, *args: Any, pipeline: ScanReportPipeline, input_folder: str | os.PathLike, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args: Any,
+        pipeline: ScanReportPipeline,
+        input_folder: str | os.PathLike,
+        **kwargs: Any,
+    ) -> None:
         self.pipeline = pipeline
         self.input_folder = Path(input_folder)
         super().__init__(fragment, *args, **kwargs)
@@ -115,7 +122,9 @@ class CovidScanReportApp(Application):
         pipeline = ScanReportPipeline(
             _checkpoint(context.model_path), context.output_path, bundle_dir=os.environ.get("MSTL_BUNDLE_DIR")
         )
-        select = SeriesSelectOperator(self, CountCondition(self, 1), pipeline=pipeline, input_folder=context.input_path, name="series_select")
+        select = SeriesSelectOperator(
+            self, CountCondition(self, 1), pipeline=pipeline, input_folder=context.input_path, name="series_select"
+        )
         classify = ScanClassifyOperator(self, pipeline=pipeline, name="scan_classify")
         write = ScanSRWriterOperator(self, pipeline=pipeline, name="sr_writer")
         self.add_flow(select, classify, {("selected_series", "selected_series")})

@@ -215,7 +215,9 @@ def slice_preprocessing(image_size: int, resize_size: int, normalize: Mapping[st
     )
 
 
-def load_slices(paths: list[str], image_size: int, resize_size: int, normalize: Mapping[str, float] | None = None) -> torch.Tensor:
+def load_slices(
+    paths: list[str], image_size: int, resize_size: int, normalize: Mapping[str, float] | None = None
+) -> torch.Tensor:
     """Read CT slice files (:class:`~mstl_monai.transforms.LoadCTSlice`) and preprocess them
     (:func:`slice_preprocessing`) into one float32 batch ``(N, 1, image_size, image_size)``."""
     from mstl_monai.transforms import LoadCTSlice

@@ -79,7 +79,9 @@ class SeriesSelector:
         ValueError: rules that are not JSON or have no ``selections`` (the message names them).
     """
 
-    def __init__(self, rules: str | os.PathLike | Mapping | None = None, all_matched: bool = False, min_slices: int = 10) -> None:
+    def __init__(
+        self, rules: str | os.PathLike | Mapping | None = None, all_matched: bool = False, min_slices: int = 10
+    ) -> None:
         self.rules = self._load_rules(rules)
         self.all_matched = bool(all_matched)
         self.min_slices = int(min_slices)
@@ -96,7 +98,9 @@ class SeriesSelector:
             try:
                 loaded = json.loads(text)
             except json.JSONDecodeError as e:
-                raise ValueError(f"series selection rules {str(rules)[:80]!r} are not JSON (nor a JSON file): {e}.") from None
+                raise ValueError(
+                    f"series selection rules {str(rules)[:80]!r} are not JSON (nor a JSON file): {e}."
+                ) from None
         sel = loaded.get("selections") if isinstance(loaded, Mapping) else None
         if not isinstance(sel, list) or not sel or not all(isinstance(s, Mapping) and s.get("conditions") for s in sel):
             raise ValueError(
@@ -228,7 +232,8 @@ class ScanReportPipeline:
 
     def volume(self, series: SelectedSeries) -> Any:
         """The series as a (N, 1, H, W) stack (the bundle's loader, picking the series by its UID)."""
-        loader = type(self.loader)(a_min=self.loader.a_min, a_max=self.loader.a_max, series_uid=series.series_uid, hu=self.loader.hu)
+        old = self.loader
+        loader = type(old)(a_min=old.a_min, a_max=old.a_max, series_uid=series.series_uid, hu=old.hu)
         return loader(series.folder)
 
     def classify(self, stack: Any, series: SelectedSeries) -> dict[str, Any]:
@@ -259,7 +264,8 @@ class ScanReportPipeline:
             print(
                 f"{series.folder} [{series.selection}: {series.n_images} images, series {series.series_uid}]: "
                 f"P({pos}) = {row['probability']:.3f} [95% CI {row['ci_low']:.3f}, {row['ci_high']:.3f}] -> "
-                f"{row['decision']} at threshold {self.writer.threshold:.4g}; {row['slices_used']}/{row['n_slices']} slices used",
+                f"{row['decision']} at threshold {self.writer.threshold:.4g}; "
+                f"{row['slices_used']}/{row['n_slices']} slices used",
                 flush=True,
             )
             rows.append(row)

@@ -21,7 +21,8 @@ Concepts DICOM has no code for use the local scheme ``99MSTL`` (declared in ``Co
 
 .. code-block:: python
 
-    path = write_scan_sr(result, "out/sr/a0002.dcm", model_description(ckpt), threshold={"value": 0.42, "source": "checkpoint"})
+    threshold = {"value": 0.42, "source": "checkpoint"}
+    path = write_scan_sr(result, "out/sr/a0002.dcm", model_description(ckpt), threshold=threshold)
 """
 
 from __future__ import annotations
@@ -189,11 +190,17 @@ def build_scan_sr(
         )
 
     # -- findings ------------------------------------------------------------------------------------------------
-    where = {"checkpoint": "the checkpoint's, chosen on its validation split", "override": "given for this run",
-             "given": "given for this run", "default": "0.5: none stored with the checkpoint"}.get(thr["source"], thr["source"])
+    sources = {
+        "checkpoint": "the checkpoint's, chosen on its validation split",
+        "override": "given for this run",
+        "given": "given for this run",
+        "default": "0.5: none stored with the checkpoint",
+    }
+    where = sources.get(thr["source"], thr["source"])
     decision = "suspected" if suspected else "not_suspected"
     note = _interval_note(result, n_bootstrap)
-    interval = "" if note else f"; 95% bootstrap interval over slices {float(result['ci_low']):.3f} to {float(result['ci_high']):.3f}"
+    lo_hi = f"{float(result['ci_low']):.3f} to {float(result['ci_high']):.3f}" if note is None else ""
+    interval = "" if note else f"; 95% bootstrap interval over slices {lo_hi}"
     stated = (
         f"{_LOCAL_CODES[decision][1]}: P({positive_name}) = {prob:.3f} {'>' if suspected else '<='} decision threshold "
         f"{thr['value']:.4g} ({where}){interval}. {result['slices_used']} of {result['n_slices']} slices classified; "
@@ -205,7 +212,10 @@ def build_scan_sr(
         num(codes.DCM.Probability, prob, unit_1),
     ]
     if note is None:
-        findings += [num(_local("ci_low"), float(result["ci_low"]), unit_1), num(_local("ci_high"), float(result["ci_high"]), unit_1)]
+        findings += [
+            num(_local("ci_low"), float(result["ci_low"]), unit_1),
+            num(_local("ci_high"), float(result["ci_high"]), unit_1),
+        ]
     else:
         findings.append(text("ci_none", note))
     findings += [
