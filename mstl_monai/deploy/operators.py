@@ -110,12 +110,13 @@ class SeriesSelector:
 
     def find_series(self, input_dir: str | os.PathLike) -> list[tuple[str, str, list]]:
         """Every DICOM image series under ``input_dir`` (the folder and its sub-folders): ``(folder, series UID,
-        [(path, header), ...])``, in folder order.
+        [(path, header), ...])``, in folder order. A folder whose DICOM files hold no readable image (an SR, a
+        DICOMDIR, corrupt files) goes to :attr:`passed_over` with the reason.
 
         Raises:
             ValueError: ``input_dir`` is not a folder or holds no DICOM image (the message names it).
         """
-        from mstl_monai.transforms.io.series import _is_dicom_file, dicom_series_headers
+        from mstl_monai.transforms.io.dicom_folder import _is_dicom_file, dicom_series_headers
 
         root = str(input_dir)
         if not os.path.isdir(root):
@@ -127,7 +128,8 @@ class SeriesSelector:
                 continue
             try:
                 series = dicom_series_headers(folder)
-            except ValueError:  # DICOM files but no image (an SR, a DICOMDIR)
+            except ValueError as e:  # DICOM files but no readable image (an SR, a DICOMDIR, corrupt files)
+                self.passed_over.append((folder, "", str(e)))
                 continue
             found += [(folder, uid, items) for uid, items in series.items()]
         if not found:
@@ -140,7 +142,7 @@ class SeriesSelector:
         Raises:
             ValueError: no series matches (the message lists the series found and why each was passed over).
         """
-        self.passed_over = []
+        self.passed_over = []  # find_series adds the folders without a readable image
         by_study: dict[str, list[SelectedSeries]] = {}
         for folder, uid, items in self.find_series(input_dir):
             ds = items[0][1]
@@ -233,7 +235,9 @@ class ScanReportPipeline:
     def volume(self, series: SelectedSeries) -> Any:
         """The series as a (N, 1, H, W) stack (the bundle's loader, picking the series by its UID)."""
         old = self.loader
-        loader = type(old)(a_min=old.a_min, a_max=old.a_max, series_uid=series.series_uid, hu=old.hu)
+        loader = type(old)(
+            a_min=old.a_min, a_max=old.a_max, series_uid=series.series_uid, hu=old.hu, allow_non_ct=old.allow_non_ct
+        )
         return loader(series.folder)
 
     def classify(self, stack: Any, series: SelectedSeries) -> dict[str, Any]:
@@ -261,9 +265,10 @@ class ScanReportPipeline:
                 continue
             row = self.report(result)
             pos = self.writer.class_names[self.writer.positive_class]
+            ci = "not available" if row["ci_low"] is None else f"{row['ci_low']:.3f}, {row['ci_high']:.3f}"
             print(
                 f"{series.folder} [{series.selection}: {series.n_images} images, series {series.series_uid}]: "
-                f"P({pos}) = {row['probability']:.3f} [95% CI {row['ci_low']:.3f}, {row['ci_high']:.3f}] -> "
+                f"P({pos}) = {row['probability']:.3f} [95% CI {ci}] -> "
                 f"{row['decision']} at threshold {self.writer.threshold:.4g}; "
                 f"{row['slices_used']}/{row['n_slices']} slices used",
                 flush=True,

@@ -68,7 +68,8 @@ def model_description(ckpt_path: str | os.PathLike, settings: Mapping[str, Any] 
 
     Returns:
         ``{"name", "network", "package", "version", "weights_file", "weights_sha256", "stage", "image_size",
-        "training_data", "training_data_source", "settings_source"}``. ``training_data`` is the value the
+        "training_data", "training_data_source", "settings_source", "temperature"}`` (``temperature``: the
+        calibration the finetune stored, None without one). ``training_data`` is the value the
         checkpoint's settings file records under one of :data:`TRAINING_DATA_KEYS`, else None, and
         ``training_data_source`` says which (or that it is not recorded).
 
@@ -96,4 +97,5 @@ def model_description(ckpt_path: str | os.PathLike, settings: Mapping[str, Any] 
         "training_data": training,
         "training_data_source": f"{info_path(path).name}: {key}" if key else f"not recorded in {info_path(path).name}",
         "settings_source": settings.get("settings_source"),
+        "temperature": settings.get("temperature"),
     }

@@ -122,13 +122,25 @@ def _interval_note(result: Mapping[str, Any], n_bootstrap: int | None) -> str | 
     """Why the result has no interval, or None when it has one."""
     n = int(result.get("n", result.get("slices_used", 0)) or 0)
     lo, hi = result.get("ci_low"), result.get("ci_high")
+    if lo is not None and hi is not None and float(hi) > float(lo):
+        return None
+    if result.get("ci_note"):  # the aggregation says why
+        return f"No interval: {result['ci_note']}."
     if n <= 1:
         return f"No interval: only {n} slice was classified, so there is nothing to resample."
     if n_bootstrap is not None and int(n_bootstrap) <= 0:
         return "No interval: the bootstrap over slices was turned off (n_bootstrap 0)."
-    if lo is None or hi is None or float(hi) <= float(lo):
-        return "No interval: the bootstrap over slices gave no spread (all resampled top-k means were equal)."
-    return None
+    return "No interval: the bootstrap over slices gave no spread (all resampled top-k means were equal)."
+
+
+def _calibration_text(result: Mapping[str, Any], model: Mapping[str, Any]) -> str:
+    """Whether the probability is calibrated: by a temperature the result says it applied, else not."""
+    if result.get("temperature") is not None:
+        return f"calibrated with the checkpoint's temperature T = {float(result['temperature']):.4g}"
+    stored = model.get("temperature")
+    if stored is not None:
+        return f"the network's output, not calibrated (the checkpoint's temperature T = {float(stored):.4g} is not applied)"
+    return "the network's output, not calibrated"
 
 
 def build_scan_sr(
@@ -225,7 +237,7 @@ def build_scan_sr(
         num(_local("n_used"), int(result["slices_used"]), slices_unit),
         num(_local("n_skipped"), int(result["slices_skipped"]), slices_unit),
         text("aggregation", f"{result.get('aggregation')}: mean of the top {result.get('k')} of {result.get('n')} slice "
-             "probabilities; the network's output, not calibrated"),
+             f"probabilities; {_calibration_text(result, model)}"),
     ]
     used = [s for s in result["slices"] if s.get("used")]
     findings += [image(codes.DCM.SourceImage, datasets[s["source"]]) for s in used]

@@ -19,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 class SRScanWriter(ScanWriter):
     """:class:`~mstl_monai.engines.ScanWriter` that also writes each DICOM series' answer as a DICOM Comprehensive
-    SR (:func:`~mstl_monai.deploy.write_scan_sr`) to ``<output_dir>/sr/<series folder>.dcm`` when ``write_sr``.
+    SR (:func:`~mstl_monai.deploy.write_scan_sr`) to ``<output_dir>/sr/<series folder>-<hash of its path>.dcm``
+    (named as the heat maps) when ``write_sr``.
 
     With ``write_sr=False`` it is the plain :class:`~mstl_monai.engines.ScanWriter`. A scan that has no DICOM
     series behind it (a NIfTI volume) or whose files cannot be referenced gets no SR: one line naming the scan

@@ -21,6 +21,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from mstl_monai.deploy import ScanReportPipeline, SeriesSelector
+from mstl_monai.engines.scan_inference import _safe_name
 from tests.deploy.test_sr import by_code, content_items, make_checkpoint
 from tests.scan._series import write_series
 from tests.scan.test_scan_inference import SERIES
@@ -106,7 +107,7 @@ class TestScanReportPipeline(unittest.TestCase):
         rows = pipeline.run(self.study)
         self.assertEqual(len(rows), 1)
         sr_file = Path(rows[0]["sr_file"])
-        self.assertEqual(sr_file, self.tmp / "out" / "sr" / "ct.dcm")
+        self.assertEqual(sr_file, self.tmp / "out" / "sr" / f"{_safe_name(str(self.study / 'ct'))}.dcm")  # as the heat maps
         sr = pydicom.dcmread(sr_file)
         self.assertEqual((sr.PatientID, sr.StudyInstanceUID), (self.first.PatientID, self.first.StudyInstanceUID))
         real_uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in (self.study / "ct").iterdir()}
@@ -134,7 +135,7 @@ class TestScanReportPipeline(unittest.TestCase):
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         self.assertEqual(proc.returncode, 0, proc.stdout[-2000:] + proc.stderr[-3000:])
-        self.assertIn(f"DICOM SR written to {out / 'sr' / 'ct.dcm'}", proc.stdout)
+        self.assertIn(f"DICOM SR written to {out / 'sr' / _safe_name(str(self.study / 'ct'))}.dcm", proc.stdout)
         self.assertIn("1 DICOM SR(s) written", proc.stdout)
         bad = subprocess.run(cmd[:5] + ["--input", str(self.tmp / "nowhere"), "--output_dir", str(out)], capture_output=True,
                              text=True, timeout=600, env=env)

@@ -20,6 +20,7 @@ from monai.bundle import ConfigParser
 from mstl_monai.data import dicom_series_to_nifti
 from mstl_monai.deploy import DISCLAIMER, SRScanWriter, build_scan_sr, model_description, read_source_datasets, write_scan_sr
 from mstl_monai.engines import ScanClassifier, checkpoint_info, write_checkpoint_info
+from mstl_monai.engines.scan_inference import _safe_name
 from mstl_monai.transforms import LoadCTSeries
 from tests.bundle._bundle_utils import CONFIGS, run_bundle
 from tests.scan.test_scan_inference import SERIES, slice_preprocessing, small_net
@@ -143,11 +144,12 @@ class TestScanSR(unittest.TestCase):
         items = content_items(sr)
         self.assertEqual(by_code(items, "CI-LOWER") + by_code(items, "CI-UPPER"), [])
         (note,) = by_code(items, "CI-NONE")
-        self.assertIn("No interval", note.TextValue)
+        self.assertEqual(note.TextValue, f"No interval: {res['ci_note']}.")
+        self.assertIn("n_bootstrap is 0", note.TextValue)
         (stated,) = by_code(items, "FINDING-TEXT")
         self.assertNotIn("interval", stated.TextValue)
         self.assertRegex(stated.TextValue, r"^COVID-19 (not )?suspected: P\(COVID\) = 0\.\d{3} (>|<=) decision threshold 0\.37 ")
-        one = dict(res, n=1, slices_used=1)  # a single classified slice: nothing to resample
+        one = dict(res, n=1, slices_used=1, ci_note="")  # a result without the aggregation's note: said all the same
         datasets = read_source_datasets(res)
         built = build_scan_sr(one, datasets, model_description(self.ckpt), 0.5)
         (note,) = by_code(content_items(built), "CI-NONE")
@@ -161,6 +163,19 @@ class TestScanSR(unittest.TestCase):
         sr = pydicom.dcmread(write_scan_sr(self.result, other / "sr.dcm", model, 0.5))
         (item,) = by_code(content_items(sr), "TRAINING-DATA")
         self.assertEqual(item.TextValue, "not recorded in model.pt.json")
+
+    def test_calibration_is_stated(self):
+        (agg,) = by_code(content_items(pydicom.dcmread(self.write("plain.dcm"))), "AGGREGATION")
+        self.assertTrue(agg.TextValue.endswith("the network's output, not calibrated"), agg.TextValue)
+        other = self.tmp / "calibrated"
+        other.mkdir(exist_ok=True)
+        model = model_description(make_checkpoint(other, temperature=1.7))
+        self.assertEqual(model["temperature"], 1.7)
+        (agg,) = by_code(content_items(build_scan_sr(self.result, read_source_datasets(self.result), model, 0.5)), "AGGREGATION")
+        self.assertIn("not calibrated (the checkpoint's temperature T = 1.7 is not applied)", agg.TextValue)
+        applied = build_scan_sr(dict(self.result, temperature=1.7), read_source_datasets(self.result), model, 0.5)
+        (agg,) = by_code(content_items(applied), "AGGREGATION")
+        self.assertIn("calibrated with the checkpoint's temperature T = 1.7", agg.TextValue)
 
     def test_nifti_result_is_refused_with_its_name(self):
         with self.assertRaisesRegex(ValueError, r"scan\.nii\.gz.*needs a DICOM series"):
@@ -199,10 +214,10 @@ class TestInferenceScanWriteSR(unittest.TestCase):
         overrides = {"ckpt_path": str(self.ckpt), "input": [str(folder), str(nii)], "output_dir": str(out),
                      "write_sr": True, "n_bootstrap": 200, "batch_size": 8}
         proc = run_bundle("run", ["inference_scan.yaml"], overrides, timeout=900)
-        sr_file = out / "sr" / "lung-pet-ct-dx-A0002.dcm"
+        sr_file = out / "sr" / f"{_safe_name(str(folder))}.dcm"  # lung-pet-ct-dx-A0002-<hash of the path>.dcm
         self.assertIn(f"DICOM SR written to {sr_file}", proc.stdout)
         self.assertIn(f"{nii}: no DICOM SR: CT scan {str(nii)!r} is a nifti input", proc.stdout)
-        self.assertEqual(sorted(p.name for p in (out / "sr").iterdir()), ["lung-pet-ct-dx-A0002.dcm"])
+        self.assertEqual(sorted(p.name for p in (out / "sr").iterdir()), [sr_file.name])
         sr = pydicom.dcmread(sr_file)
         first = pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True)
         self.assertEqual((sr.PatientID, sr.StudyInstanceUID), (first.PatientID, first.StudyInstanceUID))
