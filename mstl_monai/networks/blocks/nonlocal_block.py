@@ -114,7 +114,9 @@ class NonLocalBlock(nn.Module):
         Returns:
             tensor of the same shape as ``x``.
         """
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+        # the check is skipped under torch.jit.trace (TorchScript and ONNX export): there the shape is a traced
+        # tensor, its comparison would be frozen as a constant (TracerWarning), and the traced input passed it anyway
+        if not torch.jit.is_tracing() and (x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels):
             raise ValueError(
                 f"NonLocalBlock expects input (B, {self.in_channels}, {', '.join(['*'] * self.spatial_dims)}), "
                 f"got shape {tuple(x.shape)}."

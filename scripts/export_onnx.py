@@ -1,0 +1,76 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Export a classifier checkpoint to ONNX (dynamic batch) and check onnxruntime against PyTorch on real slices.
+
+The network and input size come from the checkpoint's ``model.pt.json``; ``<output>.json`` gets its settings
+(class names, decision threshold, preprocessing). The check runs the first ``--check-slices`` slices of the
+COVID19-CT test split (half COVID, half not; preprocessed as the bundle does) through both, on the CPU, and
+prints the largest absolute differences of the logits and probabilities; it exits 1 when the logits differ by
+more than ``--tolerance``.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/export_onnx.py --ckpt runs/.../models/model.pt --output model.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "covid-ct"
+
+
+def test_slice_paths(covid_ct: str | os.PathLike, n: int) -> list[str]:
+    """The first ``n`` images of the COVID19-CT test split, half COVID and half non-COVID (split-file order)."""
+    from mstl_monai.data import covid_ct_datalist
+
+    rows = covid_ct_datalist(covid_ct, "test")
+    covid = [r["image"] for r in rows if r["label"] == 1][: n // 2]
+    other = [r["image"] for r in rows if r["label"] == 0][: n - len(covid)]
+    return covid + other
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ckpt", required=True, help="classifier checkpoint (model.pt with its model.pt.json)")
+    ap.add_argument("--output", required=True, help="the .onnx file to write")
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="COVID19-CT folder for the check (default: %(default)s)")
+    ap.add_argument("--check-slices", type=int, default=32, help="test slices for the check (0: no check)")
+    ap.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |logit difference|")
+    ap.add_argument("--opset", type=int, default=17)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.path.insert(0, str(REPO))
+
+    import torch
+
+    from mstl_monai.deploy import OnnxClassifier, export_checkpoint_onnx, load_slices, max_abs_diff
+    from mstl_monai.engines import checkpoint_network, checkpoint_settings, load_classifier_weights
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    try:
+        path = export_checkpoint_onnx(args.ckpt, args.output, opset=args.opset)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"export_onnx: {e}", file=sys.stderr)
+        return 2
+    s = checkpoint_settings(args.ckpt)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) and {path}.json: {s['backbone']} n_attn={s['n_attn']}, "
+          f"input (batch, {s['in_channels']}, {s['image_size']}, {s['image_size']}), opset {args.opset}")
+    if args.check_slices <= 0:
+        return 0
+    net = checkpoint_network(args.ckpt, s["backbone"], s["n_attn"], n_input_channels=s["in_channels"], num_classes=s["num_classes"],
+                             img_size=s["image_size"], num_layers=s.get("num_layers"), patch_size=s.get("patch_size"))
+    net = load_classifier_weights(net, args.ckpt)
+    x = load_slices(test_slice_paths(args.data, args.check_slices), s["image_size"], s["resize_size"], s.get("normalize"))
+    diff = max_abs_diff(net, OnnxClassifier(path), x)
+    ok = diff["logits"] <= args.tolerance
+    print(f"onnxruntime vs PyTorch (CPU, float32) on {diff['n']} COVID19-CT test slices: max |logit diff| "
+          f"{diff['logits']:.2e}, max |probability diff| {diff['probabilities']:.2e}, argmax agrees: {diff['argmax_agree']} "
+          f"-> {'OK' if ok else 'FAILED'} (tolerance {args.tolerance:g})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""DICOM SR of a scan's answer: on the real series, read back with pydicom/highdicom, validated by highdicom and
+(where Debian's dicom3tools is installed) dciodvfy; and ``configs/inference_scan.yaml --write_sr true``."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import unittest
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import torch
+from monai.bundle import ConfigParser
+
+from mstl_monai.data import dicom_series_to_nifti
+from mstl_monai.deploy import DISCLAIMER, SRScanWriter, build_scan_sr, model_description, read_source_datasets, write_scan_sr
+from mstl_monai.engines import ScanClassifier, checkpoint_info, write_checkpoint_info
+from mstl_monai.engines.scan_inference import _safe_name
+from mstl_monai.transforms import LoadCTSeries
+from tests.bundle._bundle_utils import CONFIGS, run_bundle
+from tests.scan.test_scan_inference import SERIES, slice_preprocessing, small_net
+from tests.utils import DATA_ROOT, require_real_data
+
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+
+
+def make_checkpoint(folder: Path, threshold: float | None = 0.37, **extra) -> Path:
+    """A small ResNet-18 classifier checkpoint with its settings file, as the training stages write them."""
+    ckpt = folder / "model.pt"
+    torch.save(small_net().state_dict(), ckpt)
+    info = checkpoint_info("resnet18", 0, 1, 2, image_size=32, resize_size=36, class_names=["non-COVID", "COVID"], stage="finetune")
+    write_checkpoint_info(ckpt, info, decision_threshold=threshold, **extra)
+    return ckpt
+
+
+def content_items(ds) -> list:
+    """Every content item of an SR, depth first, with its parent's concept name value."""
+    out = []
+
+    def walk(items, parent):
+        for item in items:
+            out.append((parent, item))
+            if "ContentSequence" in item:
+                walk(item.ContentSequence, item.ConceptNameCodeSequence[0].CodeValue)
+
+    walk(ds.ContentSequence, ds.ConceptNameCodeSequence[0].CodeValue)
+    return out
+
+
+def by_code(items, code: str) -> list:
+    return [it for _, it in items if "ConceptNameCodeSequence" in it and it.ConceptNameCodeSequence[0].CodeValue == code]
+
+
+class TestScanSR(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp(prefix="mstl-sr-"))
+        if not (DATA_ROOT / SERIES).is_dir():
+            return
+        cls.folder = DATA_ROOT / SERIES
+        cls.ckpt = make_checkpoint(cls.tmp, training_data="COVID19-CT train split (test fixture)")
+        cls.stack = LoadCTSeries()(cls.folder)
+        cls.result = ScanClassifier(small_net(), slice_preprocessing(), n_top=3, n_bootstrap=200)(cls.stack)
+        cls.inputs = {str(p): pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(cls.folder.glob("*.dcm"))}
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        require_real_data(self)
+
+    def write(self, name: str = "sr.dcm", result=None, **kwargs) -> Path:
+        model = model_description(self.ckpt)
+        return write_scan_sr(result or self.result, self.tmp / name, model, threshold={"value": 0.37, "source": "checkpoint"}, **kwargs)
+
+    def test_reads_back_with_patient_study_and_new_uids(self):
+        path = self.write(n_bootstrap=200)
+        sr = pydicom.dcmread(path)
+        first = next(iter(self.inputs.values()))
+        self.assertEqual((sr.Modality, sr.SOPClassUID), ("SR", COMPREHENSIVE_SR))
+        for key in ("PatientID", "PatientName", "PatientSex", "StudyInstanceUID", "StudyDate"):
+            self.assertEqual(str(sr.get(key)), str(first.get(key)), key)
+        in_uids = {str(ds.SOPInstanceUID) for ds in self.inputs.values()}
+        self.assertNotEqual(sr.SeriesInstanceUID, first.SeriesInstanceUID)
+        self.assertNotIn(str(sr.SOPInstanceUID), in_uids)
+        self.assertIn("NOT FOR DIAGNOSTIC USE", sr.SeriesDescription)
+        again = hd.sr.srread(path)  # highdicom parses the content tree back (and checks it)
+        self.assertIsInstance(again, hd.sr.ComprehensiveSR)
+
+    def test_references_existing_instances(self):
+        sr = pydicom.dcmread(self.write())
+        items = content_items(sr)
+        refs = [str(it.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for _, it in items if it.ValueType == "IMAGE"]
+        uid_of = {p: str(ds.SOPInstanceUID) for p, ds in self.inputs.items()}
+        used = [uid_of[s["source"]] for s in self.result["slices"] if s["used"]]
+        top = [uid_of[t["source"]] for t in self.result["top_slices"]]
+        source_images = [str(it.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for it in by_code(items, "121324")]
+        self.assertEqual(source_images, used)  # every used slice, in order
+        best = [(p, it) for p, it in items if it.ValueType == "IMAGE" and it.ConceptNameCodeSequence[0].CodeValue == "121080"]
+        self.assertEqual([str(it.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for _, it in best], top)
+        self.assertTrue(all(it.RelationshipType == "INFERRED FROM" for _, it in best))
+        self.assertTrue(set(refs) <= set(uid_of.values()))
+        evidence = {
+            str(i.ReferencedSOPInstanceUID)
+            for s in sr.CurrentRequestedProcedureEvidenceSequence
+            for se in s.ReferencedSeriesSequence
+            for i in se.ReferencedSOPSequence
+        }
+        self.assertEqual(evidence, set(used) | set(top))
+
+    def test_finding_probability_interval_model(self):
+        sr = pydicom.dcmread(self.write(n_bootstrap=200))
+        items = content_items(sr)
+        (finding,) = by_code(items, "121071")
+        want = "COVID19-SUSP" if self.result["probability"] > 0.37 else "COVID19-NOTSUSP"
+        self.assertEqual(finding.ConceptCodeSequence[0].CodeValue, want)
+        (prob,) = by_code(items, "122157")
+        self.assertAlmostEqual(float(prob.MeasuredValueSequence[0].NumericValue), self.result["probability"], places=6)
+        (lo,), (hi,) = by_code(items, "CI-LOWER"), by_code(items, "CI-UPPER")
+        self.assertAlmostEqual(float(lo.MeasuredValueSequence[0].NumericValue), self.result["ci_low"], places=6)
+        self.assertAlmostEqual(float(hi.MeasuredValueSequence[0].NumericValue), self.result["ci_high"], places=6)
+        (thr,) = by_code(items, "122411")
+        self.assertEqual(float(thr.MeasuredValueSequence[0].NumericValue), 0.37)
+        (used,) = by_code(items, "N-USED")
+        self.assertEqual(int(used.MeasuredValueSequence[0].NumericValue), self.result["slices_used"])
+        text = {it.ConceptNameCodeSequence[0].CodeValue: it.TextValue for _, it in items if it.ValueType == "TEXT"}
+        self.assertEqual(text["WEIGHTS-SHA256"].split()[0], hashlib.sha256(self.ckpt.read_bytes()).hexdigest())
+        self.assertEqual(text["TRAINING-DATA"], "COVID19-CT train split (test fixture)")
+        self.assertIn("mstl-monai", text["111003"])  # Algorithm Version
+        self.assertIn("resnet18", text["111001"])  # Algorithm Name
+        self.assertEqual(text["DISCLAIMER"], DISCLAIMER)
+        self.assertEqual(text["THR-SOURCE"], "the checkpoint's, chosen on its validation split")
+        self.assertNotIn("CI-NONE", text)
+
+    def test_no_interval_is_said_not_invented(self):
+        res = ScanClassifier(small_net(), slice_preprocessing(), n_top=1, n_bootstrap=0)(self.stack)
+        sr = pydicom.dcmread(self.write("no_ci.dcm", result=res, n_bootstrap=0))
+        items = content_items(sr)
+        self.assertEqual(by_code(items, "CI-LOWER") + by_code(items, "CI-UPPER"), [])
+        (note,) = by_code(items, "CI-NONE")
+        self.assertEqual(note.TextValue, f"No interval: {res['ci_note']}.")
+        self.assertIn("n_bootstrap is 0", note.TextValue)
+        (stated,) = by_code(items, "FINDING-TEXT")
+        self.assertNotIn("interval", stated.TextValue)
+        self.assertRegex(stated.TextValue, r"^COVID-19 (not )?suspected: P\(COVID\) = 0\.\d{3} (>|<=) decision threshold 0\.37 ")
+        one = dict(res, n=1, slices_used=1, ci_note="")  # a result without the aggregation's note: said all the same
+        datasets = read_source_datasets(res)
+        built = build_scan_sr(one, datasets, model_description(self.ckpt), 0.5)
+        (note,) = by_code(content_items(built), "CI-NONE")
+        self.assertIn("only 1 slice", note.TextValue)
+
+    def test_training_data_not_recorded(self):
+        other = self.tmp / "plain"
+        other.mkdir(exist_ok=True)
+        model = model_description(make_checkpoint(other))
+        self.assertIsNone(model["training_data"])
+        sr = pydicom.dcmread(write_scan_sr(self.result, other / "sr.dcm", model, 0.5))
+        (item,) = by_code(content_items(sr), "TRAINING-DATA")
+        self.assertEqual(item.TextValue, "not recorded in model.pt.json")
+
+    def test_calibration_is_stated(self):
+        (agg,) = by_code(content_items(pydicom.dcmread(self.write("plain.dcm"))), "AGGREGATION")
+        self.assertTrue(agg.TextValue.endswith("the network's output, not calibrated"), agg.TextValue)
+        other = self.tmp / "calibrated"
+        other.mkdir(exist_ok=True)
+        model = model_description(make_checkpoint(other, temperature=1.7))
+        self.assertEqual(model["temperature"], 1.7)
+        (agg,) = by_code(content_items(build_scan_sr(self.result, read_source_datasets(self.result), model, 0.5)), "AGGREGATION")
+        self.assertIn("not calibrated (the checkpoint's temperature T = 1.7 is not applied)", agg.TextValue)
+        applied = build_scan_sr(dict(self.result, temperature=1.7), read_source_datasets(self.result), model, 0.5)
+        (agg,) = by_code(content_items(applied), "AGGREGATION")
+        self.assertIn("calibrated with the checkpoint's temperature T = 1.7", agg.TextValue)
+
+    def test_nifti_result_is_refused_with_its_name(self):
+        with self.assertRaisesRegex(ValueError, r"scan\.nii\.gz.*needs a DICOM series"):
+            read_source_datasets(dict(self.result, scan="scan.nii.gz", source_format="nifti"))
+
+    @unittest.skipUnless(shutil.which("dciodvfy"), "dciodvfy (Debian's dicom3tools) is not installed")
+    def test_dciodvfy_finds_no_error(self):
+        proc = subprocess.run(["dciodvfy", str(self.write("v.dcm"))], capture_output=True, text=True, timeout=120)
+        out = proc.stdout + proc.stderr
+        self.assertIn("ComprehensiveSR", out)
+        errors = [line for line in out.splitlines() if line.startswith("Error")]
+        self.assertEqual(errors, [], out)
+
+
+class TestInferenceScanWriteSR(unittest.TestCase):
+    """``configs/inference_scan.yaml --write_sr true`` on the real series and a NIfTI volume."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="mstl-sr-bundle-"))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.ckpt = make_checkpoint(self.tmp)
+
+    def test_default_writes_no_sr(self):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "inference_scan.yaml"))
+        parser.update({"bundle_root": str(self.tmp), "ckpt_path": str(self.ckpt), "device": "cpu"})
+        parser.parse()
+        writer = parser.get_parsed_content("writer")
+        self.assertIsInstance(writer, SRScanWriter)
+        self.assertFalse(writer.write_sr)
+
+    def test_bundle_writes_sr_per_series(self):
+        folder = require_real_data(self) / SERIES
+        nii = dicom_series_to_nifti(folder, self.tmp / "a0002.nii.gz")
+        out = self.tmp / "out"
+        overrides = {"ckpt_path": str(self.ckpt), "input": [str(folder), str(nii)], "output_dir": str(out),
+                     "write_sr": True, "n_bootstrap": 200, "batch_size": 8}
+        proc = run_bundle("run", ["inference_scan.yaml"], overrides, timeout=900)
+        sr_file = out / "sr" / f"{_safe_name(str(folder))}.dcm"  # lung-pet-ct-dx-A0002-<hash of the path>.dcm
+        self.assertIn(f"DICOM SR written to {sr_file}", proc.stdout)
+        self.assertIn(f"{nii}: no DICOM SR: CT scan {str(nii)!r} is a nifti input", proc.stdout)
+        self.assertEqual(sorted(p.name for p in (out / "sr").iterdir()), [sr_file.name])
+        sr = pydicom.dcmread(sr_file)
+        first = pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True)
+        self.assertEqual((sr.PatientID, sr.StudyInstanceUID), (first.PatientID, first.StudyInstanceUID))
+        (thr,) = by_code(content_items(sr), "122411")
+        self.assertEqual(float(thr.MeasuredValueSequence[0].NumericValue), 0.37)  # the checkpoint's threshold
+
+
+if __name__ == "__main__":
+    unittest.main()
