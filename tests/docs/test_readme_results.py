@@ -4,7 +4,7 @@ README's headline table quotes those results.
 Regenerating the results block (``scripts/make_tables.py --results_doc``) and the label-fraction block
 (``scripts/label_fraction_plot.py --results_doc``) from ``results/cpu_scale`` must leave docs/RESULTS.md unchanged: a
 block edited by hand, or left behind after new results were published, fails here. The README's "Does the transfer
-help?" table and its copy in RESULTS.md must show the seed means of the Seeds table
+help?" table and its copies in RESULTS.md and bundle/docs/README.md must show the seed means of the Seeds table
 (``seeds.csv``) and the ‡ gains of Table 2/4 and of the Finetune settings table (``table2.csv``, ``recipes.csv``).
 """
 
@@ -19,7 +19,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from tests.docs._readme import README, RESULTS_DOC, markdown_table
+from tests.docs._readme import BUNDLE_DOCS, README, RESULTS_DOC, markdown_table
 from tests.utils import REPO_ROOT
 
 RESULTS = REPO_ROOT / "results" / "cpu_scale"
@@ -87,6 +87,7 @@ class TestReadmeResults(unittest.TestCase):
         section = RESULTS_DOC.read_text().split("## Transfer vs no transfer", 1)[1]
         in_results = markdown_table(section, "")
         self.assertEqual(readme, in_results, "the README's headline table and docs/RESULTS.md's differ")
+        self.assertEqual(readme, markdown_table(BUNDLE_DOCS, "## Results"), "bundle/docs/README.md's results table differs")
         self.assertEqual([r["finetune recipe"] for r in readme], list(ROWS))
         for row in readme:
             transfer, none, (name, match, column) = ROWS[row["finetune recipe"]]
