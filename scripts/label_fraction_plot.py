@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Label-fraction study (issue 15): test AUC against the share of COVID19-CT training labels, no transfer vs transfer.
+"""Label-fraction study: test AUC against the share of COVID19-CT training labels, no transfer vs transfer.
 
 Reads the published results of the label-fraction chains of ``configs/cpu_scale.yaml`` (``<chain>_lf10``, ``_lf25``,
 ``_lf50``; 100 % is the chain itself) and, where they ran, the other seeds of each chain's cell (same settings in
@@ -19,7 +19,7 @@ A fraction whose chain has not run yet is listed as missing (never interpolated)
 
     python scripts/label_fraction_plot.py                       # results/cpu_scale, R-18 scratch vs STL-N->STL-M->SSTL-M
     python scripts/label_fraction_plot.py --results results/cpu_scale --arms r18_base_scratch r18_base_stln_stlm_sstl_ours
-    python scripts/label_fraction_plot.py --readme README.md    # also the table between the README's markers
+    python scripts/label_fraction_plot.py --results_doc docs/RESULTS.md   # also the table between its markers
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default="results/cpu_scale")
     p.add_argument("--arms", nargs=2, default=["r18_base_scratch", "r18_base_stln_stlm_sstl_ours"],
                    metavar=("NO_TRANSFER", "TRANSFER"))
-    p.add_argument("--readme", default=None, help=f"also put the table between {README_START} and {README_END} there")
+    p.add_argument("--results_doc", "--readme", dest="results_doc", default=None,
+                   help=f"also put the table between {README_START} and {README_END} in this Markdown file "
+                   "(docs/RESULTS.md; --readme: the option's former name)")
     args = p.parse_args(argv)
     results = Path(args.results)
     labels = {args.arms[0]: "no transfer", args.arms[1]: "transfer"}
@@ -123,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_write(results / "label_fraction.md") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))
-    if args.readme:
-        splice_block(args.readme, "\n".join(md) + "\n", README_START, README_END)
+    if args.results_doc:
+        splice_block(args.results_doc, "\n".join(md) + "\n", README_START, README_END)
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

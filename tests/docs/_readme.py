@@ -1,4 +1,5 @@
-"""Helpers for the README-commands tests: the README's code blocks, a small real-data root, a stand-in checkpoint."""
+"""Helpers for the documentation tests: the code blocks and tables of the README and docs/, a small real-data root, a
+stand-in checkpoint."""
 
 from __future__ import annotations
 
@@ -14,19 +15,53 @@ from tests.utils import DATA_ROOT, REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 BUNDLE_DOCS = REPO_ROOT / "bundle" / "docs" / "README.md"
+DOCS = REPO_ROOT / "docs"
+USAGE, RESULTS_DOC, LABEL_DOC, PIPELINE_DOC = (DOCS / f"{n}.md" for n in ("USAGE", "RESULTS", "MONAI_LABEL", "PIPELINE"))
 #: the main job's finetuned model, as the README names it (relative to the repository root)
 MAIN_JOB_CKPT = "runs/cpu_scale/resnet18_attn5/stl_m/sstl_m-ours/finetune/models/model.pt"
 
 
-def bash_blocks(path: Path, heading: str) -> list[str]:
-    """The ```bash blocks of the section of ``path`` that starts at ``heading`` (up to the next heading of its level)."""
+def section(path: Path, heading: str) -> str:
+    """The text of the section of ``path`` whose heading line starts with ``heading`` (up to the next heading of its
+    level or above, outside code blocks)."""
     text = path.read_text()
-    if heading not in text:
+    found = re.search(rf"^{re.escape(heading)}.*$", text, flags=re.M)
+    if found is None:
         raise AssertionError(f"{path.name} has no section {heading!r}")
-    level = heading.split(" ", 1)[0]
-    section = text.split(heading, 1)[1]
-    section = re.split(rf"^{re.escape(level)} ", section, maxsplit=1, flags=re.M)[0]
-    return re.findall(r"```bash\n(.*?)```", section, re.S)
+    level = len(heading.split(" ", 1)[0])
+    body, fenced = [], False
+    for line in text[found.end() :].splitlines(keepends=True):
+        fenced ^= line.startswith("```")
+        if not fenced and re.match(rf"#{{1,{level}}} ", line):
+            break
+        body.append(line)
+    return "".join(body)
+
+
+def code_blocks(path: Path, heading: str, lang: str = "bash") -> list[str]:
+    """The ```{lang} blocks of the section of ``path`` that starts at ``heading``."""
+    return re.findall(rf"```{lang}\n(.*?)```", section(path, heading), re.S)
+
+
+def bash_blocks(path: Path, heading: str) -> list[str]:
+    """The ```bash blocks of the section of ``path`` that starts at ``heading``."""
+    return code_blocks(path, heading, "bash")
+
+
+def markdown_table(source: Path | str, heading: str) -> list[dict[str, str]]:
+    """The rows of the first Markdown table in the section of ``source`` (a file) that starts at ``heading``, or of
+    the text ``source`` (``heading`` ignored), as ``{column: cell}``."""
+    text = section(source, heading) if isinstance(source, Path) else source
+    lines = text.splitlines()
+    is_rule = [ln.startswith("|") and set(ln) <= set("|-: ") for ln in lines]
+    start = next((i for i in range(len(lines) - 1) if lines[i].startswith("|") and is_rule[i + 1]), None)
+    if start is None:
+        raise AssertionError(f"no Markdown table under {heading!r}")
+    end = start + 2
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    header, *rows = ([c.strip() for c in ln.strip().strip("|").split("|")] for ln in [lines[start]] + lines[start + 2 : end])
+    return [dict(zip(header, row)) for row in rows]
 
 
 def joined_lines(script: str) -> list[str]:

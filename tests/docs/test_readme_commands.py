@@ -1,16 +1,18 @@
-"""The README's bundle commands run as written (issue #12), read from the README itself.
+"""The bundle commands of the README and docs/USAGE.md run as written, read from the pages themselves.
 
-The bash block under "### As a MONAI bundle" runs from the repository root as the README says, in two parts:
+Both blocks run from the repository root as the pages say (each starts with ``cd bundle``):
 
-- after the main job (inference, evaluation, TorchScript export, whole-scan inference): the main job's checkpoint
-  (``CKPT=...``) is swapped for a small one trained here, and the output folder ``../runs`` for a temporary one;
-- the stage-by-stage training commands (STL-N, STL-M, SSTL-M, finetune, two processes) with ``configs/cpu.yaml``:
-  each command gets tiny overrides appended (one epoch at 32 px, batch 5), the data root points at a few real
-  images of each data set (``MSTL_DATA_ROOT``), and ``runs/`` at a temporary folder. Each stage starts from the
-  checkpoint the previous command wrote, so the chain of ``--pretrained`` paths is what is tested.
+- the README's "### As a MONAI bundle" block, after the main job (inference, evaluation, TorchScript export,
+  whole-scan inference): the main job's checkpoint (``CKPT=...``) is swapped for a small one trained here, and the
+  output folder ``../runs`` for a temporary one;
+- docs/USAGE.md's "## Training the stages one by one" block (STL-N, STL-M, SSTL-M, finetune, two processes) with
+  ``configs/cpu.yaml``: each command gets tiny overrides appended (one epoch at 32 px, batch 5), the data root points
+  at a few real images of each data set (``MSTL_DATA_ROOT``), and ``runs/`` at a temporary folder. Each stage starts
+  from the checkpoint the previous command wrote, so the chain of ``--pretrained`` paths is what is tested.
 
 ``bundle/docs/README.md``'s STL-N block runs the same way (its ImageNet command on the small Tiny ImageNet copy).
-The MONAI Label walkthrough is run by tests/docs/test_readme_label.py.
+The MONAI Label walkthrough is run by tests/docs/test_readme_label.py, the other commands of the pages are checked by
+tests/docs/test_doc_commands.py.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tests.docs._readme import (
     BUNDLE_DOCS,
     MAIN_JOB_CKPT,
     README,
+    USAGE,
     bash_blocks,
     joined_lines,
     mini_data_root,
@@ -53,13 +56,15 @@ def tiny(cmd: str) -> str:
     return f"{cmd} {args}"
 
 
-def bundle_block() -> tuple[str, str]:
-    """The README's bundle block in two: the commands after the main job, and the stage-by-stage ones."""
-    block = bash_blocks(README, "### As a MONAI bundle")[0]
-    if not block.startswith("cd bundle\n"):
-        raise AssertionError(f"the README's bundle block should start with `cd bundle`: {block[:80]!r}")
-    after_main, stages = re.split(r"^# the stages one by one.*\n", block, maxsplit=1, flags=re.M)
-    return after_main, stages
+def bundle_blocks() -> tuple[str, str]:
+    """The README's bundle block (the commands after the main job, from ``cd bundle`` on) and docs/USAGE.md's
+    stage-by-stage commands (without its leading ``cd bundle``)."""
+    after_main = bash_blocks(README, "### As a MONAI bundle")[0]
+    stages = bash_blocks(USAGE, "## Training the stages one by one")[0]
+    for page, block in (("the README's bundle block", after_main), ("docs/USAGE.md's stage block", stages)):
+        if not block.startswith("cd bundle\n"):
+            raise AssertionError(f"{page} should start with `cd bundle`: {block[:80]!r}")
+    return after_main, stages.split("\n", 1)[1]
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -74,7 +79,7 @@ class TestReadmeCommands(unittest.TestCase):
 
     def test_post_main_job_commands(self):
         data = require_real_data(self)
-        block = bundle_block()[0]
+        block = bundle_blocks()[0]
         self.assertIn(f"CKPT=../{MAIN_JOB_CKPT}", block)
         self.assertIn("configs/inference_scan.yaml --ckpt_path $CKPT", block)
         ckpt = stand_in_checkpoint(self.tmp, decision_threshold=0.42)
@@ -101,7 +106,7 @@ class TestReadmeCommands(unittest.TestCase):
 
     def test_stage_commands(self):
         require_real_data(self)
-        stages = joined_lines(bundle_block()[1])
+        stages = joined_lines(bundle_blocks()[1])
         self.assertEqual(len(stages), 5, stages)
         self.assertTrue(all("configs/cpu.yaml" in c for c in stages), stages)
         script = "cd bundle\n" + "\n".join(tiny(c) for c in stages)

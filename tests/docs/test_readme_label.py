@@ -1,4 +1,5 @@
-"""The README's MONAI Label walkthrough ("### Through MONAI Label") runs as written, read from the README itself.
+"""The MONAI Label walkthrough of docs/MONAI_LABEL.md ("## Walkthrough") runs as written, read from the page itself,
+and the README's MONAI Label commands are among the ones it runs.
 
 Its first bash block (``init`` on the main job's model, a datastore of two real slices, ``start``) and its REST
 calls (``curl``) run in order from the repository root, with these changes only: the main job's checkpoint is a small
@@ -7,7 +8,7 @@ port of 127.0.0.1 instead of 0.0.0.0:8000, ``.venv-label/bin/python`` is the lab
 uses the main checkout's), and ``curl`` gets ``-sS --fail-with-body -w '\\n'`` (an HTTP error fails the test; one
 answer a line).
 ``bash scripts/setup_label_env.sh`` (which made that environment) is not run again. The ``start`` command that
-``init`` prints is checked to be the README's, and ``bundle/docs/README.md``'s ``init`` runs too.
+``init`` prints is checked to be the page's, and ``bundle/docs/README.md``'s ``init`` runs too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ import unittest
 from pathlib import Path
 
 from mstl_monai.label.client import LabelClient, free_port, running_server
-from tests.docs._readme import BUNDLE_DOCS, MAIN_JOB_CKPT, README, bash_blocks, joined_lines, run_script, stand_in_checkpoint
+from tests.docs._readme import (
+    BUNDLE_DOCS,
+    LABEL_DOC,
+    MAIN_JOB_CKPT,
+    README,
+    bash_blocks,
+    joined_lines,
+    run_script,
+    stand_in_checkpoint,
+)
 from tests.utils import REPO_ROOT, require_label_python, require_real_data
 
 MODEL = "mstl_covid_classification"
@@ -44,8 +54,12 @@ class TestReadmeLabelWalkthrough(unittest.TestCase):
     def test_walkthrough(self):
         data = require_real_data(self)
         py = require_label_python(self)
-        setup, calls = bash_blocks(README, "### Through MONAI Label")[:2]
+        setup, calls = bash_blocks(LABEL_DOC, "## Walkthrough")[:2]
         cmds = joined_lines(setup)
+        # the README's short version: its commands, each one of those run here, in the same order
+        short = joined_lines(bash_blocks(README, "### Through MONAI Label")[0])
+        self.assertEqual(short, [c for c in cmds if c in short], "the README's MONAI Label commands are not the walkthrough's")
+        self.assertTrue(any("mstl_monai.label start " in c for c in short), short)
         self.assertTrue(cmds[0].startswith("bash scripts/setup_label_env.sh"), cmds[0])
         (start,) = [c for c in cmds if "-m mstl_monai.label start " in c]
         self.assertIn(f"--checkpoint {MAIN_JOB_CKPT}", " ".join(cmds))

@@ -4,13 +4,13 @@
 
 .. code-block:: bash
 
-    python scripts/make_tables.py --results results/cpu_scale [--readme README.md]
+    python scripts/make_tables.py --results results/cpu_scale [--results_doc docs/RESULTS.md]
 
 Reads ``<results>/<chain>/metrics.json`` and ``chain.json`` (written by ``mstl-pipeline``), ``predictions.csv`` and
 ``timing.json`` where present, ``leep.json`` (``scripts/leep_table.py``) and ``stl_n_<backbone>_attn<n>.json``
 (``scripts/stl_n_top1.py``, Table 1), and writes ``tables.md``, ``table*.csv``, ``roc.png`` and ``leep.png`` into
 ``results`` (:func:`write_tables`). Every number comes from those files; cells with no run say "not run". The paper's
-numbers (SPEC.md section 7, R-50/R-101 at 224 px, full recipe) stand beside ours for reference; our CPU-scale runs use
+numbers (R-50/R-101 at 224 px, full recipe) stand beside ours for reference; our CPU-scale runs use
 another backbone and recipe.
 
 * :mod:`.load`: the rows (one per chain) and the grid cells they belong to;
@@ -20,7 +20,7 @@ another backbone and recipe.
 * :mod:`.recipes`: the finetune settings (label fraction, input size, mixup, ...) beside their grid cell;
 * :mod:`.runs`: the seeds, decision threshold, SSTL-M probe and run tables;
 * :mod:`.plots`: the ROC curves and the LEEP figure (Fig. 3);
-* :mod:`.render`: all of them written, and spliced into the README.
+* :mod:`.render`: all of them written, and spliced into a Markdown page (``docs/RESULTS.md``).
 
 Chains run with several seeds (the pipeline's ``seeds:``; ``<chain>_s<k>`` for seed k) give the "Seeds" table: the
 mean over seeds with a 95% CI over test images and seeds (:func:`~mstl_monai.metrics.seed_bootstrap_metrics`), the
