@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from mstl_monai.transforms import LOBE_NAMES, LoadCTSlice, LungLobeGenerator  # noqa: E402
-from mstl_monai.transforms.lobe.functional import LUNG  # noqa: E402
+from mstl_monai.transforms.lobe.functional import LUNG, boundary_map  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"ru": "#e41a1c", "rm": "#ff7f00", "rl": "#ffd92f", "lu": "#377eb8", "ll": "#4daf4a"}
@@ -69,7 +69,7 @@ def draw(ax_img, ax_map, img: torch.Tensor, gen: LungLobeGenerator, title: str) 
         ax_img.text(x + 3, y + 3, name, color=COLOURS[name], fontsize=6, va="top", ha="left", weight="bold")
     ax_img.set_title(title + (" FALLBACK" if out.fallback else ""), fontsize=6, color="red" if out.fallback else "k")
     # boundary map of the quantised slice: gray = boundary, red = boundary pixels inside the lung class
-    labels, bmap = info["labels"][0].numpy(), info["boundary"][0].numpy()
+    labels, bmap = info["labels"][0].numpy(), boundary_map(info["labels"])[0].numpy()
     rgb = np.zeros((*bmap.shape, 3), np.float32)
     rgb[bmap] = 0.55
     rgb[bmap & (labels == LUNG)] = (1.0, 0.25, 0.25)

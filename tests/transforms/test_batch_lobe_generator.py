@@ -28,6 +28,14 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 #: per source folder, how many slices (every k-th file, so that the sizes and aspect ratios vary)
 SOURCES = (("covid-ct/CT_COVID", 10), ("covid-ct/CT_NonCOVID", 10), ("luna16/images", 6))
+#: and slices at the lung bases with stomach and bowel gas, an abdominal slice without lung, a DICOM slice on the table
+EXTRA = (
+    "luna16/images/1.3.6.1.4.1.14519.5.2.1.6279.6001.179730018513720561213088132029_slice051.png",
+    "luna16/images/1.3.6.1.4.1.14519.5.2.1.6279.6001.100953483028192176989979435275_slice026.png",
+    "luna16/images/1.3.6.1.4.1.14519.5.2.1.6279.6001.113697708991260454310623082679_slice022.png",
+    "ct-series/lung-pet-ct-dx-A0002/1-28.dcm",
+    "ct-series/lung-pet-ct-dx-A0002/1-19.dcm",
+)
 
 
 def real_batch(resize: int) -> torch.Tensor:
@@ -43,6 +51,7 @@ def real_batch(resize: int) -> torch.Tensor:
     for folder, n in SOURCES:
         found = sorted((DATA_ROOT / folder).glob("*.png"))
         files += found[:: max(1, len(found) // n)][:n]
+    files += [DATA_ROOT / name for name in EXTRA]
     return torch.stack([tf({"image": str(f)})["image"].as_tensor() for f in files])
 
 
@@ -77,6 +86,27 @@ class TestBatchLungLobeGenerator(unittest.TestCase):
             self.assertTrue(bool(out.fallback[3]))
             self.assertEqual(int(out.fallback.sum()), sum(r.fallback for r in refs))
             self.assertEqual(out.labels.tolist(), [[0, 1, 2, 3, 4]] * len(imgs))
+
+    @parameterized.expand(
+        [
+            ["trim", {"trim": 0.05}],
+            ["thin_slits", {"open_size": 3}],
+            ["multiotsu", {"method": "multiotsu"}],
+            ["fixed_threshold", {"threshold": 0.4}],
+            ["walls_as_they_are", {"open_walls": 1, "min_component_ratio": 0.0}],
+            ["larger_locate_size", {"locate_size": 160, "min_box_fraction": 0.2}],
+        ]
+    )
+    def test_same_boxes_with_options(self, _, kwargs):
+        """The locator's options: lung boxes and fallbacks identical to the per-image locator."""
+        imgs = self.batch(146).clone()
+        imgs[3] = 0.5
+        refs = [LungLobeGenerator(spatial_size=8, **kwargs).locate(im) for im in imgs]
+        for device in DEVICES:
+            boxes, fallback = BatchLungLobeGenerator(spatial_size=8, **kwargs).locate(imgs.to(device))
+            for i, (box, fell, _) in enumerate(refs):
+                self.assertEqual(boxes[i].tolist(), list(box), f"lung box of image {i} on {device} with {kwargs}")
+                self.assertEqual(bool(fallback[i]), fell, f"fallback of image {i} on {device} with {kwargs}")
 
     def test_same_boxes_with_the_same_jitter(self):
         """The per-image transform's own draws fed to the batched one: identical jittered boxes."""

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .functional import AIR, LUNG, _inside_along, _window3, boundary_map
+from .functional import BODY, LUNG, _inside_along, _window3, boundary_map
+from .select import BODY_SHARE, WALL, box_or_none, part_levels, parts_box, select_parts, threshold_bin, threshold_level
 
 __all__ = [
     "batched_content_box",
     "batched_resample",
-    "batched_threshold",
-    "batched_quantize_lung",
     "masked_binary_open",
     "connected_components",
-    "batched_filter_lung_components",
+    "batched_parts",
     "batched_lung_box_from_boundary",
     "clip_boxes",
     "batched_lobe_boxes",
@@ -88,50 +88,6 @@ def batched_resample(
     return canvas, valid, sizes
 
 
-def batched_threshold(x: torch.Tensor, valid: torch.Tensor, method: str = "otsu") -> torch.Tensor:
-    """Per-image automatic threshold of the valid pixels of a (B, H, W) canvas: (B,) float32.
-
-    ``"otsu"``: :func:`~.functional.otsu_threshold` (256 bins); ``"multiotsu"``:
-    :func:`~.functional.multiotsu_low_threshold` (64 bins). Values are clamped to [0, 1]; the histogram counts are
-    exact, so each threshold equals the per-image one.
-    """
-    if method not in ("otsu", "multiotsu"):
-        raise ValueError(f"method must be 'otsu' or 'multiotsu', got {method!r}.")
-    bins = 256 if method == "otsu" else 64
-    b = x.shape[0]
-    v = x.float().clamp(0, 1)
-    idx = (v * bins).to(torch.int64).clamp_max(bins - 1) + torch.arange(b, device=x.device)[:, None, None] * bins
-    idx = torch.where(valid, idx, b * bins)  # pixels outside the images go to one extra bin, dropped
-    hist = torch.bincount(idx.reshape(-1), minlength=b * bins + 1)[:-1].reshape(b, bins)
-    if method == "otsu":
-        hist = hist.float()
-        centres = torch.linspace(0.0, 1.0, bins + 1, device=x.device)
-        centres = (centres[:-1] + centres[1:]) * 0.5
-        w0 = torch.cumsum(hist, 1)
-        total = w0[:, -1:]
-        m0 = torch.cumsum(hist * centres, 1)
-        w1 = total - w0
-        mu0 = m0 / w0.clamp_min(1)
-        mu1 = (m0[:, -1:] - m0) / w1.clamp_min(1)
-        between = w0 * w1 * (mu0 - mu1) ** 2
-        between = torch.where((w0 > 0) & (w1 > 0), between, torch.zeros_like(between))
-        k = torch.argmax(between, 1)
-        return centres[k] + 1.0 / bins * 0.5
-    hist = hist.double()
-    width = 1.0 / bins
-    centres = width * (torch.arange(bins, device=x.device, dtype=torch.float64) + 0.5)
-    p, s = torch.cumsum(hist, 1), torch.cumsum(hist * centres, 1)
-    tot_p, tot_s = p[:, -1:, None], s[:, -1:, None]
-    w0, s0 = p[:, :, None], s[:, :, None]
-    w1, s1 = p[:, None, :] - p[:, :, None], s[:, None, :] - s[:, :, None]
-    w2, s2 = tot_p - p[:, None, :], tot_s - s[:, None, :]
-    ok = (w0 > 0) & (w1 > 0) & (w2 > 0)
-    var = s0**2 / w0.clamp_min(1e-12) + s1**2 / w1.clamp_min(1e-12) + s2**2 / w2.clamp_min(1e-12)
-    var = torch.where(ok, var, torch.full_like(var, -1.0))
-    i = torch.argmax(var.reshape(b, -1), 1) // bins
-    return (width * (i + 1).double()).float()
-
-
 def _masked_square(x: torch.Tensor, valid: torch.Tensor, op, neutral: int, size: int) -> torch.Tensor:
     """``op`` over a ``size`` square of a (B, H, W) tensor, clipped at each image's part of the canvas."""
     out = x.clone()
@@ -153,19 +109,6 @@ def masked_binary_open(mask: torch.Tensor, valid: torch.Tensor, size: int) -> to
     m = _masked_square(m, valid, torch.minimum, 1, size)
     m = _masked_square(m, valid, torch.maximum, 0, size)
     return m.bool() & valid
-
-
-def batched_quantize_lung(
-    x: torch.Tensor, valid: torch.Tensor, threshold: torch.Tensor, open_walls: int = 1
-) -> torch.Tensor:
-    """:func:`~.functional.quantize_lung` of the images of a (B, H, W) canvas, with a (B,) threshold: uint8 labels
-    (``AIR`` outside each image's part)."""
-    bright = (x > threshold.to(x.dtype)[:, None, None]) & valid
-    walls = bright if open_walls <= 1 else masked_binary_open(bright, valid, open_walls)
-    inside = _inside_along(walls, -1) & _inside_along(walls, -2)
-    labels = bright.to(torch.uint8)
-    labels.masked_fill_(inside & ~bright, LUNG)
-    return labels
 
 
 def connected_components(mask: torch.Tensor, max_iter: int = 1000) -> torch.Tensor:
@@ -205,23 +148,132 @@ def connected_components(mask: torch.Tensor, max_iter: int = 1000) -> torch.Tens
     return out.reshape(shape)
 
 
-def batched_filter_lung_components(
-    labels: torch.Tensor, valid: torch.Tensor, open_size: int = 3, min_ratio: float = 0.05
-) -> torch.Tensor:
-    """:func:`~.functional.filter_lung_components` of every image of a (B, H, W) label canvas, on its device."""
-    lung = labels == LUNG
-    seeds = lung if open_size <= 1 else masked_binary_open(lung, valid, open_size)
-    comp = connected_components(lung)
-    b, hw = labels.shape[0], labels.shape[1] * labels.shape[2]
-    # a component is named by its first pixel, so component r belongs to image r // hw: per-root arrays are (B, H*W)
-    area = torch.bincount(torch.where(lung, comp, b * hw).reshape(-1), minlength=b * hw + 1)[:-1].reshape(b, hw)
-    seeded = torch.zeros(b * hw + 1, dtype=torch.bool, device=labels.device)
-    seeded[torch.where(seeds & lung, comp, b * hw).reshape(-1)] = True
-    seeded = seeded[:-1].reshape(b, hw)
-    best = torch.where(seeded, area, 0).amax(1, keepdim=True)
-    keep = seeded & (area.double() >= min_ratio * best.double())
-    drop = lung & ~keep.reshape(-1)[comp.clamp_min(0)]
-    return labels.masked_fill(drop, AIR)
+def _per_image_hist(q: torch.Tensor, mask: torch.Tensor, bins: int = 256) -> np.ndarray:
+    """(B, bins) int64 histograms (on the CPU) of the levels ``q`` of a (B, H, W) canvas where ``mask``."""
+    b = q.shape[0]
+    idx = q.to(torch.int64) + torch.arange(b, device=q.device)[:, None, None] * bins
+    idx = torch.where(mask, idx, b * bins)  # pixels outside the mask go to one extra bin, dropped
+    return torch.bincount(idx.reshape(-1), minlength=b * bins + 1)[:-1].reshape(b, bins).cpu().numpy()
+
+
+def _levels(x: torch.Tensor, valid: torch.Tensor, threshold: float | None) -> tuple[torch.Tensor, np.ndarray]:
+    """:func:`~.select.intensity_bins` of every image of a (B, H, W) canvas: (B, H, W) int64 levels (0 outside the
+    images) and, for a fixed ``threshold``, the per-image (lo, hi) range (float, (B, 2)) they were mapped from."""
+    ranges = np.zeros((x.shape[0], 2))
+    g = x
+    if threshold is not None:
+        lo = torch.where(valid, x, torch.inf).amin(dim=(1, 2))
+        hi = torch.where(valid, x, -torch.inf).amax(dim=(1, 2))
+        ranges = torch.stack([lo, hi], 1).double().cpu().numpy()
+        scale = [np.float32(1.0 / (b - a)) if b > a else np.float32(0.0) for a, b in ranges.tolist()]
+        scale = torch.tensor(np.asarray(scale, dtype=np.float32), device=x.device)
+        g = (x - lo[:, None, None]) * scale[:, None, None]
+    q = (g.clamp(0.0, 1.0) * 256.0).to(torch.int64).clamp_max(255)
+    return torch.where(valid, q, 0), ranges
+
+
+def _first_last(f: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index of the first and the last True along ``dim`` of a (B, H, W) uint8 mask (0 and n-1 for empty lines)."""
+    n = f.shape[dim]
+    return torch.argmax(f, dim), n - 1 - torch.argmax(f.flip(dim), dim)
+
+
+def batched_parts(
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    sizes: torch.Tensor,
+    threshold: float | None = None,
+    method: str = "otsu",
+    open_walls: int = 3,
+    open_size: int = 1,
+) -> tuple[list[tuple[np.ndarray, ...] | None], torch.Tensor, torch.Tensor]:
+    """:func:`~.select.find_parts` of every image of a (B, H, W) canvas whose images have the (B, 2) ``sizes`` (h, w),
+    on its device.
+
+    Returns:
+        ``(stats, parts, bright)``: per image the statistics ``(area, n_air, sum_q, n_wall, bbox, seeded, body, levels)``
+        of its parts (numpy, on the CPU, in the per-image order; ``None``: no body), the parts
+        (:func:`connected_components` of the dark pixels enclosed by the body) and the bright pixels (B, H, W).
+    """
+    b, s = x.shape[0], x.shape[1] * x.shape[2]
+    dev = x.device
+    q, ranges = _levels(x, valid, threshold)
+    hist = _per_image_hist(q, valid)
+    if threshold is None:
+        k = [threshold_bin(hi, method) for hi in hist]
+        bright = (q > torch.tensor(k, device=dev)[:, None, None]) & valid
+    else:
+        k = [threshold_level(lo, hi, threshold) for lo, hi in ranges.tolist()]
+        bright = (x > torch.tensor(threshold, dtype=x.dtype, device=dev)) & valid
+    comp = connected_components(masked_binary_open(bright, valid, open_walls))
+    area = torch.bincount(comp[comp >= 0], minlength=b * s).reshape(b, s)
+    root = torch.argmax(area, 1) + torch.arange(b, device=dev) * s  # the first of the largest (as np.argmax)
+    largest, total = area.amax(1), area.sum(1)
+    has_body = (largest > 0).cpu().numpy()
+    body = comp == root[:, None, None]
+    hs, ws = sizes[:, 0], sizes[:, 1]
+    ar = torch.arange(b, device=dev)
+    sides = (
+        body[:, 0].any(1).long()
+        + body[ar, hs - 1].any(1).long()
+        + body[:, :, 0].any(1).long()
+        + body[ar, :, ws - 1].any(1).long()
+    )
+    whole = ((largest.double() < BODY_SHARE * total.double()) | (sides > 2))[:, None, None]
+    body = torch.where(whole, comp >= 0, body)
+    inside = _inside_along(body, -1) & _inside_along(body, -2)
+    dark = inside & ~bright
+    filled = (inside | body).to(torch.uint8)
+    h_air, h_body = _per_image_hist(q, valid & ~bright & ~inside), _per_image_hist(q, bright)
+    lv = np.asarray([part_levels(h_air[i], h_body[i], hist[i]) for i in range(b)], dtype=np.int64)
+    # the distance to the body's outline along rows and columns, and how far counts as against the wall
+    h, w = x.shape[1:]
+    xf, xl = _first_last(filled, 2)
+    yf, yl = _first_last(filled, 1)
+    xs, ys = torch.arange(w, device=dev), torch.arange(h, device=dev)
+    dist = torch.minimum(xs[None, None] - xf[:, :, None], xl[:, :, None] - xs[None, None])
+    dist = torch.minimum(dist, torch.minimum(ys[None, :, None] - yf[:, None], yl[:, None] - ys[None, :, None]))
+    extent = torch.maximum(filled.amax(2).sum(1), filled.amax(1).sum(1)).cpu().numpy()
+    reach = torch.tensor([int(WALL * int(e)) for e in extent], device=dev)
+    lv_t = torch.as_tensor(lv, device=dev)
+    parts = connected_components(dark)
+    fg = parts >= 0
+    r = parts[fg]
+
+    def count(mask: torch.Tensor) -> torch.Tensor:
+        return torch.bincount(r[mask[fg]], minlength=b * s)
+
+    sum_q = torch.zeros(b * s, dtype=torch.int64, device=dev).index_add_(0, r, q[fg])
+    stats = [count(torch.ones_like(dark)), count(q <= lv_t[:, 1, None, None]), sum_q]
+    stats.append(count(dist <= reach[:, None, None]))
+    if open_size > 1:
+        stats.append(count(masked_binary_open(dark, valid, open_size)) > 0)
+    yy, xx = (ys[None, :, None].expand_as(parts)[fg], xs[None, None, :].expand_as(parts)[fg])
+    box = torch.full((4, b * s), -1, dtype=torch.int64, device=dev)
+    big = torch.iinfo(torch.int64).max
+    box[:2] = big
+    for row, v, how in ((0, xx, "amin"), (1, yy, "amin"), (2, xx + 1, "amax"), (3, yy + 1, "amax")):
+        box[row].scatter_reduce_(0, r, v, reduce=how)
+    # the body's integer moments per image
+    fx = filled.to(torch.int64)
+    cols, rows, rx = fx.sum(1), fx.sum(2), (fx * xs).sum(2)
+    moments = torch.stack(
+        [cols.sum(1), (cols * xs).sum(1), (rows * ys).sum(1), (cols * xs * xs).sum(1), (rows * ys * ys).sum(1), (rx * ys).sum(1)], 1
+    ).cpu().numpy()
+    roots = torch.unique(r)  # sorted: image by image, each in the per-image order (the first pixel's raster order)
+    table = torch.cat([torch.stack([v[roots] for v in stats[:4]]), box[:, roots]]).cpu().numpy()
+    seeded = stats[4][roots].cpu().numpy() if open_size > 1 else np.ones(len(roots), dtype=bool)
+    owner = (roots // s).cpu().numpy()
+    out: list[tuple[np.ndarray, ...] | None] = []
+    for i in range(b):
+        if not has_body[i]:
+            out.append(None)
+            continue
+        sel = owner == i
+        t = table[:, sel]
+        levels = np.array([lv[i, 0], k[i]], dtype=np.int64)
+        out.append((t[0], t[1], t[2], t[3], t[4:8].T.copy(), seeded[sel], moments[i], levels))
+    return out, parts, bright
 
 
 def batched_lung_box_from_boundary(
@@ -312,9 +364,9 @@ def batched_locate(
     threshold: float | None = None,
     locate_size: int | None = 128,
     fallback_box: Sequence[float] = (0.0, 0.0, 1.0, 1.0),
-    min_box_fraction: float = 0.2,
+    min_box_fraction: float = 0.1,
     trim: float = 0.0,
-    open_size: int = 3,
+    open_size: int = 1,
     open_walls: int = 3,
     method: str = "otsu",
     min_component_ratio: float = 0.05,
@@ -322,7 +374,8 @@ def batched_locate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The lung box of every image of a (B, C, H, W) batch, as :meth:`~.generator.LungLobeGenerator.locate` finds it
     image by image (same arguments): ``(boxes, fallback)``, (B, 4) int64 boxes (x, y, w, h) in the batch's pixels
-    and a (B,) bool, True where no lung was found and ``fallback_box`` was used."""
+    and a (B,) bool, True where no lung was found and ``fallback_box`` was used. The pixel work runs on the batch's
+    device; the small per-part tables go to the CPU for :func:`~.select.select_parts`."""
     b, c, h, w = img.shape
     gray = img.float().mean(dim=1, keepdim=True) if c > 1 else img.float()
     if ignore_padding:
@@ -331,31 +384,58 @@ def batched_locate(
         cbox = torch.tensor([[0, 0, w, h]] * b, dtype=torch.int64, device=img.device)
     canvas, valid, sizes = batched_resample(gray, cbox.tolist(), locate_size)
     x = canvas[:, 0]
-    if threshold is None:
-        t = batched_threshold(x, valid, method)
-    else:
-        t = torch.full((b,), float(threshold), dtype=torch.float32, device=img.device)
     hw = torch.tensor(sizes, dtype=torch.int64, device=img.device)
-    lung = torch.zeros((b, 4), dtype=torch.int64, device=img.device)
-    found = torch.zeros(b, dtype=torch.bool, device=img.device)
-    todo = torch.arange(b, device=img.device)
+    lung = np.zeros((b, 4), dtype=np.int64)
+    found = np.zeros(b, dtype=bool)
+    todo = np.arange(b)
     # first with the bright walls opened; the images without a lung once more with the walls as they are
     for walls in dict.fromkeys((open_walls, 1)):
-        labels = batched_quantize_lung(x[todo], valid[todo], t[todo], walls)
-        labels = batched_filter_lung_components(labels, valid[todo], open_size, min_component_ratio)
-        bmap = boundary_map(labels, single_thread=False)
-        box, ok = batched_lung_box_from_boundary(bmap, labels, hw[todo], trim, min_box_fraction)
-        lung[todo], found[todo] = box, ok
-        todo = todo[~ok]
-        if todo.numel() == 0:
+        sel = torch.as_tensor(todo, device=img.device)
+        stats, parts, bright = batched_parts(x[sel], valid[sel], hw[sel], threshold, method, walls, open_size)
+        keeps = [None if st is None else select_parts(*st, min_ratio=min_component_ratio)[0] for st in stats]
+        boxes = _boxes_of(stats, keeps, parts, bright, hw[sel], trim, min_box_fraction)
+        for i, box in zip(todo.tolist(), boxes):
+            if box is not None:
+                lung[i], found[i] = box, True
+        todo = todo[~found[todo]]
+        if todo.size == 0:
             break
     # back to the batch's pixels: the found box scaled, else the fallback box, inside the content box
+    lung_t = torch.as_tensor(lung, device=img.device)
+    found_t = torch.as_tensor(found, device=img.device)
     cx, cy, cw, ch = (cbox[:, i].double() for i in range(4))
     sy, sx = ch / hw[:, 0].double(), cw / hw[:, 1].double()
-    lx, ly, lw, lh = (lung[:, i].double() for i in range(4))
+    lx, ly, lw, lh = (lung_t[:, i].double() for i in range(4))
     scaled = clip_boxes(lx * sx, ly * sy, lw * sx, lh * sy, cw, ch)
     fx, fy, fw, fh = (float(v) for v in fallback_box)
     fall = clip_boxes(fx * cw, fy * ch, fw * cw, fh * ch, cw, ch)
-    out = torch.where(found[:, None], scaled, fall)
+    out = torch.where(found_t[:, None], scaled, fall)
     out[:, :2] += cbox[:, :2]
-    return out, ~found
+    return out, ~found_t
+
+
+def _boxes_of(stats, keeps, parts, bright, hw, trim, min_box_fraction) -> list[tuple[int, int, int, int] | None]:
+    """The lung box of every image (``None``: no lung) from its kept parts, as the per-image locator takes it."""
+    sizes = hw.tolist()
+    if trim == 0.0:
+        return [
+            None if st is None else parts_box(st[4], k, hs, ws, min_box_fraction)
+            for st, k, (hs, ws) in zip(stats, keeps, sizes)
+        ]
+    # with a trim: the boundary map of the labels with the kept parts as the lung class
+    s = parts.shape[1] * parts.shape[2]
+    roots = torch.unique(parts[parts >= 0]).cpu().numpy()
+    owner = roots // s
+    kept = np.zeros(len(roots), dtype=bool)
+    for i, k in enumerate(keeps):
+        if k is not None:
+            kept[owner == i] = k
+    lut = torch.zeros(parts.numel() + 1, dtype=torch.bool, device=parts.device)
+    lut[torch.as_tensor(roots[kept], device=parts.device)] = True
+    labels = bright.to(torch.uint8) * BODY
+    labels.masked_fill_(lut[parts], LUNG)  # -1 (no part) reads the last entry, False
+    box, ok = batched_lung_box_from_boundary(boundary_map(labels, single_thread=False), labels, hw, trim, 0.0, 1)
+    return [
+        box_or_none(tuple(bx), hs, ws, min_box_fraction) if good and st is not None else None
+        for bx, good, st, (hs, ws) in zip(box.tolist(), ok.tolist(), stats, sizes)
+    ]

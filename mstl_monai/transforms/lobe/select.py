@@ -1,0 +1,401 @@
+# Copyright (c) mstl-monai contributors
+# Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
+"""Which dark parts of a slice are lung: the lung locator's core, shared by the per-image and the batched locator.
+
+A slice resampled to the locator's size is split into dark parts enclosed by the body (:func:`find_parts`, numpy and
+scipy on the CPU); every part is described by integer statistics (area, pixels at the air level, bounding box) and
+the body by its integer moments; :func:`select_parts` decides from these numbers alone which parts are lung. The
+batched locator (:mod:`.batched`) computes the same integers with tensor ops on its device and calls the same
+:func:`select_parts`, so both find the same lung box. What is rejected, and why:
+
+- dark areas outside the body (between the body and the CT table, lines of text): a lung part must lie between
+  pixels of the body (the largest bright part, its thin structures opened away) along its row and its column;
+- gas pockets in the abdomen (stomach, bowel): their core is air (at the level of the air outside the body),
+  while lung tissue is denser; a part with many pixels at the air level is gas, unless it is large or one of a
+  mirrored pair of sizeable parts (both lungs dark: emphysema, a dark window);
+- parts away from the lungs: the largest lung-like part, its mirror partner across the body's axis (the paired
+  left/right lung) and big parts are the lungs; other parts count only inside (or next to) their extent or against
+  the body wall (the thin lung tips at the bases), so a bubble of bowel gas within the abdomen in front of the lung
+  bases does not stretch the box;
+- fat and soft tissue just below the threshold (locally equalised images): a lung part is as dark as the lungs;
+- specks: parts smaller than ``min_ratio`` of the largest lung part, and slices whose largest lung part is tiny.
+
+:func:`select_series` adds the neighbouring slices of a series: a part counts when it continues the lung of the
+slice next to it (towards the slice with the most lung).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["Parts", "intensity_bins", "threshold_bin", "threshold_level", "part_levels", "find_parts", "select_parts", "parts_box", "select_series"]
+
+#: 8-connectivity
+_S8 = np.ones((3, 3), dtype=bool)
+#: a pixel is at the air level when it is at most this share of the body-air contrast above the outside air
+GAS_LEVEL = 0.05
+#: a part with at least this share of its pixels at the air level is gas-like
+GAS_SHARE = 0.35
+#: ... unless it covers at least this share of the body (a dark lung)
+LARGE_SHARE = 0.15
+#: ... or it is one of a mirrored pair of gas-like parts, each at least this share of the body, sizes within 1 : 1/ratio
+PAIR_SHARE, PAIR_RATIO = 0.02, 0.3
+#: a part below :data:`BIG_SHARE` of the body is as dark as the lungs: its mean level at most this share of the way
+#: from the outside air to the threshold above the largest candidate part's (fat and soft tissue just below the
+#: threshold, e.g. in locally equalised images, are not lung)
+DARK_DELTA = 0.25
+#: the air-level test is used only where the outside air is uniform: its 90th percentile at most this share of the
+#: body-air contrast above its median (locally equalised images, e.g. CLAHE, stretch the lungs down to the air level)
+AIR_SPREAD = 0.15
+#: the body is the largest bright part when it holds at least this share of the bright pixels (after the opening)
+#: and touches at most two sides of the image; else (a body in pieces, e.g. a soft-tissue window where only vessels
+#: and bone are bright, or a picture cut inside the body, where the rest of the chest wall lies in other parts) all
+#: bright parts are
+BODY_SHARE = 0.85
+#: the largest lung-like part must cover at least this share of the body, else the slice has no lung
+MIN_MAIN = 0.004
+#: parts at least this share of the largest lung part and of the body are lungs wherever they lie
+BIG_RATIO, BIG_SHARE = 0.5, 0.02
+#: a part lies against the body wall when it comes within this share of the body's longer extent of the body's
+#: outline along its row or column (the thin lung tips at the bases; gas pockets lie within the abdomen)
+WALL = 0.09
+#: margin of the lungs' extent (and half of it around a mirrored part), as a share of the body's length
+MARGIN = 0.1
+
+
+class Parts(NamedTuple):
+    """The dark parts enclosed by the body in a resampled slice (:func:`find_parts`).
+
+    Attributes:
+        labels: (H, W) int32, part ``i`` (0-based) is ``labels == i + 1``, 0 elsewhere.
+        bright: (H, W) bool, the body class (pixels above the threshold).
+        area: (n,) pixels per part.
+        n_air: (n,) pixels per part at the air level.
+        sum_q: (n,) sum of the levels of each part's pixels.
+        n_wall: (n,) pixels per part against the body wall (:data:`WALL`).
+        bbox: (n, 4) ``x0, y0, x1, y1`` (end exclusive).
+        seeded: (n,) bool, the part survives the opening with ``open_size`` (all True without one).
+        body: (6,) the body's integer moments ``n, sum x, sum y, sum x^2, sum y^2, sum xy``.
+        levels: (2,) the outside air's median level and the threshold level.
+    """
+
+    labels: np.ndarray
+    bright: np.ndarray
+    area: np.ndarray
+    n_air: np.ndarray
+    sum_q: np.ndarray
+    n_wall: np.ndarray
+    bbox: np.ndarray
+    seeded: np.ndarray
+    body: np.ndarray
+    levels: np.ndarray
+
+
+def intensity_bins(gray: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Intensities as 256 integer levels (int32): ``floor(256 x)`` of ``x`` clipped to [0, 1]; with a fixed
+    ``threshold`` (e.g. Hounsfield units) the image's own range is mapped to [0, 1] first."""
+    g = gray
+    if threshold is not None:
+        lo, hi = float(g.min()), float(g.max())
+        scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(0.0)
+        g = (g - np.float32(lo)) * scale
+    q = (np.clip(g, np.float32(0.0), np.float32(1.0)) * np.float32(256.0)).astype(np.int32)
+    return np.minimum(q, 255, out=q)
+
+
+def threshold_level(lo: float, hi: float, threshold: float) -> int:
+    """The level of a fixed ``threshold`` on the scale of :func:`intensity_bins` (the image's own range ``lo, hi``)."""
+    return int(min(max((threshold - lo) / (hi - lo) * 256.0, 0.0), 255.0)) if hi > lo else 0
+
+
+def threshold_bin(hist: np.ndarray, method: str = "otsu") -> int:
+    """The level ``k`` (pixels with level > ``k`` are bright) from a 256-level histogram: Otsu's threshold, or for
+    ``"multiotsu"`` the lower threshold of a 3-class Otsu on 64 levels."""
+    h = np.asarray(hist, dtype=np.float64)
+    if method == "multiotsu":
+        h = h.reshape(64, 4).sum(1)
+    bins = len(h)
+    centres = (np.arange(bins) + 0.5) / bins
+    p, s = np.cumsum(h), np.cumsum(h * centres)
+    if method == "multiotsu":
+        tot_p, tot_s = p[-1], s[-1]
+        w0, s0 = p[:, None], s[:, None]
+        w1, s1 = p[None, :] - p[:, None], s[None, :] - s[:, None]
+        w2, s2 = tot_p - p[None, :], tot_s - s[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = s0**2 / w0 + s1**2 / w1 + s2**2 / w2
+        var = np.where((w0 > 0) & (w1 > 0) & (w2 > 0), var, -1.0)
+        return int(np.argmax(var) // bins) * 4 + 3
+    w1 = p[-1] - p
+    mu0 = s / np.maximum(p, 1)
+    mu1 = (s[-1] - s) / np.maximum(w1, 1)
+    between = np.where((p > 0) & (w1 > 0), p * w1 * (mu0 - mu1) ** 2, 0.0)
+    return int(np.argmax(between))
+
+
+def _level(hist: np.ndarray, share: float) -> int | None:
+    """The lowest level holding at least ``share`` of the histogram's pixels, ``None`` for an empty histogram."""
+    c = np.cumsum(hist)
+    return None if c[-1] == 0 else int(np.searchsorted(c, -(-int(c[-1]) * int(share * 100) // 100)))
+
+
+def part_levels(hist_air: np.ndarray, hist_body: np.ndarray, hist_all: np.ndarray) -> tuple[int, int]:
+    """``(air, gas)``: the outside air's median level (the darkest occupied level when no pixel is outside the body)
+    and the highest level counted as air (:data:`GAS_LEVEL` of the contrast to the body's median; -1, none, when the
+    outside air is not uniform, :data:`AIR_SPREAD`), from the histograms of the outside air, the body and the slice."""
+    air, air90 = _level(hist_air, 0.5), _level(hist_air, 0.9)
+    if air is None:
+        air = air90 = int(np.flatnonzero(hist_all)[0]) if hist_all.any() else 0
+    body = _level(hist_body, 0.5)
+    span = 0 if body is None else max(body - air, 0)
+    if air90 - air > AIR_SPREAD * span:
+        return air, -1
+    return air, air + int(span * GAS_LEVEL)
+
+
+def _window3(x: np.ndarray, op) -> np.ndarray:
+    """``op`` (np.minimum / np.maximum) over the 3x3 window of each pixel, clipped at the image border."""
+    o = x.copy()
+    op(o[:, :-1], x[:, 1:], out=o[:, :-1])
+    op(o[:, 1:], x[:, :-1], out=o[:, 1:])
+    p = o.copy()
+    op(p[:-1], o[1:], out=p[:-1])
+    op(p[1:], o[:-1], out=p[1:])
+    return p
+
+
+def binary_open_np(mask: np.ndarray, size: int) -> np.ndarray:
+    """Opening of a bool mask with a ``size`` square (odd), out-of-image pixels ignored (as :func:`.functional.binary_open`)."""
+    if size <= 1:
+        return mask
+    x = mask.view(np.uint8)
+    for _ in range(size // 2):
+        x = _window3(x, np.minimum)
+    for _ in range(size // 2):
+        x = _window3(x, np.maximum)
+    return x.view(bool)
+
+
+def _inside(body: np.ndarray) -> np.ndarray:
+    """True between the first and the last body pixel of its row and of its column (inclusive)."""
+    out = np.ones(body.shape, dtype=bool)
+    b = body.view(np.uint8)
+    for axis in (0, 1):
+        c = np.cumsum(b, axis, dtype=np.int32)
+        total = c[-1:] if axis == 0 else c[:, -1:]
+        out &= (c > 0) & ((c - b) < total)
+    return out
+
+
+def wall_distance(filled: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(distance, reach)``: per pixel the distance (int32) to the first or last pixel of ``filled`` along its row
+    or its column, and the largest distance counted as against the wall (:data:`WALL` of the longer extent)."""
+    h, w = filled.shape
+    f = filled.view(np.uint8)
+    rows, cols = np.cumsum(f, 1, dtype=np.int32), np.cumsum(f, 0, dtype=np.int32)
+    x, y = np.arange(w, dtype=np.int32), np.arange(h, dtype=np.int32)
+    x_first = np.argmax(f, 1).astype(np.int32)
+    x_last = (w - 1 - np.argmax(f[:, ::-1], 1)).astype(np.int32)
+    y_first = np.argmax(f, 0).astype(np.int32)
+    y_last = (h - 1 - np.argmax(f[::-1], 0)).astype(np.int32)
+    d = np.minimum(x[None] - x_first[:, None], x_last[:, None] - x[None])
+    d = np.minimum(d, np.minimum(y[:, None] - y_first[None], y_last[None] - y[:, None]))
+    extent = max(int((rows[:, -1] > 0).sum()), int((cols[-1] > 0).sum()))
+    return d, int(WALL * extent)
+
+
+def body_moments(filled: np.ndarray) -> np.ndarray:
+    """The integer moments ``n, sum x, sum y, sum x^2, sum y^2, sum xy`` (int64) of a bool mask."""
+    h, w = filled.shape
+    f = filled.view(np.uint8).astype(np.int64)
+    x, y = np.arange(w, dtype=np.int64), np.arange(h, dtype=np.int64)
+    cols, rows, rx = f.sum(0), f.sum(1), f @ x
+    return np.array([cols.sum(), cols @ x, rows @ y, cols @ (x * x), rows @ (y * y), rx @ y], dtype=np.int64)
+
+
+def find_parts(
+    gray: np.ndarray, threshold: float | None = None, method: str = "otsu", open_walls: int = 3, open_size: int = 1
+) -> Parts | None:
+    """The dark parts enclosed by the body of a resampled (H, W) float32 slice, or ``None`` (no body).
+
+    Bright pixels (above Otsu's threshold, or ``threshold``) are the body class; they are opened with an
+    ``open_walls`` square (thin bright structures such as the CT table go) and their largest 8-connected part is
+    the body (all of them when it holds less than :data:`BODY_SHARE` or touches more than two sides). Dark pixels between body pixels along their row and their column are the candidate parts
+    (8-connected). ``open_size`` > 1: a part must also survive an opening with that square (thin slits only).
+    """
+    q = intensity_bins(gray, threshold)
+    hist = np.bincount(q.ravel(), minlength=256)
+    k = threshold_bin(hist, method) if threshold is None else threshold_level(float(gray.min()), float(gray.max()), threshold)
+    bright = q > k if threshold is None else gray > np.float32(threshold)
+    walls, n_walls = ndi.label(binary_open_np(bright, open_walls), _S8)
+    if n_walls == 0:
+        return None
+    sizes = np.bincount(walls.ravel())
+    sizes[0] = 0
+    body = walls == int(np.argmax(sizes))
+    sides = int(body[0].any()) + int(body[-1].any()) + int(body[:, 0].any()) + int(body[:, -1].any())
+    if sizes.max() < BODY_SHARE * sizes.sum() or sides > 2:
+        body = walls > 0
+    inside = _inside(body)
+    dark = inside & ~bright
+    labels, n = ndi.label(dark, _S8)
+    flat = labels.ravel()
+    air, gas = part_levels(np.bincount(q[~bright & ~inside], minlength=256), np.bincount(q[bright], minlength=256), hist)
+    area = np.bincount(flat, minlength=n + 1)[1:]
+    n_air = np.bincount(flat[(q <= gas).ravel()], minlength=n + 1)[1:]
+    sum_q = np.bincount(flat, q.ravel(), minlength=n + 1)[1:].round().astype(np.int64)
+    filled = inside | body
+    dist, reach = wall_distance(filled)
+    n_wall = np.bincount(flat[(dist <= reach).ravel()], minlength=n + 1)[1:]
+    bbox = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndi.find_objects(labels)], dtype=np.int64)
+    seeded = np.ones(n, dtype=bool)
+    if open_size > 1 and n:
+        seeded = np.bincount(labels[binary_open_np(dark, open_size)], minlength=n + 1)[1:] > 0
+    levels = np.array([air, k], dtype=np.int64)
+    return Parts(labels, bright, area, n_air, sum_q, n_wall, bbox.reshape(n, 4), seeded, body_moments(filled), levels)
+
+
+def _overlaps(box: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarray:
+    """Which of the (n, 4) ``boxes`` (x0, y0, x1, y1) come within ``margin`` of ``box``."""
+    return (
+        (box[0] - margin < boxes[:, 2])
+        & (boxes[:, 0] - margin < box[2])
+        & (box[1] - margin < boxes[:, 3])
+        & (boxes[:, 1] - margin < box[3])
+    )
+
+
+def select_parts(
+    area: np.ndarray,
+    n_air: np.ndarray,
+    sum_q: np.ndarray,
+    n_wall: np.ndarray,
+    bbox: np.ndarray,
+    seeded: np.ndarray,
+    body: np.ndarray,
+    levels: np.ndarray,
+    min_ratio: float = 0.05,
+) -> np.ndarray:
+    """Which parts are lung (a bool (n,) array), from the statistics of :class:`Parts` (see the module docstring).
+
+    Args:
+        area: (n,) pixels per part.
+        n_air: (n,) pixels per part at the air level.
+        sum_q: (n,) sum of the levels of each part's pixels.
+        n_wall: (n,) pixels per part against the body wall.
+        bbox: (n, 4) bounding boxes ``x0, y0, x1, y1``.
+        seeded: (n,) parts allowed at all (survived the thin-slit opening).
+        body: (6,) the body's integer moments (:func:`body_moments`).
+        levels: (2,) the outside air's median level and the threshold level.
+        min_ratio: parts smaller than this share of the largest lung part are dropped.
+    """
+    area, n_air, sum_q, bbox = (np.asarray(v, dtype=np.int64) for v in (area, n_air, sum_q, bbox))
+    n = len(area)
+    keep = np.zeros(n, dtype=bool)
+    nb = float(body[0])
+    if n == 0 or nb <= 0:
+        return keep, keep.copy()
+    mx, my = body[1] / nb, body[2] / nb
+    cxx, cyy = body[3] / nb - mx * mx, body[4] / nb - my * my
+    cxy = body[5] / nb - mx * my
+    major_var = 0.5 * (cxx + cyy) + np.sqrt(0.25 * (cxx - cyy) ** 2 + cxy * cxy)
+    margin = MARGIN * np.sqrt(12.0 * max(major_var, 0.0))  # the body's length: a uniform bar of this variance
+    mirrored = bbox.astype(np.float64)  # mirror across the body's short axis (the left/right lungs swap)
+    if cxx >= cyy:
+        mirrored[:, [0, 2]] = 2.0 * mx - bbox[:, [2, 0]]
+    else:
+        mirrored[:, [1, 3]] = 2.0 * my - bbox[:, [3, 1]]
+    gas = n_air >= GAS_SHARE * area
+    sizeable = area >= PAIR_SHARE * nb
+    dark_lung = area >= LARGE_SHARE * nb
+    for i in np.flatnonzero(gas & sizeable & ~dark_lung):
+        similar = (area >= PAIR_RATIO * area[i]) & (PAIR_RATIO * area <= area[i])
+        partner = _overlaps(mirrored[i], bbox, 0.5 * margin) & sizeable & gas & similar
+        partner[i] = False
+        dark_lung[i] = partner.any()
+    air, k = int(levels[0]), int(levels[1])
+    position = (sum_q / np.maximum(area, 1) - air) / max(k - air, 1)  # mean level: 0 the air, 1 the threshold
+    candidates = np.asarray(seeded, dtype=bool) & (~gas | dark_lung)
+    reference = float(position[int(np.argmax(np.where(candidates, area, -1)))]) if candidates.any() else 0.0
+    dark = (position <= reference + DARK_DELTA) | (area >= BIG_SHARE * nb)
+    lung_like = np.asarray(seeded, dtype=bool) & (~gas | dark_lung) & dark
+    if not lung_like.any():
+        return keep, lung_like
+    main = int(np.argmax(np.where(lung_like, area, -1)))
+    if area[main] < MIN_MAIN * nb:
+        return keep, lung_like
+    keep[main] = True
+    keep |= lung_like & (area >= BIG_RATIO * area[main]) & (area >= BIG_SHARE * nb)
+    keep |= lung_like & _overlaps(mirrored[main], bbox, 0.5 * margin) & (area >= min_ratio * area[main])
+    extent = np.concatenate([bbox[keep, :2].min(0), bbox[keep, 2:].max(0)])
+    near = _overlaps(extent, bbox, margin) | (np.asarray(n_wall) > 0)
+    keep |= lung_like & near & (area >= min_ratio * area[main])
+    return keep, lung_like
+
+
+def parts_box(
+    bbox: np.ndarray, keep: np.ndarray, height: int, width: int, min_fraction: float = 0.1
+) -> tuple[int, int, int, int] | None:
+    """The lung box ``(x, y, w, h)``: the extent of the kept parts, or ``None`` when none is kept or the box's longer
+    side (relative to the image's) is below ``min_fraction`` or its shorter below half of that."""
+    if not np.any(keep):
+        return None
+    b = np.asarray(bbox)[np.asarray(keep)]
+    x0, y0, x1, y1 = int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
+    return box_or_none((x0, y0, x1 - x0, y1 - y0), height, width, min_fraction)
+
+
+def box_or_none(
+    box: tuple[int, int, int, int], height: int, width: int, min_fraction: float
+) -> tuple[int, int, int, int] | None:
+    """``box`` when it is large enough for :func:`parts_box`'s rule, else ``None``."""
+    fw, fh = box[2] / width, box[3] / height
+    if max(fw, fh) < min_fraction or min(fw, fh) < 0.5 * min_fraction:
+        return None
+    return box
+
+
+def select_series(
+    labels: Sequence[np.ndarray | None], lung_like: Sequence[np.ndarray], keep: Sequence[np.ndarray], reach: int = 2
+) -> list[np.ndarray]:
+    """Per-slice lung parts of a series, each slice checked against its neighbour.
+
+    The slice with the most lung (by the per-slice decision ``keep``) keeps its parts; from there outwards, slice
+    by slice, a slice keeps its lung-like parts that touch the lung of the slice before it (within ``reach``
+    pixels; after a slice without lung, of the last slice with lung): the lung continues from slice to slice, gas
+    below the diaphragm and dark areas away from the lungs do not. All slices must share one grid.
+
+    Args:
+        labels: per slice the part labels of :class:`Parts` (``None``: no body).
+        lung_like: per slice a bool array, the parts that may be lung (not gas-like, not thin slits).
+        keep: per slice the per-slice decision of :func:`select_parts`.
+        reach: how far (pixels) a part may lie from the neighbour's lung.
+
+    Returns:
+        per slice the bool array of the parts kept.
+    """
+    n = len(labels)
+    out = [np.asarray(k, dtype=bool).copy() for k in keep]
+    if n == 0:
+        return out
+    lung_area = [
+        0 if lab is None or not k.any() else int(np.isin(lab, np.flatnonzero(k) + 1).sum()) for lab, k in zip(labels, out)
+    ]
+    core = int(np.argmax(lung_area))
+    for step in (-1, 1):
+        ref = None if labels[core] is None else np.isin(labels[core], np.flatnonzero(out[core]) + 1)
+        for i in range(core + step, n if step > 0 else -1, step):
+            lab = labels[i]
+            if lab is None or ref is None or not ref.any():
+                continue
+            near = ndi.binary_dilation(ref, _S8, iterations=reach)
+            touching = np.zeros(len(out[i]), dtype=bool)
+            touching[np.unique(lab[near & (lab > 0)]) - 1] = True
+            out[i] = touching & np.asarray(lung_like[i], dtype=bool)
+            if out[i].any():  # the next slice continues this one's lung, else still the last lung found
+                ref = np.isin(lab, np.flatnonzero(out[i]) + 1)
+    return out
