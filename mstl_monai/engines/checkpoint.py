@@ -177,7 +177,36 @@ def decision_threshold(threshold: Any, settings: Mapping[str, Any] | None = None
         raise ValueError(f"threshold={threshold!r} is outside (0, 1): give a probability, e.g. --threshold 0.5.")
     stored = (settings or {}).get("decision_threshold")
     source = "checkpoint" if stored is not None and float(stored) == value else "override"
+    if source == "override":
+        for name, t in ((settings or {}).get("operating_points") or {}).items():
+            if t is not None and float(t) == value:
+                source = f"checkpoint ({name})"
+                break
     return {"value": value, "source": source}
+
+
+def operating_threshold(settings: Mapping[str, Any] | None, operating_point: str = "youden") -> float | None:
+    """The threshold of a named operating point stored in a checkpoint's settings (chosen on val by the finetune).
+
+    ``"youden"``: the maximum-Youden-J threshold (``decision_threshold``; None when none was chosen: 0.5 applies);
+    ``"sensitivity_90"``: the highest val threshold whose sensitivity is at least 90 % (a screening point); any other
+    name stored under ``operating_points``.
+
+    Raises:
+        ValueError: a name the checkpoint does not store (one line naming it and the stored ones).
+    """
+    settings = settings or {}
+    points = dict(settings.get("operating_points") or {})
+    name = str(operating_point).strip().lower()
+    if name == "youden":
+        return settings.get("decision_threshold")
+    if name not in points:
+        known = ["youden", *sorted(k for k in points if k != "youden")]
+        raise ValueError(
+            f"operating_point={operating_point!r} is not stored in this checkpoint's settings (it has {known}); "
+            "checkpoints finetuned before calibration have only 'youden'."
+        )
+    return points[name]
 
 
 def _given_value(path: str, key: str, value: Any) -> Any:

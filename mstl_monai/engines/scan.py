@@ -47,6 +47,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, InvertibleTransform
 
+from mstl_monai.metrics.calibration import calibrated_softmax
+
 from .inferers import AutocastInferer
 from .scan_aggregate import aggregate_slice_probabilities, check_scan_options, select_lung_slices
 
@@ -154,6 +156,8 @@ class ScanClassifier:
         n_bootstrap: bootstrap resamples for the interval (0: no interval).
         n_top: how many top slices get a heat map (0: none).
         seed: bootstrap seed.
+        temperature: the checkpoint's softmax temperature (fitted on val; 1.0: none): slice probabilities are
+            ``softmax(logits / temperature)``, the calibrated probabilities its thresholds refer to.
 
     Raises:
         ValueError: an option of the wrong type or out of range (:func:`check_scan_options`), here, before any
@@ -180,7 +184,11 @@ class ScanClassifier:
         n_bootstrap: int = 1000,
         n_top: int = 3,
         seed: int = 0,
+        temperature: float = 1.0,
     ) -> None:
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 < float(temperature) < float("inf"):
+            raise ValueError(f"temperature must be a number > 0 (the checkpoint's, fitted on val), got {temperature!r}.")
+        self.temperature = float(temperature)
         opts = dict(min_lung_share=min_lung_share, min_lung_fraction=min_lung_fraction, top_fraction=top_fraction)
         opts = check_scan_options(
             **opts, n_bootstrap=n_bootstrap, n_top=n_top, batch_size=batch_size, positive_class=positive_class
@@ -216,7 +224,7 @@ class ScanClassifier:
         for start in range(0, len(indices), self.batch_size):
             batch = torch.stack([self._prepare(plain[i]) for i in indices[start : start + self.batch_size]])
             logits = self.inferer(batch.to(self.device), self.network)
-            out.append(torch.softmax(logits.float(), dim=1)[:, self.positive_class].cpu())
+            out.append(calibrated_softmax(logits, self.temperature, dim=1)[:, self.positive_class].cpu())
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
     def heatmaps(self, stack: torch.Tensor, indices: Sequence[int]) -> list[np.ndarray]:

@@ -75,6 +75,43 @@ class TestDecisionThreshold(unittest.TestCase):
                 self.assertEqual(r["pred"], str(int(float(r["prob_COVID"]) > want)))
             self.assertIn(f"decision threshold {want:.4g}", proc.stdout + proc.stderr)
 
+    def test_inference_applies_the_temperature_and_the_chosen_operating_point(self):
+        import numpy as np
+
+        from mstl_monai.metrics import apply_temperature
+
+        rows = {}
+        for name, ov in (("calibrated", {"operating_point": "sensitivity_90"}), ("raw", {"temperature": 1.0})):
+            out = self.tmp / f"infer_{name}"
+            run_bundle("run", ["inference.yaml"], dict(ov, input=str(self.data), output_dir=str(out), ckpt_path=str(self.ckpt), amp=False))
+            with open(out / "predictions.csv", newline="") as f:
+                rows[name] = {r["file"]: r for r in csv.DictReader(f)}
+        t90 = self.info["operating_points"]["sensitivity_90"]
+        files = sorted(rows["raw"])
+        raw = np.array([float(rows["raw"][k]["prob_COVID"]) for k in files])
+        cal = np.array([float(rows["calibrated"][k]["prob_COVID"]) for k in files])
+        np.testing.assert_allclose(cal, apply_temperature(raw, self.info["temperature"]), atol=1e-4)
+        for k in files:
+            self.assertAlmostEqual(float(rows["calibrated"][k]["threshold"]), t90, places=5)
+        with self.assertRaises(AssertionError) as e:
+            run_bundle("run", ["inference.yaml"], {"input": str(self.data), "output_dir": str(self.tmp / "bad_op"), "ckpt_path": str(self.ckpt), "operating_point": "sens95"})
+        self.assertIn("sens95", str(e.exception))
+
+    def test_scan_classifier_applies_the_temperature(self):
+        import torch
+
+        from mstl_monai.engines import ScanClassifier
+
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+        stack = torch.randn(6, 1, 2, 2)
+        p1 = ScanClassifier(net, amp=False).slice_probabilities(stack, range(6))
+        p3 = ScanClassifier(net, amp=False, temperature=3.0).slice_probabilities(stack, range(6))
+        logits = net(stack).detach()
+        torch.testing.assert_close(torch.from_numpy(p3).float(), torch.softmax(logits / 3.0, 1)[:, 1], atol=1e-5, rtol=0)
+        self.assertGreater(float(abs(p1 - p3).max()), 1e-4)
+        with self.assertRaises(ValueError):
+            ScanClassifier(net, temperature=0.0)
+
 
 if __name__ == "__main__":
     unittest.main()
