@@ -58,6 +58,15 @@ def half_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def source_name(ckpt: Path) -> str:
+    """The checkpoint's path relative to the repository, or from its ``runs/`` folder when trained in another checkout."""
+    rel = Path(os.path.relpath(ckpt.resolve(), ROOT))
+    if rel.parts and rel.parts[0] == ".." and "runs" in ckpt.resolve().parts:
+        parts = ckpt.resolve().parts
+        rel = Path(*parts[parts.index("runs"):])
+    return rel.as_posix()
+
+
 def update_large_files(bundle: Path, rel: str, size: int, digest: str) -> Path:
     path = bundle / "large_files.yml"
     data = yaml.safe_load(path.read_text()) if path.is_file() else None
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = json.loads(Path(args.metrics).read_text())
     info = dict(info)
     info["provenance"] = {
-        "source_checkpoint": os.path.relpath(ckpt.resolve(), ROOT),
+        "source_checkpoint": source_name(ckpt),
         "weights_dtype": "float16",
         "sha256": digest,
         "trained_on": args.trained_on,

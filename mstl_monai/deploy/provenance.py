@@ -17,8 +17,9 @@ from typing import Any
 
 __all__ = ["TRAINING_DATA_KEYS", "file_sha256", "model_description"]
 
-#: keys of a checkpoint's settings file (``model.pt.json``) read as its training data, first found wins
-TRAINING_DATA_KEYS = ("training_data", "dataset", "dataset_dir")
+#: where a checkpoint's settings file (``model.pt.json``) records its training data: ``provenance.trained_on``, which
+#: ``scripts/ship_model.py`` writes (the settings file's schema, ``networks/sidecar.py``, allows no other field)
+TRAINING_DATA_KEYS = ("provenance.trained_on",)
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -45,9 +46,16 @@ def _network_name(settings: Mapping[str, Any]) -> str:
     return name
 
 
+def _lookup(settings: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = settings
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
 def _training_data(settings: Mapping[str, Any]) -> str | None:
     for key in TRAINING_DATA_KEYS:
-        value = settings.get(key)
+        value = _lookup(settings, key)
         if value in (None, "", [], {}):
             continue
         if isinstance(value, Mapping):
@@ -83,7 +91,7 @@ def model_description(ckpt_path: str | os.PathLike, settings: Mapping[str, Any] 
     if settings is None:
         settings = checkpoint_settings(path)
     training = _training_data(settings)
-    key = next((k for k in TRAINING_DATA_KEYS if settings.get(k) not in (None, "", [], {})), None)
+    key = next((k for k in TRAINING_DATA_KEYS if _lookup(settings, k) not in (None, "", [], {})), None)
     network = _network_name(settings)
     return {
         "name": f"mstl-monai COVID-19 CT classifier ({network})",

@@ -138,7 +138,7 @@ def _calibration_text(result: Mapping[str, Any], model: Mapping[str, Any]) -> st
     if result.get("temperature") is not None:
         return f"calibrated with the checkpoint's temperature T = {float(result['temperature']):.4g}"
     stored = model.get("temperature")
-    if stored is not None:
+    if stored is not None and float(stored) != 1.0:  # T = 1 (the settings file's default) is no calibration
         return f"the network's output, not calibrated (the checkpoint's temperature T = {float(stored):.4g} is not applied)"
     return "the network's output, not calibrated"
 

@@ -63,7 +63,7 @@ class TestScanSR(unittest.TestCase):
         if not (DATA_ROOT / SERIES).is_dir():
             return
         cls.folder = DATA_ROOT / SERIES
-        cls.ckpt = make_checkpoint(cls.tmp, training_data="COVID19-CT train split (test fixture)")
+        cls.ckpt = make_checkpoint(cls.tmp, provenance={"trained_on": "COVID19-CT train split (test fixture)"})
         cls.stack = LoadCTSeries()(cls.folder)
         cls.result = ScanClassifier(small_net(), slice_preprocessing(), n_top=3, n_bootstrap=200)(cls.stack)
         cls.inputs = {str(p): pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(cls.folder.glob("*.dcm"))}
