@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,12 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def trained_epochs(ckpt: Path) -> int | None:
+    """The epochs its run trained: the last ``checkpoint_epoch=<n>.pt`` beside the checkpoint (None without one)."""
+    found = [int(m.group(1)) for p in ckpt.parent.glob("checkpoint_epoch=*.pt") if (m := re.fullmatch(r"checkpoint_epoch=(\d+)\.pt", p.name))]
+    return max(found) if found else None
 
 
 def main(argv=None) -> int:
@@ -80,6 +87,7 @@ def main(argv=None) -> int:
         "backbone": a.backbone,
         "n_attn": a.n_attn,
         "image_size": a.image_size,
+        "epochs": trained_epochs(Path(a.ckpt)),
         **res,
         "seconds": round(time.time() - t0, 1),
     }

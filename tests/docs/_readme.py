@@ -18,7 +18,7 @@ BUNDLE_DOCS = REPO_ROOT / "bundle" / "docs" / "README.md"
 DOCS = REPO_ROOT / "docs"
 USAGE, RESULTS_DOC, LABEL_DOC, PIPELINE_DOC = (DOCS / f"{n}.md" for n in ("USAGE", "RESULTS", "MONAI_LABEL", "PIPELINE"))
 #: the main job's finetuned model, as the README names it (relative to the repository root)
-MAIN_JOB_CKPT = "runs/cpu_scale/resnet18_attn5/stl_m/sstl_m-ours/finetune/models/model.pt"
+MAIN_JOB_CKPT = "runs/cpu_scale/resnet18_attn0/init-stl_n_resnet18/stl_m/sstl_m-ours/finetune-robust_augmentation=True/models/model.pt"
 
 
 def section(path: Path, heading: str) -> str:

@@ -57,7 +57,8 @@ def top1_cell(d: dict | None) -> str:
     if not d:
         return NOT_RUN
     t = d["top1"]
-    return f"{100 * t['value']:.1f} [{100 * t['low']:.1f}, {100 * t['high']:.1f}]"
+    epochs = f" ({int(d['epochs'])} epochs)" if d.get("epochs") else ""
+    return f"{100 * t['value']:.1f} [{100 * t['low']:.1f}, {100 * t['high']:.1f}]{epochs}"
 
 
 def paper_cell(t: Sequence[float] | None) -> str:

@@ -122,8 +122,9 @@ def load_stl_n_top1(results: str | Path) -> dict[tuple[str, int], dict]:
     out = {}
     for f in sorted(Path(results).glob("stl_n_*.json")):
         d = json.loads(f.read_text())
-        if "top1" in d:
-            out[(d["backbone"], int(d["n_attn"]))] = d
+        key = (d.get("backbone"), int(d.get("n_attn", 0)))
+        if "top1" in d and (key not in out or d.get("epochs", 0) >= out[key].get("epochs", 0)):
+            out[key] = d  # of two runs of one network, the longer
     return out
 
 
