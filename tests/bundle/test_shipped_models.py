@@ -62,6 +62,23 @@ class TestShippedModels(unittest.TestCase):
             )
             net.load_state_dict(state, strict=True)  # raises on any missing/unexpected/mis-shaped tensor
 
+    def test_metadata_describes_the_shipped_classifier(self):
+        """metadata.json's eval_metrics are the shipped model's measured figures, its input size the model's, and its
+        outputs probabilities (as outputs.pred.type says)."""
+        meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+        card = json.loads((BUNDLE.parent / "results" / "cpu_scale" / "shipped_model.json").read_text())
+        info = json.loads((BUNDLE / "models" / "model.pt.json").read_text())
+        em = meta["eval_metrics"]
+        self.assertAlmostEqual(em["auc"], card["operating_points"]["0.5"]["auc"]["value"], places=4)
+        for name, point in card["operating_points"].items():
+            got = em["threshold_0.5" if name == "0.5" else name]
+            self.assertAlmostEqual(got["threshold"], point["threshold"], places=4)
+            self.assertAlmostEqual(got["sensitivity"], point["sensitivity"]["value"], places=4)
+        self.assertEqual(card["temperature"], info["temperature"])
+        self.assertEqual(meta["network_data_format"]["inputs"]["image"]["spatial_shape"], [info["image_size"]] * 2)
+        self.assertEqual(meta["network_data_format"]["outputs"]["pred"]["type"], "probabilities")
+        self.assertTrue(meta["pred_classes"].startswith("2 probabilities"), meta["pred_classes"])
+
     def test_inference_without_ckpt_path_uses_the_shipped_classifier(self):
         data = require_real_data(self)
         files = sorted((data / "covid-ct" / "CT_COVID").glob("*.png"))[:2] + sorted((data / "covid-ct" / "CT_NonCOVID").glob("*.png"))[:2]
