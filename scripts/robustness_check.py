@@ -67,20 +67,23 @@ def score(ckpt: str, split: str, data_root: Path, batch_size: int = 32, n_bootst
     net.load_state_dict(state)
     net.eval()
     thr = s.get("decision_threshold") or 0.5
+    # the threshold was chosen on calibrated probabilities: apply the stored temperature as inference does
+    temperature = float(s.get("temperature") or 1.0)
     # the bundle's evaluation preprocessing: lung window, resize, pad, centre crop ([0, 1]), then normalise
     display, normalize = build_preprocessing(s["image_size"], s["resize_size"])
     inferer = FlipTTAInferer(AutocastInferer(enabled=True), enabled=bool(s.get("tta")))
     items = covid_ct_datalist(data_root / "covid-ct", split)
     base = [torch.as_tensor(display(it["image"]), dtype=torch.float32) for it in items]
     y = np.array([it["label"] for it in items])
-    out = {"checkpoint": ckpt, "split": split, "n": len(items), "threshold": thr, "tta": bool(s.get("tta")), "shifts": {}}
+    out = {"checkpoint": ckpt, "split": split, "n": len(items), "threshold": thr, "temperature": temperature,
+           "tta": bool(s.get("tta")), "shifts": {}}
     for name, fn in SHIFTS.items():
         g = np.random.default_rng(0)
         imgs = torch.stack([torch.as_tensor(normalize(fn(x, g))) for x in base])
         probs = []
         with torch.inference_mode():
             for i in range(0, len(imgs), batch_size):
-                probs.append(torch.softmax(inferer(imgs[i:i + batch_size], net), 1)[:, 1].float())
+                probs.append(torch.softmax(inferer(imgs[i:i + batch_size], net).float() / temperature, 1)[:, 1])
         p = torch.cat(probs).numpy()
         m = bootstrap_classification_metrics(y, p, n_bootstrap=n_bootstrap, seed=0, threshold=thr)
         out["shifts"][name] = {k: m[k] for k in ("auc", "sensitivity", "specificity", "accuracy")}
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(score(ck, a.split, Path(a.data_root), n_bootstrap=a.n_bootstrap, image_size=a.image_size,
                              resize_size=a.resize_size))
     for r in results:
-        print(f"\n{r['checkpoint']} on {r['split']} ({r['n']} images, threshold {r['threshold']:.3f}, TTA {r['tta']})")
+        print(f"\n{r['checkpoint']} on {r['split']} ({r['n']} images, threshold {r['threshold']:.3f}, temperature {r['temperature']:.3f}, TTA {r['tta']})")
         print("| shift | AUC [95% CI] | ΔAUC | sensitivity | specificity |")
         print("|---|---|---|---|---|")
         clean = r["shifts"]["clean"]["auc"]["value"]

@@ -34,6 +34,12 @@ ROWS = {
         ("recipes.csv", ("resnet18", "baseline", "STL-N → STL-M → SSTL-M (ours)", "robust_augmentation=True"),
          "ΔAUC vs no transfer (same setting)"),
     ),
+    "robust, STL-N 40 epochs (the main job; shipped)": (
+        "STL-N → STL-M → SSTL-M (ours) [finetune robust_augmentation=True, stl_n_weights=stl_n_resnet18.pt]",
+        "none [finetune robust_augmentation=True]",
+        ("recipes.csv", ("resnet18", "baseline", "STL-N → STL-M → SSTL-M (ours)", "robust_augmentation=True, stl_n_weights=stl_n_resnet18.pt"),
+         "ΔAUC vs no transfer (same setting)"),
+    ),
 }
 NUM = r"[+\-−]?\d+(?:\.\d+)?"
 

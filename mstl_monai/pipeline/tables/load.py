@@ -56,6 +56,8 @@ def describe_chain(chain_json: dict) -> dict:
             stages.append(name)
     if chain.get("pretrained"):
         stages.insert(0, "stl_n")
+        # the natural-image weights given as a file are not the grid's own STL-N stage: another cell
+        recipe = tuple(sorted(recipe + (("stl_n_weights", Path(str(chain["pretrained"])).name),)))
     return {
         "backbone": ov.get("backbone", "resnet50"),
         "n_attn": int(ov.get("n_attn", 0)),

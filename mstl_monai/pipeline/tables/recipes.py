@@ -20,6 +20,11 @@ def _per_epoch(r: dict) -> str:
     return f"{r['finetune_seconds'] / r['finetune_epochs']:.1f}" if r.get("finetune_seconds") else "-"
 
 
+def _finetune_settings(r: dict) -> tuple:
+    """A row's finetune settings without the natural-image weights it started from (no transfer has none)."""
+    return tuple((k, v) for k, v in r["recipe"] if k != "stl_n_weights")
+
+
 def recipe_table(rows: list[dict], diffs: PairedDifferences) -> tuple[str, list[list]]:
     """Chains that change a finetune setting (label fraction, input size, mixup, ...) beside the grid cell they
     change: test metrics, the paired difference to that cell, and the finetune's seconds per epoch (timing.json).
@@ -47,7 +52,7 @@ def recipe_table(rows: list[dict], diffs: PairedDifferences) -> tuple[str, list[
                 if o["backbone"] == r["backbone"]
                 and o["n_attn"] == r["n_attn"]
                 and not o["stages"]
-                and o["recipe"] == r["recipe"]
+                and _finetune_settings(o) == _finetune_settings(r)
                 and o.get("guard", 0.0) == r.get("guard", 0.0)
             ),
             None,
