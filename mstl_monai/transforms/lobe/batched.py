@@ -172,12 +172,6 @@ def _levels(x: torch.Tensor, valid: torch.Tensor, threshold: float | None) -> tu
     return torch.where(valid, q, 0), ranges
 
 
-def _first_last(f: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of the first and the last True along ``dim`` of a (B, H, W) uint8 mask (0 and n-1 for empty lines)."""
-    n = f.shape[dim]
-    return torch.argmax(f, dim), n - 1 - torch.argmax(f.flip(dim), dim)
-
-
 def batched_parts(
     x: torch.Tensor,
     valid: torch.Tensor,
@@ -226,15 +220,15 @@ def batched_parts(
     filled = (inside | body).to(torch.uint8)
     h_air, h_body = _per_image_hist(q, valid & ~bright & ~inside), _per_image_hist(q, bright)
     lv = np.asarray([part_levels(h_air[i], h_body[i], hist[i]) for i in range(b)], dtype=np.int64)
-    # the distance to the body's outline along rows and columns, and how far counts as against the wall
+    # against the wall: within reach of the body's first or last pixel along the row or the column
     h, w = x.shape[1:]
-    xf, xl = _first_last(filled, 2)
-    yf, yl = _first_last(filled, 1)
     xs, ys = torch.arange(w, device=dev), torch.arange(h, device=dev)
-    dist = torch.minimum(xs[None, None] - xf[:, :, None], xl[:, :, None] - xs[None, None])
-    dist = torch.minimum(dist, torch.minimum(ys[None, :, None] - yf[:, None], yl[:, None] - ys[None, :, None]))
-    extent = torch.maximum(filled.amax(2).sum(1), filled.amax(1).sum(1)).cpu().numpy()
-    reach = torch.tensor([int(WALL * int(e)) for e in extent], device=dev)
+    x_first, y_first = filled.argmax(2)[:, :, None], filled.argmax(1)[:, None]
+    x_last, y_last = w - 1 - filled.flip(2).argmax(2)[:, :, None], h - 1 - filled.flip(1).argmax(1)[:, None]
+    extent = torch.maximum(filled.amax(2).sum(1), filled.amax(1).sum(1)).tolist()
+    reach = torch.tensor([int(WALL * e) for e in extent], device=dev)[:, None, None]
+    ys_ = ys[:, None]
+    near = (xs <= x_first + reach) | (xs >= x_last - reach) | (ys_ <= y_first + reach) | (ys_ >= y_last - reach)
     lv_t = torch.as_tensor(lv, device=dev)
     parts = connected_components(dark)
     fg = parts >= 0
@@ -245,7 +239,7 @@ def batched_parts(
 
     sum_q = torch.zeros(b * s, dtype=torch.int64, device=dev).index_add_(0, r, q[fg])
     stats = [count(torch.ones_like(dark)), count(q <= lv_t[:, 1, None, None]), sum_q]
-    stats.append(count(dist <= reach[:, None, None]))
+    stats.append(count(near))
     if open_size > 1:
         stats.append(count(masked_binary_open(dark, valid, open_size)) > 0)
     yy, xx = (ys[None, :, None].expand_as(parts)[fg], xs[None, None, :].expand_as(parts)[fg])
@@ -257,9 +251,9 @@ def batched_parts(
     # the body's integer moments per image
     fx = filled.to(torch.int64)
     cols, rows, rx = fx.sum(1), fx.sum(2), (fx * xs).sum(2)
-    moments = torch.stack(
-        [cols.sum(1), (cols * xs).sum(1), (rows * ys).sum(1), (cols * xs * xs).sum(1), (rows * ys * ys).sum(1), (rx * ys).sum(1)], 1
-    ).cpu().numpy()
+    sums = [cols.sum(1), (cols * xs).sum(1), (rows * ys).sum(1), (cols * xs * xs).sum(1), (rows * ys * ys).sum(1)]
+    sums.append((rx * ys).sum(1))  # elementwise products: integer matmul is not on every device
+    moments = torch.stack(sums, 1).cpu().numpy()
     roots = torch.unique(r)  # sorted: image by image, each in the per-image order (the first pixel's raster order)
     table = torch.cat([torch.stack([v[roots] for v in stats[:4]]), box[:, roots]]).cpu().numpy()
     seeded = stats[4][roots].cpu().numpy() if open_size > 1 else np.ones(len(roots), dtype=bool)

@@ -218,10 +218,14 @@ class LungLobeGenerator(Transform):
         """
         _check_image(img, type(self).__name__)
         gray, cbox, scale = self._resample(img, None)
-        parts, keep, _ = self._find(gray)
-        found = self._box(parts, keep, gray.shape)
+        parts, keep, _, found = self._find(gray)
         info = {"labels": self._labels(parts, keep, gray.shape), "scale": scale, "content_box": cbox}
         return (*self._to_image(found, cbox, scale), info)
+
+    def _locate_box(self, img: torch.Tensor) -> tuple[tuple[int, int, int, int], bool]:
+        """:meth:`locate` without its ``info`` (what the crops need)."""
+        gray, cbox, scale = self._resample(img, None)
+        return self._to_image(self._find(gray)[3], cbox, scale)
 
     def locate_series(self, stack: NdarrayOrTensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The lung boxes of the (N, C, H, W) slices of one series, in order along the body axis.
@@ -246,11 +250,11 @@ class LungLobeGenerator(Transform):
         h, w = t.shape[-2:]
         cbox = content_box(gray_all) if self.ignore_padding else (0, 0, w, h)
         found = [self._find(self._resample(s, cbox)[0]) for s in t]
-        labels = [None if p is None else p.labels for p, _, _ in found]
-        keeps = select_series(labels, [like for _, _, like in found], [k for _, k, _ in found])
+        labels = [None if p is None else p.labels for p, _, _, _ in found]
+        keeps = select_series(labels, [like for _, _, like, _ in found], [k for _, k, _, _ in found])
         gray, _, scale = self._resample(t[0], cbox) if len(t) else (np.zeros((1, 1), np.float32), cbox, (1.0, 1.0))
         boxes, fallback = [], []
-        for (parts, _, _), keep in zip(found, keeps):
+        for (parts, _, _, _), keep in zip(found, keeps):
             box, fell = self._to_image(self._box(parts, keep, gray.shape), cbox, scale)
             boxes.append(box)
             fallback.append(fell)
@@ -277,19 +281,21 @@ class LungLobeGenerator(Transform):
             sy, sx = ch / hs, cw / ws
         return np.ascontiguousarray(gray[0].cpu().numpy()), (cx, cy, cw, ch), (sy, sx)
 
-    def _find(self, gray: np.ndarray) -> tuple[Parts | None, np.ndarray, np.ndarray]:
-        """The dark parts of a resampled slice and which are lung: ``(parts, keep, lung_like)``; first with the
-        bright walls opened (the CT table encloses nothing), without that opening when it finds no lung."""
-        parts, keep, like = None, np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+    def _find(self, gray: np.ndarray) -> tuple[Parts | None, np.ndarray, np.ndarray, tuple[int, int, int, int] | None]:
+        """The dark parts of a resampled slice, which are lung and the lung box: ``(parts, keep, lung_like, box)``;
+        first with the bright walls opened (the CT table encloses nothing), without that opening when it finds no
+        lung."""
+        parts, keep, like, box = None, np.zeros(0, dtype=bool), np.zeros(0, dtype=bool), None
         for walls in dict.fromkeys((self.open_walls, 1)):
             found = find_parts(gray, self.threshold, self.method, walls, self.open_size)
             if found is None:
                 continue
             parts = found
             keep, like = select_parts(*found[2:], min_ratio=self.min_component_ratio)
-            if self._box(parts, keep, gray.shape) is not None:
+            box = self._box(parts, keep, gray.shape)
+            if box is not None:
                 break
-        return parts, keep, like
+        return parts, keep, like, box
 
     def _labels(self, parts: Parts | None, keep: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
         """The (1, H', W') uint8 ``AIR``/``BODY``/``LUNG`` labels of a resampled slice."""
@@ -365,7 +371,7 @@ class LungLobeGenerator(Transform):
         t = convert_to_tensor(img, track_meta=False)
         h, w = t.shape[-2:]
         with cpu_single_thread(self.single_thread and t.device.type == "cpu"):
-            lung_box, fallback, _ = self.locate(t)
+            lung_box, fallback = self._locate_box(t)
             if lung_offsets is not None:
                 lx, ly, lw, lh = lung_box
                 o = lung_offsets

@@ -103,8 +103,8 @@ def intensity_bins(gray: np.ndarray, threshold: float | None) -> np.ndarray:
         lo, hi = float(g.min()), float(g.max())
         scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(0.0)
         g = (g - np.float32(lo)) * scale
-    q = (np.clip(g, np.float32(0.0), np.float32(1.0)) * np.float32(256.0)).astype(np.int32)
-    return np.minimum(q, 255, out=q)
+    q = (g * np.float32(256.0)).astype(np.int32)  # truncation: the same as clipping to [0, 1] first
+    return np.clip(q, 0, 255, out=q)
 
 
 def threshold_level(lo: float, hi: float, threshold: float) -> int:
@@ -180,41 +180,27 @@ def binary_open_np(mask: np.ndarray, size: int) -> np.ndarray:
     return x.view(bool)
 
 
-def _inside(body: np.ndarray) -> np.ndarray:
-    """True between the first and the last body pixel of its row and of its column (inclusive)."""
-    out = np.ones(body.shape, dtype=bool)
+def _extents(body: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per row the first and last column of ``body`` and per column the first and last row, as (H, 1) and (1, W)
+    int arrays (empty lines: an empty range), and the body's longer extent (rows or columns it occupies)."""
+    h, w = body.shape
     b = body.view(np.uint8)
-    for axis in (0, 1):
-        c = np.cumsum(b, axis, dtype=np.int32)
-        total = c[-1:] if axis == 0 else c[:, -1:]
-        out &= (c > 0) & ((c - b) < total)
-    return out
-
-
-def wall_distance(filled: np.ndarray) -> tuple[np.ndarray, int]:
-    """``(distance, reach)``: per pixel the distance (int32) to the first or last pixel of ``filled`` along its row
-    or its column, and the largest distance counted as against the wall (:data:`WALL` of the longer extent)."""
-    h, w = filled.shape
-    f = filled.view(np.uint8)
-    rows, cols = np.cumsum(f, 1, dtype=np.int32), np.cumsum(f, 0, dtype=np.int32)
-    x, y = np.arange(w, dtype=np.int32), np.arange(h, dtype=np.int32)
-    x_first = np.argmax(f, 1).astype(np.int32)
-    x_last = (w - 1 - np.argmax(f[:, ::-1], 1)).astype(np.int32)
-    y_first = np.argmax(f, 0).astype(np.int32)
-    y_last = (h - 1 - np.argmax(f[::-1], 0)).astype(np.int32)
-    d = np.minimum(x[None] - x_first[:, None], x_last[:, None] - x[None])
-    d = np.minimum(d, np.minimum(y[:, None] - y_first[None], y_last[None] - y[:, None]))
-    extent = max(int((rows[:, -1] > 0).sum()), int((cols[-1] > 0).sum()))
-    return d, int(WALL * extent)
+    rows, cols = b.any(1), b.any(0)
+    x_first = np.where(rows, b.argmax(1), w).astype(np.int16)[:, None]
+    x_last = (w - 1 - b[:, ::-1].argmax(1)).astype(np.int16)[:, None]
+    y_first = np.where(cols, b.argmax(0), h).astype(np.int16)[None]
+    y_last = (h - 1 - b[::-1].argmax(0)).astype(np.int16)[None]
+    return x_first, x_last, y_first, y_last, max(int(rows.sum()), int(cols.sum()))
 
 
 def body_moments(filled: np.ndarray) -> np.ndarray:
     """The integer moments ``n, sum x, sum y, sum x^2, sum y^2, sum xy`` (int64) of a bool mask."""
     h, w = filled.shape
-    f = filled.view(np.uint8).astype(np.int64)
+    f = filled.view(np.uint8)
     x, y = np.arange(w, dtype=np.int64), np.arange(h, dtype=np.int64)
-    cols, rows, rx = f.sum(0), f.sum(1), f @ x
-    return np.array([cols.sum(), cols @ x, rows @ y, cols @ (x * x), rows @ (y * y), rx @ y], dtype=np.int64)
+    cols, rows = f.sum(0, dtype=np.int64), f.sum(1, dtype=np.int64)
+    rx = (f.astype(np.float64) @ np.arange(w, dtype=np.float64)).astype(np.int64)  # exact: integers below 2**53
+    return np.array([cols.sum(), cols @ x, rows @ y, cols @ (x * x), rows @ (y * y), rx @ y])
 
 
 def find_parts(
@@ -240,21 +226,28 @@ def find_parts(
     sides = int(body[0].any()) + int(body[-1].any()) + int(body[:, 0].any()) + int(body[:, -1].any())
     if sizes.max() < BODY_SHARE * sizes.sum() or sides > 2:
         body = walls > 0
-    inside = _inside(body)
+    # inside: between the body's first and last pixel along the row and along the column; against the wall: within
+    # ``reach`` of one of them (the body's outline, along rows and columns)
+    x_first, x_last, y_first, y_last, extent = _extents(body)
+    x, y = np.arange(q.shape[1], dtype=np.int16)[None], np.arange(q.shape[0], dtype=np.int16)[:, None]
+    inside = (x >= x_first) & (x <= x_last) & (y >= y_first) & (y <= y_last)
+    reach = int(WALL * extent)
+    near = (x <= x_first + reach) | (x >= x_last - reach) | (y <= y_first + reach) | (y >= y_last - reach)
     dark = inside & ~bright
     labels, n = ndi.label(dark, _S8)
-    flat = labels.ravel()
-    air, gas = part_levels(np.bincount(q[~bright & ~inside], minlength=256), np.bincount(q[bright], minlength=256), hist)
-    area = np.bincount(flat, minlength=n + 1)[1:]
-    n_air = np.bincount(flat[(q <= gas).ravel()], minlength=n + 1)[1:]
-    sum_q = np.bincount(flat, q.ravel(), minlength=n + 1)[1:].round().astype(np.int64)
-    filled = inside | body
-    dist, reach = wall_distance(filled)
-    n_wall = np.bincount(flat[(dist <= reach).ravel()], minlength=n + 1)[1:]
-    bbox = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndi.find_objects(labels)], dtype=np.int64)
+    part, q_dark = labels[dark] - 1, q[dark]  # the dark pixels' part (0-based) and level
+    hist_body = np.bincount(q[bright], minlength=256)
+    hist_dark = np.bincount(q_dark, minlength=256)
+    air, gas = part_levels(hist - hist_body - hist_dark, hist_body, hist)  # outside air: neither body nor dark
+    area = np.bincount(part, minlength=n)
+    n_air = np.bincount(part[q_dark <= gas], minlength=n)
+    sum_q = np.bincount(part, q_dark, minlength=n).round().astype(np.int64)
+    n_wall = np.bincount(part[near[dark]], minlength=n)
+    bbox = np.array([(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndi.find_objects(labels)], dtype=np.int64)
     seeded = np.ones(n, dtype=bool)
     if open_size > 1 and n:
         seeded = np.bincount(labels[binary_open_np(dark, open_size)], minlength=n + 1)[1:] > 0
+    filled = inside  # the body lies inside its own extent
     levels = np.array([air, k], dtype=np.int64)
     return Parts(labels, bright, area, n_air, sum_q, n_wall, bbox.reshape(n, 4), seeded, body_moments(filled), levels)
 
