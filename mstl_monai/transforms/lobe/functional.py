@@ -285,6 +285,24 @@ def _band(lo: torch.Tensor, hi: torch.Tensor, tol: float) -> int:
     return int(torch.cumprod(ok.to(torch.int32), 0).sum())
 
 
+def _no_band(x: torch.Tensor, h: int, rtol: float) -> bool:
+    """Whether none of the four outer lines of the (C * H, W) image ``x`` is constant within ``rtol`` of its value
+    range (then :func:`content_box` has no band to set aside). Float32 comparisons, as torch's; numpy on the CPU (a
+    dozen small reductions cost less there)."""
+    gmin, gmax = torch.aminmax(x)
+    if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
+        a = x.numpy()
+        planes = a.reshape(-1, h, a.shape[-1])
+        cols, rows = a[:, [0, -1]], planes[:, [0, -1]]  # (C * H, 2) and (C, 2, W)
+        spread = np.concatenate([cols.max(0) - cols.min(0), rows.max((0, 2)) - rows.min((0, 2))])
+        return bool((spread > np.float32(float(gmax - gmin) * rtol)).all())
+    planes = x.reshape(-1, h, x.shape[-1])
+    cols = torch.stack([x[:, 0], x[:, -1]])
+    rows = torch.stack([planes[:, 0].reshape(-1), planes[:, -1].reshape(-1)])
+    spread = torch.cat([cols.amax(dim=1) - cols.amin(dim=1), rows.amax(dim=1) - rows.amin(dim=1)])
+    return bool((spread > float(gmax - gmin) * rtol).all())
+
+
 def content_box(img: torch.Tensor, rtol: float = 1e-3) -> tuple[int, int, int, int]:
     """The part (x, y, w, h) of a (..., H, W) image inside its constant border bands.
 
@@ -297,12 +315,7 @@ def content_box(img: torch.Tensor, rtol: float = 1e-3) -> tuple[int, int, int, i
     h, w = img.shape[-2:]
     x = img.reshape(-1, w)  # (C * H, W): channels stacked along the rows
     # the common case first: no outer line is constant, so there is no band (one pass over the image, not four)
-    gmin, gmax = torch.aminmax(x)
-    planes = x.reshape(-1, h, w)
-    cols = torch.stack([x[:, 0], x[:, -1]])
-    rows = torch.stack([planes[:, 0].reshape(-1), planes[:, -1].reshape(-1)])
-    spread = torch.cat([cols.amax(dim=1) - cols.amin(dim=1), rows.amax(dim=1) - rows.amin(dim=1)])
-    if bool((spread > float(gmax - gmin) * rtol).all()):
+    if _no_band(x, h, rtol):
         return 0, 0, w, h
     lo, hi = x.amin(dim=0), x.amax(dim=0)  # per column
     rlo, rhi = x.amin(dim=1).reshape(-1, h).amin(dim=0), x.amax(dim=1).reshape(-1, h).amax(dim=0)  # per row

@@ -276,10 +276,11 @@ class LungLobeGenerator(Transform):
             scale = self.locate_size / max(ch, cw)
             hs, ws = max(1, round(ch * scale)), max(1, round(cw * scale))
             # bilinear without antialiasing at a 1/4 scale averages the 2x2 centre of each 4x4 block: a cheap
-            # low-pass reduction (5x faster than an area average); small images are enlarged the same way
-            gray = F.interpolate(gray[None], size=(hs, ws), mode="bilinear", align_corners=False)[0]
+            # low-pass reduction (5x faster than an area average); small images are enlarged the same way. The
+            # kernel behind ``F.interpolate(..., mode="bilinear", align_corners=False)``, without its checks.
+            gray = torch._C._nn.upsample_bilinear2d(gray[None], (hs, ws), False, None, None)[0]
             sy, sx = ch / hs, cw / ws
-        return np.ascontiguousarray(gray[0].cpu().numpy()), (cx, cy, cw, ch), (sy, sx)
+        return np.ascontiguousarray(gray[0].detach().cpu().numpy()), (cx, cy, cw, ch), (sy, sx)
 
     def _find(self, gray: np.ndarray) -> tuple[Parts | None, np.ndarray, np.ndarray, tuple[int, int, int, int] | None]:
         """The dark parts of a resampled slice, which are lung and the lung box: ``(parts, keep, lung_like, box)``;

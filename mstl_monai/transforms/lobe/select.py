@@ -26,6 +26,7 @@ slice next to it (towards the slice with the most lung).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -133,8 +134,8 @@ def threshold_bin(hist: np.ndarray, method: str = "otsu") -> int:
     w1 = p[-1] - p
     mu0 = s / np.maximum(p, 1)
     mu1 = (s[-1] - s) / np.maximum(w1, 1)
-    between = np.where((p > 0) & (w1 > 0), p * w1 * (mu0 - mu1) ** 2, 0.0)
-    return int(np.argmax(between))
+    # the between-class variance (times n^2); 0 where a class is empty (p or w1 is 0)
+    return int(np.argmax(p * w1 * (mu0 - mu1) ** 2))
 
 
 def _level(hist: np.ndarray, share: float) -> int | None:
@@ -180,26 +181,39 @@ def binary_open_np(mask: np.ndarray, size: int) -> np.ndarray:
     return x.view(bool)
 
 
-def _extents(body: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per row the first and last column of ``body`` and per column the first and last row, as (H, 1) and (1, W)
-    int arrays (empty lines: an empty range), and the body's longer extent (rows or columns it occupies)."""
-    h, w = body.shape
-    b = body.view(np.uint8)
-    rows, cols = b.any(1), b.any(0)
-    x_first = np.where(rows, b.argmax(1), w).astype(np.int16)[:, None]
-    x_last = (w - 1 - b[:, ::-1].argmax(1)).astype(np.int16)[:, None]
-    y_first = np.where(cols, b.argmax(0), h).astype(np.int16)[None]
-    y_last = (h - 1 - b[::-1].argmax(0)).astype(np.int16)[None]
-    return x_first, x_last, y_first, y_last, max(int(rows.sum()), int(cols.sum()))
+def _first_last(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of a C-contiguous bool (H, W) mask: the first and the last column holding a pixel (int16) and whether
+    the row holds one at all. ``argmax`` of a contiguous bool row stops at the first True (the fast path)."""
+    h, w = mask.shape
+    first = mask.argmax(1)
+    any_ = mask[np.arange(h), first]
+    last = w - 1 - np.ascontiguousarray(mask[:, ::-1]).argmax(1)
+    return first.astype(np.int16), last.astype(np.int16), any_
 
 
-def body_moments(filled: np.ndarray) -> np.ndarray:
-    """The integer moments ``n, sum x, sum y, sum x^2, sum y^2, sum xy`` (int64) of a bool mask."""
+def _spans(start: np.ndarray, length: np.ndarray, axis_len: int, along_rows: bool) -> np.ndarray:
+    """The (H, W) bool mask of the per-line ranges ``[start, start + length)`` (``length`` <= 0: empty), along the
+    rows (``start`` per row) or the columns. One subtraction and one unsigned comparison: ``i - start`` wraps
+    around to a large number below the start."""
+    i = np.arange(axis_len, dtype=np.int16)
+    if along_rows:
+        offset, bound = i[None] - start[:, None], length[:, None]
+    else:
+        offset, bound = i[:, None] - start[None], length[None]
+    return offset.view(np.uint16) < np.maximum(bound, 0).astype(np.uint16)
+
+
+def body_moments(filled: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """The integer moments ``n, sum x, sum y, sum x^2, sum y^2, sum xy`` (int64) of a bool mask whose first pixel
+    sits at ``origin`` (x, y) of the image."""
     h, w = filled.shape
-    f = filled.view(np.uint8)
-    x, y = np.arange(w, dtype=np.int64), np.arange(h, dtype=np.int64)
-    cols, rows = f.sum(0, dtype=np.int64), f.sum(1, dtype=np.int64)
-    rx = (f.astype(np.float64) @ np.arange(w, dtype=np.float64)).astype(np.int64)  # exact: integers below 2**53
+    x = np.arange(origin[0], origin[0] + w, dtype=np.int64)
+    y = np.arange(origin[1], origin[1] + h, dtype=np.int64)
+    f = filled.view(np.uint8).astype(np.float32)
+    # per row the pixel count and the sum of x: float32 sums below 2**24 are exact (images up to 4096 pixels wide)
+    rows_rx = (f @ np.stack([np.ones(w, np.float32), x.astype(np.float32)], 1)).astype(np.int64)
+    cols = (np.ones(h, np.float32) @ f).astype(np.int64)
+    rows, rx = rows_rx[:, 0], rows_rx[:, 1]
     return np.array([cols.sum(), cols @ x, rows @ y, cols @ (x * x), rows @ (y * y), rx @ y])
 
 
@@ -210,56 +224,73 @@ def find_parts(
 
     Bright pixels (above Otsu's threshold, or ``threshold``) are the body class; they are opened with an
     ``open_walls`` square (thin bright structures such as the CT table go) and their largest 8-connected part is
-    the body (all of them when it holds less than :data:`BODY_SHARE` or touches more than two sides). Dark pixels between body pixels along their row and their column are the candidate parts
-    (8-connected). ``open_size`` > 1: a part must also survive an opening with that square (thin slits only).
+    the body (all of them when it holds less than :data:`BODY_SHARE` or touches more than two sides). Dark pixels
+    between body pixels along their row and their column are the candidate parts (8-connected). ``open_size`` > 1:
+    a part must also survive an opening with that square (thin slits only).
     """
     q = intensity_bins(gray, threshold)
     hist = np.bincount(q.ravel(), minlength=256)
-    k = threshold_bin(hist, method) if threshold is None else threshold_level(float(gray.min()), float(gray.max()), threshold)
-    bright = q > k if threshold is None else gray > np.float32(threshold)
-    walls, n_walls = ndi.label(binary_open_np(bright, open_walls), _S8)
+    if threshold is None:
+        k = threshold_bin(hist, method)
+        bright = q > k
+        hist_body = hist.copy()
+        hist_body[: k + 1] = 0  # the bright pixels are exactly the levels above k
+    else:
+        k = threshold_level(float(gray.min()), float(gray.max()), threshold)
+        bright = gray > np.float32(threshold)
+        hist_body = np.bincount(q[bright], minlength=256)
+    opened = binary_open_np(bright, open_walls)
+    walls, n_walls = ndi.label(opened, _S8)
     if n_walls == 0:
         return None
-    sizes = np.bincount(walls.ravel())
-    sizes[0] = 0
-    body = walls == int(np.argmax(sizes))
-    sides = int(body[0].any()) + int(body[-1].any()) + int(body[:, 0].any()) + int(body[:, -1].any())
-    if sizes.max() < BODY_SHARE * sizes.sum() or sides > 2:
-        body = walls > 0
+    body = opened  # one part: the body whichever rule applies
+    if n_walls > 1:
+        sizes = np.bincount(walls.ravel())
+        sizes[0] = 0
+        body = walls == int(np.argmax(sizes))
+        sides = int(body[0].any()) + int(body[-1].any()) + int(body[:, 0].any()) + int(body[:, -1].any())
+        if sizes.max() < BODY_SHARE * sizes.sum() or sides > 2:
+            body = walls > 0
+    # everything below lies inside the body's bounding box: work on that window (x0, y0) .. (x1, y1)
+    rows_any, cols_any = body.any(1), body.any(0)
+    y0, x0 = int(rows_any.argmax()), int(cols_any.argmax())
+    y1, x1 = len(rows_any) - int(rows_any[::-1].argmax()), len(cols_any) - int(cols_any[::-1].argmax())
+    win = np.s_[y0:y1, x0:x1]
     # inside: between the body's first and last pixel along the row and along the column; against the wall: within
-    # ``reach`` of one of them (the body's outline, along rows and columns)
-    x_first, x_last, y_first, y_last, extent = _extents(body)
-    x, y = np.arange(q.shape[1], dtype=np.int16)[None], np.arange(q.shape[0], dtype=np.int16)[:, None]
-    inside = (x >= x_first) & (x <= x_last) & (y >= y_first) & (y <= y_last)
-    reach = int(WALL * extent)
-    near = (x <= x_first + reach) | (x >= x_last - reach) | (y <= y_first + reach) | (y >= y_last - reach)
-    dark = inside & ~bright
-    labels, n = ndi.label(dark, _S8)
-    part, q_dark = labels[dark] - 1, q[dark]  # the dark pixels' part (0-based) and level
-    hist_body = np.bincount(q[bright], minlength=256)
-    hist_dark = np.bincount(q_dark, minlength=256)
-    air, gas = part_levels(hist - hist_body - hist_dark, hist_body, hist)  # outside air: neither body nor dark
+    # ``reach`` of one of them (the body's outline, along rows and columns), i.e. not deeper inside than that
+    wb = np.ascontiguousarray(body[win])
+    x_first, x_last, rows = _first_last(wb)
+    y_first, y_last, cols = _first_last(np.ascontiguousarray(wb.T))
+    reach = int(WALL * max(int(rows.sum()), int(cols.sum())))
+    x_len, y_len = np.where(rows, x_last - x_first + 1, 0), np.where(cols, y_last - y_first + 1, 0)
+    inside = _spans(x_first, x_len, x1 - x0, True) & _spans(y_first, y_len, y1 - y0, False)
+    deep = _spans(x_first + (reach + 1), x_len - (2 * reach + 2), x1 - x0, True)
+    deep &= _spans(y_first + (reach + 1), y_len - (2 * reach + 2), y1 - y0, False)
+    dark = inside > bright[win]  # inside and not bright
+    win_labels, n = ndi.label(dark, _S8)
+    labels = np.zeros(q.shape, dtype=win_labels.dtype)
+    labels[win] = win_labels
+    # the dark pixels: their part (0-based), level and whether against the wall
+    part, q_dark, wall = win_labels[dark] - 1, q[win][dark], ~deep[dark]
+    air, gas = part_levels(hist - hist_body - np.bincount(q_dark, minlength=256), hist_body, hist)
     area = np.bincount(part, minlength=n)
     n_air = np.bincount(part[q_dark <= gas], minlength=n)
     sum_q = np.bincount(part, q_dark, minlength=n).round().astype(np.int64)
-    n_wall = np.bincount(part[near[dark]], minlength=n)
-    bbox = np.array([(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndi.find_objects(labels)], dtype=np.int64)
+    n_wall = np.bincount(part[wall], minlength=n)
+    bbox = np.array(
+        [(sx.start, sy.start, sx.stop, sy.stop) for sy, sx in ndi.find_objects(win_labels)], dtype=np.int64
+    ).reshape(n, 4) + np.array([x0, y0, x0, y0])
     seeded = np.ones(n, dtype=bool)
     if open_size > 1 and n:
-        seeded = np.bincount(labels[binary_open_np(dark, open_size)], minlength=n + 1)[1:] > 0
-    filled = inside  # the body lies inside its own extent
+        seeded = np.bincount(labels[binary_open_np(labels > 0, open_size)], minlength=n + 1)[1:] > 0
     levels = np.array([air, k], dtype=np.int64)
-    return Parts(labels, bright, area, n_air, sum_q, n_wall, bbox.reshape(n, 4), seeded, body_moments(filled), levels)
+    # the body's moments: of all it encloses (the body lies inside its own extent)
+    return Parts(labels, bright, area, n_air, sum_q, n_wall, bbox, seeded, body_moments(inside, (x0, y0)), levels)
 
 
-def _overlaps(box: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarray:
-    """Which of the (n, 4) ``boxes`` (x0, y0, x1, y1) come within ``margin`` of ``box``."""
-    return (
-        (box[0] - margin < boxes[:, 2])
-        & (boxes[:, 0] - margin < box[2])
-        & (box[1] - margin < boxes[:, 3])
-        & (boxes[:, 1] - margin < box[3])
-    )
+def _overlaps(box: Sequence[float], x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray, margin: float) -> np.ndarray:
+    """Which of the boxes given by their columns ``x0, y0, x1, y1`` come within ``margin`` of ``box`` (x0, y0, x1, y1)."""
+    return (box[0] - margin < x1) & (x0 - margin < box[2]) & (box[1] - margin < y1) & (y0 - margin < box[3])
 
 
 def select_parts(
@@ -272,8 +303,8 @@ def select_parts(
     body: np.ndarray,
     levels: np.ndarray,
     min_ratio: float = 0.05,
-) -> np.ndarray:
-    """Which parts are lung (a bool (n,) array), from the statistics of :class:`Parts` (see the module docstring).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which parts are lung, from the statistics of :class:`Parts` (see the module docstring).
 
     Args:
         area: (n,) pixels per part.
@@ -285,6 +316,10 @@ def select_parts(
         body: (6,) the body's integer moments (:func:`body_moments`).
         levels: (2,) the outside air's median level and the threshold level.
         min_ratio: parts smaller than this share of the largest lung part are dropped.
+
+    Returns:
+        ``(keep, lung_like)``: bool (n,) arrays, the lung parts and the parts that may be lung (not gas-like, not
+        thin slits, as dark as the lungs).
     """
     area, n_air, sum_q, bbox = (np.asarray(v, dtype=np.int64) for v in (area, n_air, sum_q, bbox))
     n = len(area)
@@ -292,41 +327,52 @@ def select_parts(
     nb = float(body[0])
     if n == 0 or nb <= 0:
         return keep, keep.copy()
-    mx, my = body[1] / nb, body[2] / nb
-    cxx, cyy = body[3] / nb - mx * mx, body[4] / nb - my * my
-    cxy = body[5] / nb - mx * my
-    major_var = 0.5 * (cxx + cyy) + np.sqrt(0.25 * (cxx - cyy) ** 2 + cxy * cxy)
-    margin = MARGIN * np.sqrt(12.0 * max(major_var, 0.0))  # the body's length: a uniform bar of this variance
-    mirrored = bbox.astype(np.float64)  # mirror across the body's short axis (the left/right lungs swap)
-    if cxx >= cyy:
-        mirrored[:, [0, 2]] = 2.0 * mx - bbox[:, [2, 0]]
-    else:
-        mirrored[:, [1, 3]] = 2.0 * my - bbox[:, [3, 1]]
+    # the body's centre and second moments (Python floats: the same IEEE arithmetic as numpy's float64, less overhead)
+    s1, s2, s3, s4, s5 = (int(v) for v in body[1:6])
+    mx, my = s1 / nb, s2 / nb
+    cxx, cyy = s3 / nb - mx * mx, s4 / nb - my * my
+    cxy = s5 / nb - mx * my
+    d = cxx - cyy
+    major_var = 0.5 * (cxx + cyy) + math.sqrt(0.25 * d**2 + cxy * cxy)
+    margin = MARGIN * math.sqrt(12.0 * max(major_var, 0.0))  # the body's length: a uniform bar of this variance
+    x0, y0, x1, y1 = bbox.T
+    wide = cxx >= cyy
+
+    def mirrored(i: int) -> tuple[float, float, float, float]:
+        """Part ``i``'s box mirrored across the body's short axis (the left/right lungs swap)."""
+        b = [int(v) for v in bbox[i]]
+        if wide:
+            return 2.0 * mx - b[2], float(b[1]), 2.0 * mx - b[0], float(b[3])
+        return float(b[0]), 2.0 * my - b[3], float(b[2]), 2.0 * my - b[1]
+
     gas = n_air >= GAS_SHARE * area
     sizeable = area >= PAIR_SHARE * nb
     dark_lung = area >= LARGE_SHARE * nb
-    for i in np.flatnonzero(gas & sizeable & ~dark_lung):
-        similar = (area >= PAIR_RATIO * area[i]) & (PAIR_RATIO * area <= area[i])
-        partner = _overlaps(mirrored[i], bbox, 0.5 * margin) & sizeable & gas & similar
+    for i in np.flatnonzero(gas & sizeable & ~dark_lung).tolist():
+        a = int(area[i])
+        partner = _overlaps(mirrored(i), x0, y0, x1, y1, 0.5 * margin) & sizeable & gas
+        partner &= (area >= PAIR_RATIO * a) & (PAIR_RATIO * area <= a)  # similar sizes
         partner[i] = False
         dark_lung[i] = partner.any()
     air, k = int(levels[0]), int(levels[1])
     position = (sum_q / np.maximum(area, 1) - air) / max(k - air, 1)  # mean level: 0 the air, 1 the threshold
     candidates = np.asarray(seeded, dtype=bool) & (~gas | dark_lung)
-    reference = float(position[int(np.argmax(np.where(candidates, area, -1)))]) if candidates.any() else 0.0
-    dark = (position <= reference + DARK_DELTA) | (area >= BIG_SHARE * nb)
-    lung_like = np.asarray(seeded, dtype=bool) & (~gas | dark_lung) & dark
+    if not candidates.any():
+        return keep, candidates
+    reference = float(position[int(np.argmax(np.where(candidates, area, -1)))])
+    lung_like = candidates & ((position <= reference + DARK_DELTA) | (area >= BIG_SHARE * nb))
     if not lung_like.any():
         return keep, lung_like
     main = int(np.argmax(np.where(lung_like, area, -1)))
-    if area[main] < MIN_MAIN * nb:
+    a_main = int(area[main])
+    if a_main < MIN_MAIN * nb:
         return keep, lung_like
     keep[main] = True
-    keep |= lung_like & (area >= BIG_RATIO * area[main]) & (area >= BIG_SHARE * nb)
-    keep |= lung_like & _overlaps(mirrored[main], bbox, 0.5 * margin) & (area >= min_ratio * area[main])
-    extent = np.concatenate([bbox[keep, :2].min(0), bbox[keep, 2:].max(0)])
-    near = _overlaps(extent, bbox, margin) | (np.asarray(n_wall) > 0)
-    keep |= lung_like & near & (area >= min_ratio * area[main])
+    not_small = lung_like & (area >= min_ratio * a_main)
+    keep |= lung_like & (area >= BIG_RATIO * a_main) & (area >= BIG_SHARE * nb)
+    keep |= not_small & _overlaps(mirrored(main), x0, y0, x1, y1, 0.5 * margin)
+    extent = (int(x0[keep].min()), int(y0[keep].min()), int(x1[keep].max()), int(y1[keep].max()))
+    keep |= not_small & (_overlaps(extent, x0, y0, x1, y1, margin) | (np.asarray(n_wall) > 0))
     return keep, lung_like
 
 
