@@ -3,7 +3,7 @@
 """Batched functional core of the lobe Generator: locate, lobe boxes, crop and resize for a batch (B, C, H, W) at once.
 
 Every function runs on the batch's device and gives, image for image, what the per-image functions of
-:mod:`.functional` and :class:`~.generator.LungLobeGenerator` give (the same lung boxes and lobe boxes; the crops equal
+:mod:`.functional` and :class:`~.array.LungLobeGenerator` give (the same lung boxes and lobe boxes; the crops equal
 within bilinear interpolation tolerance). The images of a batch have different content boxes (the padding that made
 them square), so after the content box each image is resampled on its own (one ``interpolate`` call per image, no
 host synchronisation), into the top-left corner of a common canvas; every later step works on the whole canvas and
@@ -18,8 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .functional import BODY, LUNG, _inside_along, _window3, boundary_map
-from .select import BODY_SHARE, WALL, box_or_none, part_levels, parts_box, select_parts, threshold_bin, threshold_level
+from .functional import BODY, LUNG, boundary_map, window3
+from .functional_locate import BODY_SHARE, WALL, box_or_none, part_levels, parts_box, select_parts
+from .functional_quantize import inside_along, threshold_bin, threshold_level
 
 __all__ = [
     "batched_content_box",
@@ -94,8 +95,8 @@ def _masked_square(x: torch.Tensor, valid: torch.Tensor, op, neutral: int, size:
     tmp = torch.empty_like(x)
     for _ in range(size // 2):
         out.masked_fill_(~valid, neutral)  # outside pixels take the value that changes nothing
-        _window3(out, tmp, op, -1)
-        _window3(tmp, out, op, -2)
+        window3(out, tmp, op, -1)
+        window3(tmp, out, op, -2)
     return out
 
 
@@ -128,8 +129,8 @@ def connected_components(mask: torch.Tensor, max_iter: int = 1000) -> torch.Tens
     tmp, nb = torch.empty(shape, dtype=torch.int64, device=mask.device), torch.empty(shape, dtype=torch.int64, device=mask.device)
     for _ in range(max_iter):
         before = parent[fg]
-        _window3(parent.reshape(shape), tmp, torch.minimum, -1)
-        _window3(tmp, nb, torch.minimum, -2)
+        window3(parent.reshape(shape), tmp, torch.minimum, -1)
+        window3(tmp, nb, torch.minimum, -2)
         m = nb.reshape(-1)[fg]
         parent.scatter_reduce_(0, before, m, reduce="amin")  # hook: the parent's parent
         parent[fg] = torch.minimum(parent[fg], m)
@@ -157,7 +158,7 @@ def _per_image_hist(q: torch.Tensor, mask: torch.Tensor, bins: int = 256) -> np.
 
 
 def _levels(x: torch.Tensor, valid: torch.Tensor, threshold: float | None) -> tuple[torch.Tensor, np.ndarray]:
-    """:func:`~.select.intensity_bins` of every image of a (B, H, W) canvas: (B, H, W) int64 levels (0 outside the
+    """:func:`~.functional_quantize.intensity_bins` of every image of a (B, H, W) canvas: (B, H, W) int64 levels (0 outside the
     images) and, for a fixed ``threshold``, the per-image (lo, hi) range (float, (B, 2)) they were mapped from."""
     ranges = np.zeros((x.shape[0], 2))
     g = x
@@ -181,7 +182,7 @@ def batched_parts(
     open_walls: int = 3,
     open_size: int = 1,
 ) -> tuple[list[tuple[np.ndarray, ...] | None], torch.Tensor, torch.Tensor]:
-    """:func:`~.select.find_parts` of every image of a (B, H, W) canvas whose images have the (B, 2) ``sizes`` (h, w),
+    """:func:`~.functional_locate.find_parts` of every image of a (B, H, W) canvas whose images have the (B, 2) ``sizes`` (h, w),
     on its device.
 
     Returns:
@@ -215,7 +216,7 @@ def batched_parts(
     )
     whole = ((largest.double() < BODY_SHARE * total.double()) | (sides > 2))[:, None, None]
     body = torch.where(whole, comp >= 0, body)
-    inside = _inside_along(body, -1) & _inside_along(body, -2)
+    inside = inside_along(body, -1) & inside_along(body, -2)
     dark = inside & ~bright
     filled = (inside | body).to(torch.uint8)
     h_air, h_body = _per_image_hist(q, valid & ~bright & ~inside), _per_image_hist(q, bright)
@@ -299,7 +300,8 @@ def batched_lung_box_from_boundary(
 
 
 def clip_boxes(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, h: torch.Tensor, width, height) -> torch.Tensor:
-    """The per-image ``_clip_box`` on float64 tensors (broadcast together; ``width``/``height`` tensors or ints):
+    """The per-image :func:`~.functional.clip_box` on float64 tensors (broadcast together; ``width``/``height``
+    tensors or ints):
     int64 boxes (..., 4) of at least one pixel inside the image."""
     width = torch.as_tensor(width, dtype=torch.float64, device=x.device)
     height = torch.as_tensor(height, dtype=torch.float64, device=x.device)
@@ -314,7 +316,7 @@ def batched_lobe_boxes(
     lung_boxes: torch.Tensor, table: torch.Tensor, height: int, width: int, offsets: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The (B, 5, 4) lobe boxes of (B, 4) lung boxes from the (5, 4) float64 table of fractions, with optional
-    (B, 5, 4) ``offsets`` (see :meth:`~.generator.LungLobeGenerator.lobe_boxes`)."""
+    (B, 5, 4) ``offsets`` (see :meth:`~.array.LungLobeGenerator.lobe_boxes`)."""
     lung = lung_boxes.to(torch.float64)
     t = table.to(device=lung.device, dtype=torch.float64).expand(lung.shape[0], -1, -1)
     if offsets is not None:
@@ -366,10 +368,10 @@ def batched_locate(
     min_component_ratio: float = 0.05,
     ignore_padding: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The lung box of every image of a (B, C, H, W) batch, as :meth:`~.generator.LungLobeGenerator.locate` finds it
+    """The lung box of every image of a (B, C, H, W) batch, as :meth:`~.array.LungLobeGenerator.locate` finds it
     image by image (same arguments): ``(boxes, fallback)``, (B, 4) int64 boxes (x, y, w, h) in the batch's pixels
     and a (B,) bool, True where no lung was found and ``fallback_box`` was used. The pixel work runs on the batch's
-    device; the small per-part tables go to the CPU for :func:`~.select.select_parts`."""
+    device; the small per-part tables go to the CPU for :func:`~.functional_locate.select_parts`."""
     b, c, h, w = img.shape
     gray = img.float().mean(dim=1, keepdim=True) if c > 1 else img.float()
     if ignore_padding:

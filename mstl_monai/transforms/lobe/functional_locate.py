@@ -5,7 +5,7 @@
 A slice resampled to the locator's size is split into dark parts enclosed by the body (:func:`find_parts`, numpy and
 scipy on the CPU); every part is described by integer statistics (area, pixels at the air level, bounding box) and
 the body by its integer moments; :func:`select_parts` decides from these numbers alone which parts are lung. The
-batched locator (:mod:`.batched`) computes the same integers with tensor ops on its device and calls the same
+batched locator (:mod:`.functional_batched`) computes the same integers with tensor ops on its device and calls the same
 :func:`select_parts`, so both find the same lung box. What is rejected, and why:
 
 - dark areas outside the body (between the body and the CT table, lines of text): a lung part must lie between
@@ -21,7 +21,8 @@ batched locator (:mod:`.batched`) computes the same integers with tensor ops on 
 - specks: parts smaller than ``min_ratio`` of the largest lung part, and slices whose largest lung part is tiny.
 
 :func:`select_series` adds the neighbouring slices of a series: a part counts when it continues the lung of the
-slice next to it (towards the slice with the most lung).
+slice next to it (towards the slice with the most lung). :func:`locate_parts` runs the per-image locator on a
+resampled slice (find, select, the lung box; once more without the opening of the walls when no lung is found).
 """
 
 from __future__ import annotations
@@ -31,9 +32,24 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from scipy import ndimage as ndi
 
-__all__ = ["Parts", "intensity_bins", "threshold_bin", "threshold_level", "part_levels", "find_parts", "select_parts", "parts_box", "select_series"]
+from .functional import LUNG, boundary_map, lung_box_from_boundary
+from .functional_quantize import binary_open_np, intensity_bins, threshold_bin, threshold_level
+
+__all__ = [
+    "Parts",
+    "part_levels",
+    "find_parts",
+    "select_parts",
+    "parts_box",
+    "box_or_none",
+    "select_series",
+    "part_labels",
+    "parts_lung_box",
+    "locate_parts",
+]
 
 #: 8-connectivity
 _S8 = np.ones((3, 3), dtype=bool)
@@ -96,48 +112,6 @@ class Parts(NamedTuple):
     levels: np.ndarray
 
 
-def intensity_bins(gray: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Intensities as 256 integer levels (int32): ``floor(256 x)`` of ``x`` clipped to [0, 1]; with a fixed
-    ``threshold`` (e.g. Hounsfield units) the image's own range is mapped to [0, 1] first."""
-    g = gray
-    if threshold is not None:
-        lo, hi = float(g.min()), float(g.max())
-        scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(0.0)
-        g = (g - np.float32(lo)) * scale
-    q = (g * np.float32(256.0)).astype(np.int32)  # truncation: the same as clipping to [0, 1] first
-    return np.clip(q, 0, 255, out=q)
-
-
-def threshold_level(lo: float, hi: float, threshold: float) -> int:
-    """The level of a fixed ``threshold`` on the scale of :func:`intensity_bins` (the image's own range ``lo, hi``)."""
-    return int(min(max((threshold - lo) / (hi - lo) * 256.0, 0.0), 255.0)) if hi > lo else 0
-
-
-def threshold_bin(hist: np.ndarray, method: str = "otsu") -> int:
-    """The level ``k`` (pixels with level > ``k`` are bright) from a 256-level histogram: Otsu's threshold, or for
-    ``"multiotsu"`` the lower threshold of a 3-class Otsu on 64 levels."""
-    h = np.asarray(hist, dtype=np.float64)
-    if method == "multiotsu":
-        h = h.reshape(64, 4).sum(1)
-    bins = len(h)
-    centres = (np.arange(bins) + 0.5) / bins
-    p, s = np.cumsum(h), np.cumsum(h * centres)
-    if method == "multiotsu":
-        tot_p, tot_s = p[-1], s[-1]
-        w0, s0 = p[:, None], s[:, None]
-        w1, s1 = p[None, :] - p[:, None], s[None, :] - s[:, None]
-        w2, s2 = tot_p - p[None, :], tot_s - s[None, :]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            var = s0**2 / w0 + s1**2 / w1 + s2**2 / w2
-        var = np.where((w0 > 0) & (w1 > 0) & (w2 > 0), var, -1.0)
-        return int(np.argmax(var) // bins) * 4 + 3
-    w1 = p[-1] - p
-    mu0 = s / np.maximum(p, 1)
-    mu1 = (s[-1] - s) / np.maximum(w1, 1)
-    # the between-class variance (times n^2); 0 where a class is empty (p or w1 is 0)
-    return int(np.argmax(p * w1 * (mu0 - mu1) ** 2))
-
-
 def _level(hist: np.ndarray, share: float) -> int | None:
     """The lowest level holding at least ``share`` of the histogram's pixels, ``None`` for an empty histogram."""
     c = np.cumsum(hist)
@@ -156,29 +130,6 @@ def part_levels(hist_air: np.ndarray, hist_body: np.ndarray, hist_all: np.ndarra
     if air90 - air > AIR_SPREAD * span:
         return air, -1
     return air, air + int(span * GAS_LEVEL)
-
-
-def _window3(x: np.ndarray, op) -> np.ndarray:
-    """``op`` (np.minimum / np.maximum) over the 3x3 window of each pixel, clipped at the image border."""
-    o = x.copy()
-    op(o[:, :-1], x[:, 1:], out=o[:, :-1])
-    op(o[:, 1:], x[:, :-1], out=o[:, 1:])
-    p = o.copy()
-    op(p[:-1], o[1:], out=p[:-1])
-    op(p[1:], o[:-1], out=p[1:])
-    return p
-
-
-def binary_open_np(mask: np.ndarray, size: int) -> np.ndarray:
-    """Opening of a bool mask with a ``size`` square (odd), out-of-image pixels ignored (as :func:`.functional.binary_open`)."""
-    if size <= 1:
-        return mask
-    x = mask.view(np.uint8)
-    for _ in range(size // 2):
-        x = _window3(x, np.minimum)
-    for _ in range(size // 2):
-        x = _window3(x, np.maximum)
-    return x.view(bool)
 
 
 def _first_last(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -288,8 +239,10 @@ def find_parts(
     return Parts(labels, bright, area, n_air, sum_q, n_wall, bbox, seeded, body_moments(inside, (x0, y0)), levels)
 
 
-def _overlaps(box: Sequence[float], x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray, margin: float) -> np.ndarray:
-    """Which of the boxes given by their columns ``x0, y0, x1, y1`` come within ``margin`` of ``box`` (x0, y0, x1, y1)."""
+def _overlaps(
+    box: Sequence[float], x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray, margin: float
+) -> np.ndarray:
+    """Which of the boxes given by their columns ``x0, y0, x1, y1`` come within ``margin`` of ``box``."""
     return (box[0] - margin < x1) & (x0 - margin < box[2]) & (box[1] - margin < y1) & (y0 - margin < box[3])
 
 
@@ -438,3 +391,53 @@ def select_series(
             if out[i].any():  # the next slice continues this one's lung, else still the last lung found
                 ref = np.isin(lab, np.flatnonzero(out[i]) + 1)
     return out
+
+
+def part_labels(parts: Parts | None, keep: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    """The (1, H', W') uint8 ``AIR``/``BODY``/``LUNG`` labels of a resampled slice, the ``keep`` parts as lung."""
+    if parts is None:
+        return torch.zeros((1, *shape), dtype=torch.uint8)
+    labels = parts.bright.astype(np.uint8)  # BODY where bright
+    labels[np.concatenate([[False], keep])[parts.labels]] = LUNG
+    return torch.from_numpy(labels)[None]
+
+
+def parts_lung_box(
+    parts: Parts | None, keep: np.ndarray, shape: tuple[int, int], trim: float = 0.0, min_box_fraction: float = 0.1
+) -> tuple[int, int, int, int] | None:
+    """The lung box (x, y, w, h) of the ``keep`` parts in the resampled slice, or ``None`` (no lung): their extent,
+    or with a ``trim`` the extent of the lung's boundary pixels (:func:`~.functional.lung_box_from_boundary`)."""
+    if parts is None or not keep.any():
+        return None
+    if trim == 0.0:
+        return parts_box(parts.bbox, keep, shape[0], shape[1], min_box_fraction)
+    labels = part_labels(parts, keep, shape)
+    box = lung_box_from_boundary(boundary_map(labels)[0], labels[0], trim=trim, min_fraction=0.0, min_pixels=1)
+    return None if box is None else box_or_none(box, shape[0], shape[1], min_box_fraction)
+
+
+def locate_parts(
+    gray: np.ndarray,
+    threshold: float | None = None,
+    method: str = "otsu",
+    open_walls: int = 3,
+    open_size: int = 1,
+    min_ratio: float = 0.05,
+    trim: float = 0.0,
+    min_box_fraction: float = 0.1,
+) -> tuple[Parts | None, np.ndarray, np.ndarray, tuple[int, int, int, int] | None]:
+    """The per-image locator on a resampled (H', W') float32 slice: ``(parts, keep, lung_like, box)``, the dark parts
+    (:func:`find_parts`), which are lung and may be lung (:func:`select_parts`) and the lung box
+    (:func:`parts_lung_box`, ``None``: no lung). First with the bright walls opened by ``open_walls`` (the CT table
+    encloses nothing), once more without that opening when it finds no lung."""
+    parts, keep, like, box = None, np.zeros(0, dtype=bool), np.zeros(0, dtype=bool), None
+    for walls in dict.fromkeys((open_walls, 1)):
+        found = find_parts(gray, threshold, method, walls, open_size)
+        if found is None:
+            continue
+        parts = found
+        keep, like = select_parts(*found[2:], min_ratio=min_ratio)
+        box = parts_lung_box(parts, keep, gray.shape, trim, min_box_fraction)
+        if box is not None:
+            break
+    return parts, keep, like, box
