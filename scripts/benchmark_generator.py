@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Speed of the boundary map and of the lobe Generator (issue section 5), measured in one run on the same inputs.
+"""Speed of the boundary map and of the lobe Generator, measured in one run on the same inputs.
 
 1. ``BoundaryMap`` on a batch of 32 uint8 label images of 512x512 (air / body / lung labels made from real
    LUNA16 slices when ``--data-root`` has them, otherwise from the synthetic phantom) against
@@ -10,17 +10,22 @@
 2. The whole Generator (locate + 5 crops + resize to 224) per image against decoding the same PNG (bytes already
    in memory, PIL decode to a numpy array).
 
-Times are medians of ``--repeats`` runs. With a GPU the boundary map and the Generator are also timed there.
+Times are medians of ``--repeats`` runs; for the Generator and the decode also this thread's CPU time (the steadier
+measure on a machine shared with other work, where waiting for a core adds to the wall time). With a GPU the boundary map and the Generator are also timed there.
+``--json`` writes the measured times and ratios (and the machine they were measured on) to a file.
 
 Usage::
 
-    python scripts/benchmark_generator.py --data-root ../shared/data
+    python scripts/benchmark_generator.py --data-root ../shared/data [--json results/benchmarks/generator_cpu.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
+import platform
 import statistics
 import sys
 import time
@@ -52,6 +57,15 @@ def timeit(fn, repeats: int, sync: bool = False) -> float:
     return statistics.median(times)
 
 
+def wall_and_cpu(fn) -> tuple[float, float]:
+    """Wall time and this thread's CPU time of one ``fn()`` in seconds (one warm-up call first). On a machine shared
+    with other work the CPU time is the steadier measure: waiting for a core does not count in it."""
+    fn()
+    w0, c0 = time.perf_counter(), time.thread_time()
+    fn()
+    return time.perf_counter() - w0, time.thread_time() - c0
+
+
 def png_inputs(root: Path, n: int) -> tuple[list[bytes], str]:
     """The bytes of ``n`` 512x512 PNG slices (LUNA16) or phantom PNGs written to memory."""
     files = sorted((root / "luna16" / "images").glob("*.png"))[:n] if root.is_dir() else []
@@ -80,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--literal-images", type=int, default=1, help="images the literal reference is timed on")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--json", type=Path, default=None, help="write the measured times and ratios here (JSON)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,18 +133,37 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 2. the Generator against PNG decoding --------------------------------------------------------------------
     gen = LungLobeGenerator(spatial_size=224)
     # interleaved rounds, so that both sides see the same machine load; medians over the rounds
-    t_dec, t_gen, t_loc = [], [], []
+    t_dec, t_gen, t_loc, c_dec, c_gen = [], [], [], [], []
     for _ in range(args.repeats + 1):
-        t_dec.append(timeit(lambda: [decode(x) for x in blobs], 1) / b)
-        t_gen.append(timeit(lambda: [gen(im) for im in imgs], 1) / b)
+        rounds = ((t_dec, c_dec, lambda: [decode(x) for x in blobs]), (t_gen, c_gen, lambda: [gen(im) for im in imgs]))
+        for wall, cpu, fn in rounds:
+            tw, tc = wall_and_cpu(fn)
+            wall.append(tw / b)
+            cpu.append(tc / b)
         with cpu_single_thread():
             t_loc.append(timeit(lambda: [gen.locate(im) for im in imgs], 1) / b)
-    t_dec, t_gen, t_loc = (statistics.median(v[1:]) for v in (t_dec, t_gen, t_loc))
+    t_dec, t_gen, t_loc, c_dec, c_gen = (statistics.median(v[1:]) for v in (t_dec, t_gen, t_loc, c_dec, c_gen))
     fallbacks = sum(gen(im).fallback for im in imgs)
     print(f"\nGenerator per {h}x{w} image (locate + 5 crops + resize to 224), {fallbacks}/{b} fell back:")
     print(f"  PNG decode (PIL, from memory)   {t_dec * 1e3:9.3f} ms")
     print(f"  LungLobeGenerator               {t_gen * 1e3:9.3f} ms   -> {t_gen / t_dec:5.2f}x the decode cost")
     print(f"    of which locate               {t_loc * 1e3:9.3f} ms")
+    print(f"  CPU time (this thread): decode {c_dec * 1e3:.3f} ms, Generator {c_gen * 1e3:.3f} ms"
+          f"   -> {c_gen / c_dec:5.2f}x the decode cost")
+    result = {
+        "inputs": source,
+        "images": b,
+        "image_size": [h, w],
+        "torch": torch.__version__,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                    "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "boundary_map_ms": {"BoundaryMap": t_ours * 1e3, "skimage": t_sk * 1e3, "literal": t_lit * 1e3},
+        "generator_per_image_ms": {"png_decode": t_dec * 1e3, "generator": t_gen * 1e3, "locate": t_loc * 1e3},
+        "generator_over_decode": t_gen / t_dec,
+        "cpu_time_per_image_ms": {"png_decode": c_dec * 1e3, "generator": c_gen * 1e3},
+        "generator_over_decode_cpu_time": c_gen / c_dec,
+        "fallbacks": int(fallbacks),
+    }
 
     # ---- GPU ------------------------------------------------------------------------------------------------------
     if torch.cuda.is_available():
@@ -144,8 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nGPU ({torch.cuda.get_device_name(dev)}):")
         print(f"  BoundaryMap batch               {t_g * 1e3:9.3f} ms   (identical to CPU: {same})")
         print(f"  LungLobeGenerator per image     {t_gg * 1e3:9.3f} ms   (same boxes as CPU: {boxes_same})")
+        result["gpu"] = {"device": torch.cuda.get_device_name(dev), "boundary_map_ms": t_g * 1e3,
+                         "generator_per_image_ms": t_gg * 1e3, "same_as_cpu": bool(same and boxes_same)}
     else:
         print("\nGPU: none available")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        tmp.replace(args.json)  # written whole or not at all
+        print(f"written: {args.json}")
     return 0
 
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 from .io import (
     CT_SLICE_FORMATS,
     DEFAULT_LUNG_WINDOW,
+    LoadCTSeries,
+    LoadCTSeriesD,
+    LoadCTSeriesd,
+    LoadCTSeriesDict,
     LoadCTSlice,
     LoadCTSliceD,
     LoadCTSliced,
@@ -21,6 +25,10 @@ from .lobe import __all__ as _lobe_all
 __all__ = [
     "CT_SLICE_FORMATS",
     "DEFAULT_LUNG_WINDOW",
+    "LoadCTSeries",
+    "LoadCTSeriesD",
+    "LoadCTSeriesDict",
+    "LoadCTSeriesd",
     "LoadCTSlice",
     "LoadCTSliceD",
     "LoadCTSliceDict",
@@ -30,10 +38,6 @@ __all__ = [
     "sniff_ct_format",
 ]
 __all__ += list(_lobe_all)
-
-from .io import LoadCTSeries, LoadCTSeriesD, LoadCTSeriesd, LoadCTSeriesDict  # noqa: E402
-
-__all__ += ["LoadCTSeries", "LoadCTSeriesD", "LoadCTSeriesDict", "LoadCTSeriesd"]
 
 from .attention_aug import (  # noqa: E402
     AttentionAugment,

@@ -92,7 +92,7 @@ class TestLoadCTSeriesSynthetic(unittest.TestCase):
     def test_missing_slices(self):
         zs = np.delete(5.0 * np.arange(12), [5, 6])  # two slices missing after z = 20
         write_series(self.tmp / "s", zs)
-        with self.assertLogs("mstl_monai.transforms.io.series", level="WARNING") as logs:
+        with self.assertLogs("mstl_monai.transforms.io.array", level="WARNING") as logs:
             stack = LoadCTSeries()(self.tmp / "s")
         self.assertIn("missing slices", "\n".join(logs.output))
         self.assertEqual(stack.shape[0], 10)

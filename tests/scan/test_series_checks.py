@@ -18,7 +18,7 @@ from mstl_monai.transforms import LoadCTSeries, LoadCTSlice
 from tests.scan._series import REAL_SERIES, broken_dicom, copy_series, edit_slice, write_series
 from tests.utils import require_real_data
 
-LOGGER = "mstl_monai.transforms.io.series"
+LOGGER = "mstl_monai.transforms.io.array"
 
 
 class _Tmp(unittest.TestCase):

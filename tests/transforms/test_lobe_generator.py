@@ -28,7 +28,8 @@ from mstl_monai.transforms import (
     RandLungLobeGenerator,
     RandLungLobeGeneratord,
 )
-from mstl_monai.transforms.lobe.functional import LUNG, binary_open, content_box, filter_lung_components
+from mstl_monai.transforms.lobe.functional import LUNG, content_box
+from mstl_monai.transforms.lobe.functional_quantize import binary_open, filter_lung_components
 from tests.utils import require_real_data
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

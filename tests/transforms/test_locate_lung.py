@@ -13,7 +13,7 @@ from parameterized import parameterized
 
 from mstl_monai.data import covid_ct_datalist, make_lung_phantom
 from mstl_monai.transforms import LoadCTSlice, LocateLungd, LungLobeGenerator
-from mstl_monai.transforms.lobe.select import body_moments, select_parts, select_series
+from mstl_monai.transforms.lobe.functional_locate import body_moments, select_parts, select_series
 from tests.utils import require_real_data
 
 BLANK_CASES = [

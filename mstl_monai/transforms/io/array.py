@@ -1,10 +1,14 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Loading of one CT slice (PNG/JPEG, DICOM or a slice of a NIfTI volume) into a (1, H, W) float tensor."""
+"""Loading of CT images as array transforms: one slice (PNG/JPEG, DICOM or a slice of a NIfTI volume) as a (1, H, W)
+float tensor, and a whole scan (a DICOM series folder or a NIfTI volume) as an (N, 1, H, W) stack of axial slices."""
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,22 +17,38 @@ from monai.data import MetaTensor, NibabelReader, PILReader, PydicomReader
 from monai.transforms import Transform
 from monai.utils import TransformBackends
 
+from .dicom_folder import (
+    DicomFolder,
+    check_series_tags,
+    dicom_series_headers,
+    name_list,
+    read_dicom_folder,
+    reorient,
+    series_geometry,
+)
 from .functional import (
     ASSUMED_CT_INTERCEPT,
     CT_SLICE_FORMATS,
     DEFAULT_LUNG_WINDOW,
     canonical_axial,
+    describe_series,
     dicom_to_hu,
+    find_gaps,
     lung_window,
+    nifti_axial_stack,
     pil_to_unit,
     png_sbit,
+    read_error_reason,
     significant_bits,
     sniff_ct_format,
 )
 
-# the format sniffing, pixel conversions and reorientation LoadCTSlice uses live in .functional; named here too
+# the format sniffing, pixel conversions, reorientation and gaps the loaders use live in .functional; named here too
 __all__ = [
     "LoadCTSlice",
+    "LoadCTSeries",
+    "dicom_series_headers",
+    "find_gaps",
     "significant_bits",
     "png_sbit",
     "DEFAULT_LUNG_WINDOW",
@@ -37,6 +57,9 @@ __all__ = [
     "sniff_ct_format",
     "lung_window",
 ]
+
+logger = logging.getLogger(__name__)
+
 
 class LoadCTSlice(Transform):
     """Load one CT slice file as a 1-channel float32 :class:`~monai.data.MetaTensor` of shape (1, H, W) in [0, 1].
@@ -228,3 +251,197 @@ class LoadCTSlice(Transform):
         if scale is not None:
             return arr / scale, meta
         return (arr - lo) / max(hi - lo, 1e-12), meta
+
+
+class LoadCTSeries(Transform):
+    """Load a whole CT scan as a stack of axial slices: a :class:`~monai.data.MetaTensor` (N, 1, H, W) in [0, 1].
+
+    Reads
+
+    - a folder of DICOM files of one series: the files are sorted by their ``ImagePositionPatient`` projected on
+      the slice normal (the cross product of the two ``ImageOrientationPatient`` directions), not by file name;
+      each slice is read by :class:`LoadCTSlice` (Hounsfield units from the rescale tags, lung window,
+      radiological orientation), so a slice of the stack is exactly what the single-slice loader gives for that
+      file. Several series in one folder (``SeriesInstanceUID``) are an error listing them, unless ``series_uid``
+      picks one. Nothing is left out unnamed (:mod:`.dicom_folder`): unreadable files (0 bytes, random bytes, a
+      header cut short or without pixel data) are left out and named with their reason, wherever they sit;
+      sub-folders, NIfTI volumes and other files beside the slices are listed as skipped. Where some files lack
+      geometry, one rule holds for all slices: every slice gets the series' in-plane orientation (as stored when
+      no file has ``ImageOrientationPatient``), and when a file has no ``ImagePositionPatient`` all slices are
+      ordered by ``InstanceNumber`` with no positions (NaN; duplicate numbers are an error). A ``Modality`` other
+      than CT is an error unless ``allow_non_ct``; several ``PatientID`` in one series are reported;
+    - a NIfTI volume (``.nii``/``.nii.gz``): reoriented to RAS from its affine (nibabel's ``as_closest_canonical``;
+      the axial slices are then the last axis, inferior -> superior), each slice put in the same orientation as
+      the DICOM path (:func:`~.functional.canonical_axial`) and lung-windowed.
+
+    Slices are ordered inferior -> superior (increasing position along the normal). The metadata holds
+    ``slice_positions`` (mm along the normal; for an axial scan the patient z; NaN when ordered by
+    InstanceNumber), ``position_source`` (``"ImagePositionPatient"``, ``"InstanceNumber"`` or ``"affine"``),
+    ``slice_sources`` (the DICOM file or ``volume.nii.gz#k``), ``slice_spacing`` (median step, mm), ``pixel_spacing``,
+    ``gaps`` (missing slices: a step over 1.5 x the median, of positions or of InstanceNumbers; logged as a
+    warning), ``notes`` (every fallback and file left out, each also logged as a warning), ``unreadable_files``
+    and ``skipped_files`` (``[(path, reason)]``), ``series_uid``, ``source_format`` (``"dicom-series"`` or
+    ``"nifti"``), ``hu_window`` and ``hu_range``.
+
+    Args:
+        a_min: lower end of the lung window in HU.
+        a_max: upper end of the lung window in HU.
+        series_uid: the ``SeriesInstanceUID`` to read when a folder holds several series.
+        hu: for NIfTI volumes, whether the values are HU (``None``: yes when the minimum is below -500).
+        dtype: output dtype.
+        allow_non_ct: read a DICOM series whose ``Modality`` is not CT (reported in ``notes``).
+
+    Raises:
+        ValueError: a folder without readable DICOM image files, several series without ``series_uid`` (or an
+            unknown one), a Modality other than CT (without ``allow_non_ct``), slices of different sizes or
+            orientations, several slices at one position, no position and no or duplicate InstanceNumbers;
+            every message names the folder or file.
+
+    .. code-block:: python
+
+        stack = LoadCTSeries()("ct-series/lung-pet-ct-dx-A0002")  # (30, 1, 512, 512)
+        stack.meta["slice_positions"][:2]  # [80.0, 88.0]
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        a_min: float = DEFAULT_LUNG_WINDOW[0],
+        a_max: float = DEFAULT_LUNG_WINDOW[1],
+        series_uid: str | None = None,
+        hu: bool | None = None,
+        dtype: DtypeLike | torch.dtype = torch.float32,
+        allow_non_ct: bool = False,
+    ) -> None:
+        self.slice_loader = LoadCTSlice(a_min=a_min, a_max=a_max, dtype=torch.float32)
+        self.a_min, self.a_max = float(a_min), float(a_max)
+        self.series_uid = series_uid
+        self.hu = hu
+        self.dtype = dtype
+        if not isinstance(allow_non_ct, (bool, np.bool_)):
+            raise TypeError(f"allow_non_ct must be true or false, got {allow_non_ct!r}.")
+        self.allow_non_ct = bool(allow_non_ct)
+
+    def __call__(self, path: PathLike) -> MetaTensor:
+        """Load the scan at ``path`` (a DICOM series folder or a NIfTI file); see the class docstring."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"LoadCTSeries expects a folder or file path, got {type(path).__name__}.")
+        path = str(path)
+        if os.path.isdir(path):
+            stack, meta = self._load_dicom_series(path)
+        elif os.path.isfile(path) and path.lower().endswith((".nii", ".nii.gz")):
+            stack, meta = nifti_axial_stack(path, self.hu, self.a_min, self.a_max)
+        elif os.path.isfile(path):
+            raise ValueError(f"CT scan {path!r} is neither a folder of DICOM files nor a NIfTI volume (.nii/.nii.gz).")
+        else:
+            raise ValueError(f"CT scan {path!r} does not exist.")
+        if meta["position_source"] == "InstanceNumber":  # no positions: gaps in the numbering
+            _, gaps = find_gaps(np.asarray(meta["instance_numbers"], dtype=float))
+            step = math.nan
+            gaps = [
+                {"after_index": g["after_index"], "instance_before": int(g["z_before"]),
+                 "instance_after": int(g["z_after"]), "missing": g["missing"]}
+                for g in gaps
+            ]
+            where = ", ".join(f"{g['missing']} between InstanceNumber {g['instance_before']} and {g['instance_after']}"
+                              for g in gaps)
+        else:
+            step, gaps = find_gaps(np.asarray(meta["slice_positions"]))
+            where = ", ".join(f"{g['missing']} between z={g['z_before']:.1f} and z={g['z_after']:.1f} mm" for g in gaps)
+            where += f"; usual step {step:.2f} mm"
+        if gaps:
+            logger.warning(f"CT scan {path!r}: missing slices ({where}).")
+        meta.setdefault("notes", [])
+        meta.update(
+            {
+                "filename_or_obj": path,
+                "slice_spacing": step,
+                "gaps": gaps,
+                "n_slices": int(stack.shape[0]),
+                "hu_window": (self.a_min, self.a_max),
+            }
+        )
+        return MetaTensor(torch.as_tensor(stack).to(self.dtype), meta=meta)
+
+    # -- DICOM -----------------------------------------------------------------------------------------------------
+    def _pick_series(self, found: DicomFolder) -> tuple[str, list[tuple[str, Any]]]:
+        series, folder = found.series, found.folder
+        if self.series_uid is not None:
+            if self.series_uid not in series:
+                raise ValueError(
+                    f"CT series folder {folder!r} has no series {self.series_uid!r}; it holds {describe_series(series)}."
+                )
+            return self.series_uid, series[self.series_uid]
+        if len(series) > 1:
+            raise ValueError(
+                f"CT series folder {folder!r} holds {len(series)} series: {describe_series(series)}; "
+                "pick one with series_uid (bundle setting `series_uid`)."
+            )
+        uid = next(iter(series))
+        return uid, series[uid]
+
+    def _load_dicom_series(self, folder: str) -> tuple[np.ndarray, dict[str, Any]]:
+        found = read_dicom_folder(folder)
+        uid, items = self._pick_series(found)
+        notes = check_series_tags(items, folder, uid, self.allow_non_ct)
+        unreadable = list(found.unreadable)
+        read = []  # (path, header, slice) of the files whose pixels could be read
+        for path, ds in items:
+            try:
+                read.append((path, ds, self.slice_loader(path)))
+            except ValueError as e:  # cut short, no pixel data, a colour picture...: named, like unreadable headers
+                unreadable.append((path, read_error_reason(e, path)))
+        unreadable.sort()
+        if not read:
+            raise ValueError(
+                f"CT series {uid!r} in {folder!r}: none of its {len(items)} files could be read: "
+                + "; ".join(f"{os.path.basename(p)} ({r})" for p, r in unreadable[:10])
+            )
+        geo = series_geometry([(p, ds) for p, ds, _ in read], folder)
+        slices, hu_lo, hu_hi, shape = [], np.inf, -np.inf, None
+        for i in geo.order:
+            path, _, img = read[i]
+            arr = img.as_tensor()[0].numpy()
+            done = list(img.meta.get("orientation_ops") or [])
+            if done != geo.orientation_ops:  # its own geometry missing: the reader fell back to another orientation
+                arr = reorient(arr, done, geo.orientation_ops)
+            if shape is None:
+                shape = arr.shape
+            elif arr.shape != shape:
+                raise ValueError(
+                    f"DICOM file {path!r} has a slice of shape {arr.shape}, the series {uid!r} in {folder!r} has {shape}."
+                )
+            lo, hi = img.meta.get("hu_range", (np.nan, np.nan))
+            hu_lo, hu_hi = min(hu_lo, float(lo)), max(hu_hi, float(hi))
+            slices.append(arr)
+        if unreadable:
+            for path, reason in unreadable:
+                logger.warning(f"CT scan {folder!r}: unreadable file {path!r} left out: {reason}")
+            listed = "; ".join(f"{os.path.basename(p)} ({r})" for p, r in unreadable[:10])
+            more = f"; ... ({len(unreadable) - 10} more, see the log)" if len(unreadable) > 10 else ""
+            notes.insert(0, f"{len(unreadable)} unreadable, left out: {listed}{more}")
+        notes += geo.notes
+        if found.skipped:
+            notes.append("skipped: " + "; ".join(f"{name_list([p])}{'/' if p.endswith(os.sep) else ''} ({r})"
+                                                 for p, r in found.skipped))
+        for note in notes[1 if unreadable else 0 :]:
+            logger.warning(f"CT scan {folder!r}: {note}")
+        ds0 = read[geo.order[0]][1]
+        meta = {
+            "source_format": "dicom-series",
+            "series_uid": uid,
+            "slice_positions": geo.positions,
+            "slice_sources": [read[i][0] for i in geo.order],
+            "instance_numbers": geo.instance_numbers,
+            "position_source": geo.source,
+            "pixel_spacing": [float(v) for v in ds0.get("PixelSpacing", [1.0, 1.0])],
+            "orientation_ops": geo.orientation_ops,
+            "hu_range": (hu_lo, hu_hi),
+            "notes": notes,
+            "unreadable_files": unreadable,
+            "skipped_files": list(found.skipped),
+        }
+        return np.stack(slices)[:, None], meta
+
+    # -- NIfTI -----------------------------------------------------------------------------------------------------

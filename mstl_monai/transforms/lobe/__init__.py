@@ -5,26 +5,19 @@
 from __future__ import annotations
 
 from .array import (
-    AIR,
-    BODY,
-    DEFAULT_LOBE_BOXES,
-    LOBE_NAMES,
-    LUNG,
+    BatchLungLobeGenerator,
     BoundaryMap,
-    LobeRegions,
+    LocateLung,
     LungLobeGenerator,
+    LungLocation,
     LungQuantize,
     QuantizeLung,
     RandLungLobeGenerator,
 )
-from .batch_generator import (
-    BatchLungLobeGenerator,
+from .dictionary import (
     BatchLungLobeGeneratorD,
     BatchLungLobeGeneratord,
     BatchLungLobeGeneratorDict,
-)
-from .batched import batched_crop_resize, batched_locate, connected_components
-from .dictionary import (
     BoundaryMapD,
     BoundaryMapd,
     BoundaryMapDict,
@@ -43,14 +36,19 @@ from .dictionary import (
     RandLungLobeGeneratorDict,
 )
 from .functional import (
+    AIR,
+    BODY,
+    DEFAULT_LOBE_BOXES,
+    LOBE_NAMES,
+    LUNG,
+    LobeRegions,
     boundary_map,
     content_box,
-    filter_lung_components,
     lung_box_from_boundary,
-    otsu_threshold,
-    quantize_lung,
     sliding_window_boundary_map,
 )
+from .functional_batched import batched_crop_resize, batched_locate, connected_components
+from .functional_quantize import filter_lung_components, otsu_threshold, quantize_lung
 
 __all__ = [
     "AIR",
@@ -72,6 +70,7 @@ __all__ = [
     "filter_lung_components",
     "LOBE_NAMES",
     "LobeRegions",
+    "LocateLung",
     "LocateLungD",
     "LocateLungd",
     "LocateLungDict",
@@ -81,6 +80,7 @@ __all__ = [
     "LungLobeGeneratorD",
     "LungLobeGeneratord",
     "LungLobeGeneratorDict",
+    "LungLocation",
     "LungQuantize",
     "LungQuantized",
     "otsu_threshold",

@@ -1,6 +1,7 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Dictionary versions of the boundary map, the lung quantiser and the lung-lobe Generator."""
+"""Dictionary versions of the lobe transforms of :mod:`.array`: the boundary map, the lung quantiser, the lung
+locator and the lung-lobe Generator (per slice, with random jitter, and for a collated batch)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,17 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
-from monai.utils import convert_to_tensor, ensure_tuple
+from monai.utils import ensure_tuple
 
-from .array import BoundaryMap, QuantizeLung
-from .generator import LobeRegions, LungLobeGenerator, RandLungLobeGenerator
-from .functional import cpu_single_thread
+from .array import (
+    BatchLungLobeGenerator,
+    BoundaryMap,
+    LocateLung,
+    LungLobeGenerator,
+    QuantizeLung,
+    RandLungLobeGenerator,
+)
+from .functional import LobeRegions
 
 __all__ = [
     "BoundaryMapd",
@@ -34,6 +41,9 @@ __all__ = [
     "LocateLungd",
     "LocateLungD",
     "LocateLungDict",
+    "BatchLungLobeGeneratord",
+    "BatchLungLobeGeneratorD",
+    "BatchLungLobeGeneratorDict",
 ]
 
 
@@ -220,14 +230,14 @@ class RandLungLobeGeneratord(RandomizableTransform, MapTransform):
 
 
 class LocateLungd(MapTransform):
-    """Record whether the lobe Generator finds a lung in each slice, and how much of the slice its box covers.
+    """Dictionary wrapper of :class:`LocateLung`: record whether the lobe Generator finds a lung in each slice, and
+    how much of the slice its box covers.
 
-    Runs the locator of :class:`LungLobeGenerator` (the same one the region crops use) on each (C, H, W) slice
-    and writes ``d[f"{output_key}_found"]`` (bool; ``False`` when no lung was found and the Generator would fall
-    back to ``fallback_box``, e.g. on a constant or non-CT image) and ``d[f"{output_key}_box_fraction"]`` (float:
-    area of the located lung box / image area; ``nan`` when no lung was found). The image is kept unchanged, so
-    the transform can sit in a classifier's preprocessing to flag predictions made without a lung. Locate on the
-    loaded slice, before any resizing or padding. Existing output keys raise ``KeyError``.
+    Writes ``d[f"{output_key}_found"]`` (bool; ``False`` when no lung was found and the Generator would fall back to
+    ``fallback_box``, e.g. on a constant or non-CT image) and ``d[f"{output_key}_box_fraction"]`` (float: area of
+    the located lung box / image area; ``nan`` when no lung was found). The image is kept unchanged, so the transform
+    can sit in a classifier's preprocessing to flag predictions made without a lung. Locate on the loaded slice,
+    before any resizing or padding. Existing output keys raise ``KeyError``.
 
     Args:
         keys: keys of (C, H, W) slices in [0, 1].
@@ -241,28 +251,21 @@ class LocateLungd(MapTransform):
         d["lung_found"], d["lung_box_fraction"]  # True, 0.41
     """
 
-    backend = LungLobeGenerator.backend
+    backend = LocateLung.backend
 
     def __init__(
         self, keys: KeysCollection, output_key: KeysCollection = "lung", allow_missing_keys: bool = False, **kwargs
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_keys = _output_keys(self.keys, output_key, "LocateLungd")
-        self.generator = LungLobeGenerator(**kwargs)
+        self.locator = LocateLung(**kwargs)
 
     def locate(self, img: Any) -> tuple[bool, float]:
         """``(found, box_fraction)`` of one (C, H, W) slice (``(False, nan)`` when no lung is found)."""
         if img.ndim != 3:
             raise ValueError(f"LocateLungd expects a (C, H, W) image, got shape {tuple(img.shape)}.")
-        t = convert_to_tensor(img, track_meta=False)
-        h, w = t.shape[-2:]
-        if h < 2 or w < 2:  # too small to hold a lung (the Generator refuses it)
-            return False, float("nan")
-        with cpu_single_thread(self.generator.single_thread and t.device.type == "cpu"):
-            (_, _, bw, bh), fallback, _ = self.generator.locate(t)
-        if fallback:
-            return False, float("nan")
-        return True, float(bw * bh) / float(h * w)
+        out = self.locator(img)
+        return out.found, out.box_fraction
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -275,8 +278,59 @@ class LocateLungd(MapTransform):
         return d
 
 
+class BatchLungLobeGeneratord(RandomizableTransform, MapTransform):
+    """Dictionary wrapper of :class:`BatchLungLobeGenerator`, for a collated batch (e.g. in a trainer, on its device).
+
+    Writes the keys of :class:`RandLungLobeGeneratord` with a batch dimension: ``d[output_key]``
+    (B, 5, C, S, S), ``_boxes`` (B, 5, 4), ``_labels`` (B, 5), ``_fallback`` (B,) and ``_lung_box`` (B, 4). One jitter
+    draw per call (``prob`` is applied per image). Existing output keys raise ``KeyError``.
+
+    Args:
+        keys: keys of (B, C, H, W) batches of slices in [0, 1].
+        output_key: output key(s), one per key.
+        spatial_size: output size of each region.
+        prob: probability of jittering an image's boxes.
+        jitter: maximal relative jitter of box position and size.
+        allow_missing_keys: do not raise if a key is missing.
+        kwargs: the other arguments of :class:`LungLobeGenerator`.
+    """
+
+    backend = BatchLungLobeGenerator.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_key: KeysCollection = "regions",
+        spatial_size: int | Sequence[int] = 224,
+        prob: float = 1.0,
+        jitter: float = 0.0,
+        allow_missing_keys: bool = False,
+        **kwargs,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, 1.0)
+        self.output_keys = _output_keys(self.keys, output_key, "BatchLungLobeGeneratord")
+        self.generator = BatchLungLobeGenerator(spatial_size=spatial_size, prob=prob, jitter=jitter, **kwargs)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.generator.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        first = self.first_key(d)
+        if first == ():
+            return d
+        self.generator.randomize(d[first].shape[0])
+        for key, out in self.key_iterator(d, self.output_keys):
+            _write_regions(d, out, self.generator(d[key], randomize=False))
+        return d
+
+
 BoundaryMapD = BoundaryMapDict = BoundaryMapd
 QuantizeLungD = QuantizeLungDict = LungQuantized = QuantizeLungd
 LungLobeGeneratorD = LungLobeGeneratorDict = LungLobeGeneratord
 RandLungLobeGeneratorD = RandLungLobeGeneratorDict = RandLungLobeGeneratord
 LocateLungD = LocateLungDict = LocateLungd
+BatchLungLobeGeneratorD = BatchLungLobeGeneratorDict = BatchLungLobeGeneratord

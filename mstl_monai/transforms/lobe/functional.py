@@ -1,25 +1,44 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Functional core of the lobe Generator: the 3x3 boundary map, the lung quantiser and the lung box."""
+"""Functional core of the lobe transforms: the 3x3 boundary map, the content box, the lung box, the lobe boxes and the
+crops of the lobe Generator (the array transforms in :mod:`.array` wrap these)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from monai.utils import optional_import
-
-measure, _ = optional_import("skimage.measure")
+import torch.nn.functional as F
 
 __all__ = [
+    "AIR",
+    "BODY",
+    "LUNG",
+    "LOBE_NAMES",
+    "DEFAULT_LOBE_BOXES",
+    "LobeRegions",
     "boundary_map",
     "sliding_window_boundary_map",
     "cpu_single_thread",
+    "window3",
     "content_box",
-    "filter_lung_components",
+    "lung_box_from_boundary",
+    "check_slice",
+    "check_lobe_table",
+    "check_jitter",
+    "clip_box",
+    "resample_slice",
+    "box_to_image",
+    "lobe_boxes",
+    "crop_resize",
 ]
+
+#: label values of the air / body / lung classes (:func:`~.functional_quantize.quantize_lung`, the locator's labels)
+AIR, BODY, LUNG = 0, 1, 2
 
 #: bytes of label data a CPU chunk works on (cache-sized: fresh large buffers and page faults dominate otherwise)
 _CPU_CHUNK_BYTES = 1 << 20
@@ -45,7 +64,7 @@ def cpu_single_thread(enabled: bool = True) -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-def _window3(src: torch.Tensor, dst: torch.Tensor, op, dim: int) -> None:
+def window3(src: torch.Tensor, dst: torch.Tensor, op, dim: int) -> None:
     """``dst = op`` over the 3-wide window of ``src`` along ``dim`` (-1 or -2), clipped at the borders.
 
     Out-of-image neighbours are ignored, which is what scikit-image's grey dilation/erosion do with their
@@ -110,10 +129,10 @@ def _boundary_chunks(x: torch.Tensor, out: torch.Tensor, per: int) -> None:
         k = min(per, n - s)
         src = x[s : s + k]
         mx, mn, tmp = buf[0, :k], buf[1, :k], buf[2, :k]
-        _window3(src, tmp, torch.maximum, -1)
-        _window3(tmp, mx, torch.maximum, -2)
-        _window3(src, tmp, torch.minimum, -1)
-        _window3(tmp, mn, torch.minimum, -2)
+        window3(src, tmp, torch.maximum, -1)
+        window3(tmp, mx, torch.maximum, -2)
+        window3(src, tmp, torch.minimum, -1)
+        window3(tmp, mn, torch.minimum, -2)
         torch.ne(mx, mn, out=out[s : s + k])
 
 
@@ -141,148 +160,32 @@ def sliding_window_boundary_map(labels) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.bool).reshape(h, w)
 
 
+
 # ---------------------------------------------------------------------------------------------------------------
-# the lung quantiser
+# the content box
 # ---------------------------------------------------------------------------------------------------------------
-#: label values written by :func:`quantize_lung`
-AIR, BODY, LUNG = 0, 1, 2
-
-
-def otsu_threshold(img: torch.Tensor, bins: int = 256, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
-    """Otsu's threshold of the values of ``img`` in ``[lo, hi]`` (a 0-dim tensor on ``img``'s device)."""
-    x = img.reshape(-1).float()
-    hist = torch.histc(x, bins=bins, min=lo, max=hi)
-    centres = torch.linspace(lo, hi, bins + 1, device=x.device)
-    centres = (centres[:-1] + centres[1:]) * 0.5
-    w0 = torch.cumsum(hist, 0)
-    total = w0[-1]
-    m0 = torch.cumsum(hist * centres, 0)
-    w1 = total - w0
-    mu0 = m0 / w0.clamp_min(1)
-    mu1 = (m0[-1] - m0) / w1.clamp_min(1)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    between = torch.where((w0 > 0) & (w1 > 0), between, torch.zeros_like(between))
-    k = int(torch.argmax(between))
-    return (centres[k] + (hi - lo) / bins * 0.5).to(img.dtype if img.is_floating_point() else torch.float32)
-
-
-def multiotsu_low_threshold(img: torch.Tensor, bins: int = 64, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
-    """The lower of the two thresholds of a 3-class Otsu (multi-Otsu) on the values of ``img`` in ``[lo, hi]``.
-
-    Separates the darkest class (air, lung) from the rest more reliably than a 2-class Otsu when the slice is
-    shown in a soft-tissue window (fat and muscle form their own classes).
-    """
-    x = img.reshape(-1).float()
-    hist = torch.histc(x, bins=bins, min=lo, max=hi).double()
-    width = (hi - lo) / bins
-    centres = lo + width * (torch.arange(bins, device=x.device, dtype=torch.float64) + 0.5)
-    p, s = torch.cumsum(hist, 0), torch.cumsum(hist * centres, 0)
-    tot_p, tot_s = p[-1], s[-1]
-    w0, s0 = p[:, None], s[:, None]  # class 0: bins [0, i]
-    w1, s1 = p[None, :] - p[:, None], s[None, :] - s[:, None]  # class 1: (i, j]
-    w2, s2 = tot_p - p[None, :], tot_s - s[None, :]  # class 2: (j, end)
-    valid = (w0 > 0) & (w1 > 0) & (w2 > 0)
-    var = s0**2 / w0.clamp_min(1e-12) + s1**2 / w1.clamp_min(1e-12) + s2**2 / w2.clamp_min(1e-12)
-    var = torch.where(valid, var, torch.full_like(var, -1.0))
-    i = int(torch.argmax(var)) // bins
-    return torch.tensor(lo + width * (i + 1), dtype=torch.float32, device=x.device)
-
-
-def _inside_along(bright: torch.Tensor, dim: int) -> torch.Tensor:
-    """True between the first and the last bright pixel of each line along ``dim`` (inclusive).
-
-    With ``c`` the running count of bright pixels: a bright pixel lies at or before ``j`` when ``c[j] > 0`` and
-    at or after ``j`` when ``c[j] - b[j]`` is less than the line's total.
-    """
-    b = bright.to(torch.int32)
-    c = torch.cumsum(b, dim, dtype=torch.int32)
-    total = c.narrow(dim, c.shape[dim] - 1, 1)
-    return (c > 0) & ((c - b) < total)
-
-
-#: automatic thresholds of :func:`quantize_lung`
-THRESHOLD_METHODS = {"otsu": otsu_threshold, "multiotsu": multiotsu_low_threshold}
-
-
-def quantize_lung(
-    img: torch.Tensor,
-    threshold: float | torch.Tensor | None = None,
-    single_thread: bool = True,
-    method: str = "otsu",
-    open_walls: int = 1,
-) -> torch.Tensor:
-    """Quantise a CT slice (..., H, W) into ``AIR`` (0), ``BODY`` (1) and ``LUNG`` (2) labels (uint8).
-
-    Pixels brighter than ``threshold`` are body (tissue, bone, vessels; also a bright background). Dark
-    pixels are lung when they lie between bright pixels both along their row and along their column (i.e.
-    enclosed by the body), otherwise outside air. Everything is tensor ops on ``img``'s device.
-
-    Args:
-        img: intensities, (..., H, W); every 2D image is quantised on its own.
-        threshold: the dark/bright threshold in ``img``'s units; ``None`` takes Otsu's threshold of each image
-            (intensities expected in [0, 1]).
-        single_thread: on CPU, run on one intra-op thread (see :func:`cpu_single_thread`).
-        method: automatic threshold when ``threshold`` is ``None``: ``"otsu"`` (2 classes) or ``"multiotsu"``
-            (the lower threshold of 3 classes).
-        open_walls: when > 1, the bright pixels that enclose the lung are first opened with a square of this
-            side, so that thin bright structures (the CT table, lines, text) do not enclose dark areas.
-
-    Returns:
-        a uint8 label tensor of the same shape.
-    """
-    if img.ndim < 2:
-        raise ValueError(f"quantize_lung needs a (..., H, W) image, got shape {tuple(img.shape)}.")
-    if method not in THRESHOLD_METHODS:
-        raise ValueError(f"method must be one of {tuple(THRESHOLD_METHODS)}, got {method!r}.")
-    with cpu_single_thread(single_thread and img.device.type == "cpu"):
-        return _quantize(img, threshold, method, open_walls)
-
-
-def _square_filter(x: torch.Tensor, op, size: int) -> torch.Tensor:
-    """``op`` (torch.maximum / torch.minimum) over a clipped ``size`` x ``size`` square of a (N, H, W) tensor."""
-    out = x.clone()
-    tmp = torch.empty_like(x)
-    for _ in range(size // 2):  # a (2r+1) square is r separable 3-wide passes along each axis
-        _window3(out, tmp, op, -1)
-        _window3(tmp, out, op, -2)
-    return out
-
-
-def binary_open(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """Morphological opening of a (N, H, W) bool mask with an odd ``size`` x ``size`` square.
-
-    Out-of-image pixels are ignored (like the boundary map), so the image border does not erode the mask.
-    """
-    if size < 1 or size % 2 == 0:
-        raise ValueError(f"binary_open needs an odd size >= 1, got {size}.")
-    if size == 1:
-        return mask.clone()
-    m = mask.to(torch.uint8)
-    return _square_filter(_square_filter(m, torch.minimum, size), torch.maximum, size).bool()
-
-
-def _quantize(
-    img: torch.Tensor, threshold: float | torch.Tensor | None, method: str, open_walls: int = 1
-) -> torch.Tensor:
-    shape = img.shape
-    x = img.reshape(-1, shape[-2], shape[-1])
-    if threshold is None:
-        fn = THRESHOLD_METHODS[method]
-        t = torch.stack([fn(xi.clamp(0, 1)) for xi in x]).reshape(-1, 1, 1).to(x.device)
-        bright = x > t
-    else:
-        bright = x > torch.as_tensor(threshold, device=x.device, dtype=x.dtype if x.is_floating_point() else None)
-    walls = bright if open_walls <= 1 else binary_open(bright, open_walls)
-    inside = _inside_along(walls, -1) & _inside_along(walls, -2)
-    labels = bright.to(torch.uint8)  # BODY where bright
-    labels.masked_fill_(inside & ~bright, LUNG)
-    return labels.reshape(shape)
-
-
 def _band(lo: torch.Tensor, hi: torch.Tensor, tol: float) -> int:
     """Number of leading lines (given their min ``lo`` and max ``hi``) that are constant at the first line's value."""
     ok = ((hi - lo) <= tol) & ((lo - lo[0]).abs() <= tol)
     return int(torch.cumprod(ok.to(torch.int32), 0).sum())
+
+
+def _no_band(x: torch.Tensor, h: int, rtol: float) -> bool:
+    """Whether none of the four outer lines of the (C * H, W) image ``x`` is constant within ``rtol`` of its value
+    range (then :func:`content_box` has no band to set aside). Float32 comparisons, as torch's; numpy on the CPU (a
+    dozen small reductions cost less there)."""
+    gmin, gmax = torch.aminmax(x)
+    if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
+        a = x.numpy()
+        planes = a.reshape(-1, h, a.shape[-1])
+        cols, rows = a[:, [0, -1]], planes[:, [0, -1]]  # (C * H, 2) and (C, 2, W)
+        spread = np.concatenate([cols.max(0) - cols.min(0), rows.max((0, 2)) - rows.min((0, 2))])
+        return bool((spread > np.float32(float(gmax - gmin) * rtol)).all())
+    planes = x.reshape(-1, h, x.shape[-1])
+    cols = torch.stack([x[:, 0], x[:, -1]])
+    rows = torch.stack([planes[:, 0].reshape(-1), planes[:, -1].reshape(-1)])
+    spread = torch.cat([cols.amax(dim=1) - cols.amin(dim=1), rows.amax(dim=1) - rows.amin(dim=1)])
+    return bool((spread > float(gmax - gmin) * rtol).all())
 
 
 def content_box(img: torch.Tensor, rtol: float = 1e-3) -> tuple[int, int, int, int]:
@@ -296,6 +199,9 @@ def content_box(img: torch.Tensor, rtol: float = 1e-3) -> tuple[int, int, int, i
     """
     h, w = img.shape[-2:]
     x = img.reshape(-1, w)  # (C * H, W): channels stacked along the rows
+    # the common case first: no outer line is constant, so there is no band (one pass over the image, not four)
+    if _no_band(x, h, rtol):
+        return 0, 0, w, h
     lo, hi = x.amin(dim=0), x.amax(dim=0)  # per column
     rlo, rhi = x.amin(dim=1).reshape(-1, h).amin(dim=0), x.amax(dim=1).reshape(-1, h).amax(dim=0)  # per row
     value_range = float(hi.max() - lo.min())
@@ -309,36 +215,9 @@ def content_box(img: torch.Tensor, rtol: float = 1e-3) -> tuple[int, int, int, i
     return x0, y0, x1 - x0, y1 - y0
 
 
-def filter_lung_components(labels: torch.Tensor, open_size: int = 3, min_ratio: float = 0.05) -> torch.Tensor:
-    """Keep the connected parts of the ``LUNG`` class of a (1, H, W) label image that look like lung.
-
-    A part (8-connected) is kept when it survives a morphological opening with an ``open_size`` square (it is
-    not only thin dark slits, such as gaps in the CT table or lines of text; the opening is by reconstruction,
-    so the thin tips of a kept lung stay) and its area is at least ``min_ratio`` of the largest such part's
-    (drops stray dark specks, bowel gas and the stomach bubble, which would otherwise stretch the lung box).
-    Dropped pixels become ``AIR``. The labelling runs on the CPU (scikit-image) on the small located image.
-    """
-    lung = labels == LUNG
-    if not bool(lung.any()):
-        return labels
-    seeds = lung if open_size <= 1 else binary_open(lung.reshape(-1, *lung.shape[-2:]), open_size).reshape(lung.shape)
-    lung_np = lung.reshape(lung.shape[-2:]).cpu().numpy()
-    lab = measure.label(lung_np, connectivity=2)
-    n = int(lab.max())
-    area = np.bincount(lab.ravel(), minlength=n + 1)
-    seeded = np.zeros(n + 1, dtype=bool)
-    seeded[lab[seeds.reshape(lung.shape[-2:]).cpu().numpy()]] = True
-    seeded[0] = False
-    if not seeded.any():
-        keep = seeded
-    else:
-        keep = seeded & (area >= min_ratio * area[seeded].max())
-    drop = torch.from_numpy(lung_np & ~keep[lab]).to(labels.device).reshape(labels.shape)
-    return labels.masked_fill(drop, AIR)
-
 
 # ---------------------------------------------------------------------------------------------------------------
-# the lung box and the lobe boxes
+# the lung box
 # ---------------------------------------------------------------------------------------------------------------
 def lung_box_from_boundary(
     bmap: torch.Tensor, labels: torch.Tensor, trim: float = 0.01, min_fraction: float = 0.2, min_pixels: int = 16
@@ -367,3 +246,170 @@ def lung_box_from_boundary(
     if bw < min_fraction * w or bh < min_fraction * h:
         return None
     return x0, y0, bw, bh
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the lobe Generator: its table, boxes and crops
+# ---------------------------------------------------------------------------------------------------------------
+#: the five lobes, in the order of the region labels 0..4: right upper / middle / lower, left upper / lower
+LOBE_NAMES = ("ru", "rm", "rl", "lu", "ll")
+
+#: Default relative lobe boxes ``(x, y, w, h)`` as fractions of the lung box, for an axial slice in the
+#: radiological convention (rows anterior -> posterior, image left = patient right). The right lung is the
+#: left part of the box, the left lung the right part; they overlap by 10 % in the middle (mediastinum).
+#: In an axial slice the upper lobes sit in front (top of the image) and the lower lobes behind; the right
+#: middle lobe is the band in between on the right. Neighbouring boxes overlap a little.
+DEFAULT_LOBE_BOXES: dict[str, tuple[float, float, float, float]] = {
+    "ru": (0.00, 0.00, 0.55, 0.45),
+    "rm": (0.00, 0.30, 0.55, 0.40),
+    "rl": (0.00, 0.55, 0.55, 0.45),
+    "lu": (0.45, 0.00, 0.55, 0.55),
+    "ll": (0.45, 0.45, 0.55, 0.55),
+}
+
+
+class LobeRegions(NamedTuple):
+    """What the lobe Generators return (with a leading batch dimension from the batched one).
+
+    Attributes:
+        regions: (5, C, S, S) float crops, in the order of :data:`LOBE_NAMES`.
+        boxes: (5, 4) int64 boxes ``(x, y, w, h)`` in the input image's pixels.
+        labels: (5,) int64 lobe indices ``[0, 1, 2, 3, 4]``.
+        fallback: ``True`` when no lung was found and the fallback box was used.
+        lung_box: (4,) int64 lung box ``(x, y, w, h)`` (the fallback box when ``fallback``).
+    """
+
+    regions: torch.Tensor
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    fallback: bool
+    lung_box: torch.Tensor
+
+
+def check_lobe_table(lobe_boxes: Mapping[str, Sequence[float]] | None) -> np.ndarray:
+    """The (5, 4) float64 table of lobe boxes (fractions of the lung box, rows in :data:`LOBE_NAMES` order), checked.
+
+    Raises:
+        KeyError: the keys are not exactly :data:`LOBE_NAMES`.
+        ValueError: a box is not 4 fractions inside the lung box with a positive size.
+    """
+    table = DEFAULT_LOBE_BOXES if lobe_boxes is None else lobe_boxes
+    missing = [k for k in LOBE_NAMES if k not in table]
+    extra = [k for k in table if k not in LOBE_NAMES]
+    if missing or extra:
+        raise KeyError(f"lobe_boxes needs exactly the keys {LOBE_NAMES}, missing {missing}, unknown {extra}.")
+    arr = np.asarray([table[k] for k in LOBE_NAMES], dtype=np.float64)
+    if arr.shape != (5, 4):
+        raise ValueError(f"every lobe box must be (x, y, w, h) fractions, got {dict(table)}.")
+    bad = (arr[:, 2] <= 0) | (arr[:, 3] <= 0) | (arr[:, :2] < 0).any(1) | (arr[:, :2] + arr[:, 2:] > 1.0 + 1e-9).any(1)
+    if bad.any():
+        raise ValueError(
+            f"lobe boxes must lie inside the lung box (fractions in [0, 1], w, h > 0): "
+            f"{ {LOBE_NAMES[i]: tuple(arr[i]) for i in np.flatnonzero(bad)} }."
+        )
+    return arr
+
+
+def check_slice(img, name: str) -> None:
+    """The one rule for the Generators' input: a (C, H, W) image of at least 2x2 pixels (``ValueError`` naming
+    ``name`` and the shape otherwise)."""
+    if img.ndim != 3:
+        raise ValueError(f"{name} expects a (C, H, W) image, got shape {tuple(img.shape)}.")
+    if img.shape[-2] < 2 or img.shape[-1] < 2:
+        raise ValueError(f"{name} needs an image of at least 2x2 pixels, got shape {tuple(img.shape)}.")
+
+
+def check_jitter(jitter: float) -> float:
+    """The relative box jitter of the random Generators, checked: in [0, 1)."""
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"jitter must be in [0, 1), got {jitter}.")
+    return float(jitter)
+
+
+def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """The pixel box ``(x, y, w, h)`` covering the float box, clipped to a ``width`` x ``height`` image (at least one
+    pixel)."""
+    x0 = int(min(max(math.floor(x), 0), width - 1))
+    y0 = int(min(max(math.floor(y), 0), height - 1))
+    x1 = int(min(max(math.ceil(x + w), x0 + 1), width))
+    y1 = int(min(max(math.ceil(y + h), y0 + 1), height))
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def resample_slice(
+    img: torch.Tensor, cbox: tuple[int, int, int, int] | None, size: int | None, ignore_padding: bool = True
+) -> tuple[np.ndarray, tuple[int, int, int, int], tuple[float, float]]:
+    """A (C, H, W) slice's channel mean inside its padding (``cbox``; ``None``: its own :func:`content_box`, or the
+    whole image without ``ignore_padding``), resampled to ``size`` pixels on its longest side (``None``: as it is):
+    ``(gray, content_box, scale)``, gray a float32 (H', W') array on the CPU, scale ``(h / H', w / W')``."""
+    h, w = img.shape[-2:]
+    gray = img.float().mean(dim=-3, keepdim=True) if img.shape[-3] > 1 else img.float()
+    if cbox is None:
+        cbox = content_box(gray) if ignore_padding else (0, 0, w, h)
+    cx, cy, cw, ch = cbox
+    gray = gray[:, cy : cy + ch, cx : cx + cw]
+    sy = sx = 1.0
+    if size is not None and max(ch, cw) != size:
+        scale = size / max(ch, cw)
+        hs, ws = max(1, round(ch * scale)), max(1, round(cw * scale))
+        # bilinear without antialiasing at a 1/4 scale averages the 2x2 centre of each 4x4 block: a cheap low-pass
+        # reduction (5x faster than an area average); small images are enlarged the same way. The kernel behind
+        # ``F.interpolate(..., mode="bilinear", align_corners=False)``, without its checks.
+        gray = torch._C._nn.upsample_bilinear2d(gray[None], (hs, ws), False, None, None)[0]
+        sy, sx = ch / hs, cw / ws
+    return np.ascontiguousarray(gray[0].detach().cpu().numpy()), (cx, cy, cw, ch), (sy, sx)
+
+
+def box_to_image(
+    found: tuple[int, int, int, int] | None,
+    cbox: tuple[int, int, int, int],
+    scale: tuple[float, float],
+    fallback_box: Sequence[float] = (0.0, 0.0, 1.0, 1.0),
+) -> tuple[tuple[int, int, int, int], bool]:
+    """A box of the resampled slice in the image's pixels, or for ``None`` the ``fallback_box`` (fractions of the
+    content box): ``(box, fallback)``."""
+    cx, cy, cw, ch = cbox
+    if found is None:
+        fx, fy, fw, fh = fallback_box
+        x0, y0, bw, bh = clip_box(fx * cw, fy * ch, fw * cw, fh * ch, cw, ch)
+        return (x0 + cx, y0 + cy, bw, bh), True
+    sy, sx = scale
+    x, y, bw, bh = found
+    x0, y0, bw, bh = clip_box(x * sx, y * sy, bw * sx, bh * sy, cw, ch)
+    return (x0 + cx, y0 + cy, bw, bh), False
+
+
+def lobe_boxes(
+    lung_box: Sequence[int], table: np.ndarray, height: int, width: int, offsets: np.ndarray | None = None
+) -> list[tuple[int, int, int, int]]:
+    """The five lobe boxes ``(x, y, w, h)`` in pixels from the lung box and the (5, 4) ``table`` of fractions.
+
+    ``offsets`` (5, 4), optional, are added to the table's fractions (x, y shift; w, h relative scale).
+    """
+    lx, ly, lw, lh = (float(v) for v in lung_box)
+    if offsets is not None:
+        table = table.copy()
+        table[:, :2] += offsets[:, :2] * table[:, 2:]
+        table[:, 2:] *= 1.0 + offsets[:, 2:]
+    return [clip_box(lx + fx * lw, ly + fy * lh, fw * lw, fh * lh, width, height) for fx, fy, fw, fh in table.tolist()]
+
+
+def crop_resize(
+    img: torch.Tensor, boxes: Sequence[Sequence[int]], size: Sequence[int], mode: str = "bilinear"
+) -> torch.Tensor:
+    """Crop each (x, y, w, h) box of a (C, H, W) image and resize it to ``size`` (H, W): (N, C, S0, S1).
+
+    Bilinear crops are written straight into the output (ATen's ``upsample_bilinear2d`` with ``out=``, the kernel
+    behind ``F.interpolate``): no per-crop buffers and no concatenation, which halves the cost on CPU.
+    """
+    x = img.float() if not img.is_floating_point() else img
+    size = tuple(int(s) for s in size)
+    out = torch.empty((len(boxes), x.shape[0], *size), dtype=x.dtype, device=x.device)
+    for i, (bx, by, bw, bh) in enumerate(boxes):
+        crop = x[None, :, by : by + bh, bx : bx + bw]
+        if mode == "bilinear":
+            torch._C._nn.upsample_bilinear2d(crop, size, False, None, None, out=out[i : i + 1])
+        else:
+            kw = {"align_corners": False} if mode == "bicubic" else {}
+            out[i : i + 1] = F.interpolate(crop, size=size, mode=mode, **kw)
+    return out

@@ -3,7 +3,7 @@
 """Batched functional core of the lobe Generator: locate, lobe boxes, crop and resize for a batch (B, C, H, W) at once.
 
 Every function runs on the batch's device and gives, image for image, what the per-image functions of
-:mod:`.functional` and :class:`~.generator.LungLobeGenerator` give (the same lung boxes and lobe boxes; the crops equal
+:mod:`.functional` and :class:`~.array.LungLobeGenerator` give (the same lung boxes and lobe boxes; the crops equal
 within bilinear interpolation tolerance). The images of a batch have different content boxes (the padding that made
 them square), so after the content box each image is resampled on its own (one ``interpolate`` call per image, no
 host synchronisation), into the top-left corner of a common canvas; every later step works on the whole canvas and
@@ -18,8 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .functional import BODY, LUNG, _inside_along, _window3, boundary_map
-from .select import BODY_SHARE, WALL, box_or_none, part_levels, parts_box, select_parts, threshold_bin, threshold_level
+from .functional import BODY, LUNG, boundary_map, window3
+from .functional_locate import BODY_SHARE, WALL, box_or_none, part_levels, parts_box, select_parts
+from .functional_quantize import inside_along, threshold_bin, threshold_level
 
 __all__ = [
     "batched_content_box",
@@ -94,8 +95,8 @@ def _masked_square(x: torch.Tensor, valid: torch.Tensor, op, neutral: int, size:
     tmp = torch.empty_like(x)
     for _ in range(size // 2):
         out.masked_fill_(~valid, neutral)  # outside pixels take the value that changes nothing
-        _window3(out, tmp, op, -1)
-        _window3(tmp, out, op, -2)
+        window3(out, tmp, op, -1)
+        window3(tmp, out, op, -2)
     return out
 
 
@@ -128,8 +129,8 @@ def connected_components(mask: torch.Tensor, max_iter: int = 1000) -> torch.Tens
     tmp, nb = torch.empty(shape, dtype=torch.int64, device=mask.device), torch.empty(shape, dtype=torch.int64, device=mask.device)
     for _ in range(max_iter):
         before = parent[fg]
-        _window3(parent.reshape(shape), tmp, torch.minimum, -1)
-        _window3(tmp, nb, torch.minimum, -2)
+        window3(parent.reshape(shape), tmp, torch.minimum, -1)
+        window3(tmp, nb, torch.minimum, -2)
         m = nb.reshape(-1)[fg]
         parent.scatter_reduce_(0, before, m, reduce="amin")  # hook: the parent's parent
         parent[fg] = torch.minimum(parent[fg], m)
@@ -157,7 +158,7 @@ def _per_image_hist(q: torch.Tensor, mask: torch.Tensor, bins: int = 256) -> np.
 
 
 def _levels(x: torch.Tensor, valid: torch.Tensor, threshold: float | None) -> tuple[torch.Tensor, np.ndarray]:
-    """:func:`~.select.intensity_bins` of every image of a (B, H, W) canvas: (B, H, W) int64 levels (0 outside the
+    """:func:`~.functional_quantize.intensity_bins` of every image of a (B, H, W) canvas: (B, H, W) int64 levels (0 outside the
     images) and, for a fixed ``threshold``, the per-image (lo, hi) range (float, (B, 2)) they were mapped from."""
     ranges = np.zeros((x.shape[0], 2))
     g = x
@@ -172,12 +173,6 @@ def _levels(x: torch.Tensor, valid: torch.Tensor, threshold: float | None) -> tu
     return torch.where(valid, q, 0), ranges
 
 
-def _first_last(f: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of the first and the last True along ``dim`` of a (B, H, W) uint8 mask (0 and n-1 for empty lines)."""
-    n = f.shape[dim]
-    return torch.argmax(f, dim), n - 1 - torch.argmax(f.flip(dim), dim)
-
-
 def batched_parts(
     x: torch.Tensor,
     valid: torch.Tensor,
@@ -187,7 +182,7 @@ def batched_parts(
     open_walls: int = 3,
     open_size: int = 1,
 ) -> tuple[list[tuple[np.ndarray, ...] | None], torch.Tensor, torch.Tensor]:
-    """:func:`~.select.find_parts` of every image of a (B, H, W) canvas whose images have the (B, 2) ``sizes`` (h, w),
+    """:func:`~.functional_locate.find_parts` of every image of a (B, H, W) canvas whose images have the (B, 2) ``sizes`` (h, w),
     on its device.
 
     Returns:
@@ -221,20 +216,20 @@ def batched_parts(
     )
     whole = ((largest.double() < BODY_SHARE * total.double()) | (sides > 2))[:, None, None]
     body = torch.where(whole, comp >= 0, body)
-    inside = _inside_along(body, -1) & _inside_along(body, -2)
+    inside = inside_along(body, -1) & inside_along(body, -2)
     dark = inside & ~bright
     filled = (inside | body).to(torch.uint8)
     h_air, h_body = _per_image_hist(q, valid & ~bright & ~inside), _per_image_hist(q, bright)
     lv = np.asarray([part_levels(h_air[i], h_body[i], hist[i]) for i in range(b)], dtype=np.int64)
-    # the distance to the body's outline along rows and columns, and how far counts as against the wall
+    # against the wall: within reach of the body's first or last pixel along the row or the column
     h, w = x.shape[1:]
-    xf, xl = _first_last(filled, 2)
-    yf, yl = _first_last(filled, 1)
     xs, ys = torch.arange(w, device=dev), torch.arange(h, device=dev)
-    dist = torch.minimum(xs[None, None] - xf[:, :, None], xl[:, :, None] - xs[None, None])
-    dist = torch.minimum(dist, torch.minimum(ys[None, :, None] - yf[:, None], yl[:, None] - ys[None, :, None]))
-    extent = torch.maximum(filled.amax(2).sum(1), filled.amax(1).sum(1)).cpu().numpy()
-    reach = torch.tensor([int(WALL * int(e)) for e in extent], device=dev)
+    x_first, y_first = filled.argmax(2)[:, :, None], filled.argmax(1)[:, None]
+    x_last, y_last = w - 1 - filled.flip(2).argmax(2)[:, :, None], h - 1 - filled.flip(1).argmax(1)[:, None]
+    extent = torch.maximum(filled.amax(2).sum(1), filled.amax(1).sum(1)).tolist()
+    reach = torch.tensor([int(WALL * e) for e in extent], device=dev)[:, None, None]
+    ys_ = ys[:, None]
+    near = (xs <= x_first + reach) | (xs >= x_last - reach) | (ys_ <= y_first + reach) | (ys_ >= y_last - reach)
     lv_t = torch.as_tensor(lv, device=dev)
     parts = connected_components(dark)
     fg = parts >= 0
@@ -245,7 +240,7 @@ def batched_parts(
 
     sum_q = torch.zeros(b * s, dtype=torch.int64, device=dev).index_add_(0, r, q[fg])
     stats = [count(torch.ones_like(dark)), count(q <= lv_t[:, 1, None, None]), sum_q]
-    stats.append(count(dist <= reach[:, None, None]))
+    stats.append(count(near))
     if open_size > 1:
         stats.append(count(masked_binary_open(dark, valid, open_size)) > 0)
     yy, xx = (ys[None, :, None].expand_as(parts)[fg], xs[None, None, :].expand_as(parts)[fg])
@@ -257,9 +252,9 @@ def batched_parts(
     # the body's integer moments per image
     fx = filled.to(torch.int64)
     cols, rows, rx = fx.sum(1), fx.sum(2), (fx * xs).sum(2)
-    moments = torch.stack(
-        [cols.sum(1), (cols * xs).sum(1), (rows * ys).sum(1), (cols * xs * xs).sum(1), (rows * ys * ys).sum(1), (rx * ys).sum(1)], 1
-    ).cpu().numpy()
+    sums = [cols.sum(1), (cols * xs).sum(1), (rows * ys).sum(1), (cols * xs * xs).sum(1), (rows * ys * ys).sum(1)]
+    sums.append((rx * ys).sum(1))  # elementwise products: integer matmul is not on every device
+    moments = torch.stack(sums, 1).cpu().numpy()
     roots = torch.unique(r)  # sorted: image by image, each in the per-image order (the first pixel's raster order)
     table = torch.cat([torch.stack([v[roots] for v in stats[:4]]), box[:, roots]]).cpu().numpy()
     seeded = stats[4][roots].cpu().numpy() if open_size > 1 else np.ones(len(roots), dtype=bool)
@@ -305,7 +300,8 @@ def batched_lung_box_from_boundary(
 
 
 def clip_boxes(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, h: torch.Tensor, width, height) -> torch.Tensor:
-    """The per-image ``_clip_box`` on float64 tensors (broadcast together; ``width``/``height`` tensors or ints):
+    """The per-image :func:`~.functional.clip_box` on float64 tensors (broadcast together; ``width``/``height``
+    tensors or ints):
     int64 boxes (..., 4) of at least one pixel inside the image."""
     width = torch.as_tensor(width, dtype=torch.float64, device=x.device)
     height = torch.as_tensor(height, dtype=torch.float64, device=x.device)
@@ -320,7 +316,7 @@ def batched_lobe_boxes(
     lung_boxes: torch.Tensor, table: torch.Tensor, height: int, width: int, offsets: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The (B, 5, 4) lobe boxes of (B, 4) lung boxes from the (5, 4) float64 table of fractions, with optional
-    (B, 5, 4) ``offsets`` (see :meth:`~.generator.LungLobeGenerator.lobe_boxes`)."""
+    (B, 5, 4) ``offsets`` (see :meth:`~.array.LungLobeGenerator.lobe_boxes`)."""
     lung = lung_boxes.to(torch.float64)
     t = table.to(device=lung.device, dtype=torch.float64).expand(lung.shape[0], -1, -1)
     if offsets is not None:
@@ -372,10 +368,10 @@ def batched_locate(
     min_component_ratio: float = 0.05,
     ignore_padding: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The lung box of every image of a (B, C, H, W) batch, as :meth:`~.generator.LungLobeGenerator.locate` finds it
+    """The lung box of every image of a (B, C, H, W) batch, as :meth:`~.array.LungLobeGenerator.locate` finds it
     image by image (same arguments): ``(boxes, fallback)``, (B, 4) int64 boxes (x, y, w, h) in the batch's pixels
     and a (B,) bool, True where no lung was found and ``fallback_box`` was used. The pixel work runs on the batch's
-    device; the small per-part tables go to the CPU for :func:`~.select.select_parts`."""
+    device; the small per-part tables go to the CPU for :func:`~.functional_locate.select_parts`."""
     b, c, h, w = img.shape
     gray = img.float().mean(dim=1, keepdim=True) if c > 1 else img.float()
     if ignore_padding:

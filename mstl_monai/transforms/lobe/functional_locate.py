@@ -5,7 +5,7 @@
 A slice resampled to the locator's size is split into dark parts enclosed by the body (:func:`find_parts`, numpy and
 scipy on the CPU); every part is described by integer statistics (area, pixels at the air level, bounding box) and
 the body by its integer moments; :func:`select_parts` decides from these numbers alone which parts are lung. The
-batched locator (:mod:`.batched`) computes the same integers with tensor ops on its device and calls the same
+batched locator (:mod:`.functional_batched`) computes the same integers with tensor ops on its device and calls the same
 :func:`select_parts`, so both find the same lung box. What is rejected, and why:
 
 - dark areas outside the body (between the body and the CT table, lines of text): a lung part must lie between
@@ -21,18 +21,35 @@ batched locator (:mod:`.batched`) computes the same integers with tensor ops on 
 - specks: parts smaller than ``min_ratio`` of the largest lung part, and slices whose largest lung part is tiny.
 
 :func:`select_series` adds the neighbouring slices of a series: a part counts when it continues the lung of the
-slice next to it (towards the slice with the most lung).
+slice next to it (towards the slice with the most lung). :func:`locate_parts` runs the per-image locator on a
+resampled slice (find, select, the lung box; once more without the opening of the walls when no lung is found).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from scipy import ndimage as ndi
 
-__all__ = ["Parts", "intensity_bins", "threshold_bin", "threshold_level", "part_levels", "find_parts", "select_parts", "parts_box", "select_series"]
+from .functional import LUNG, boundary_map, lung_box_from_boundary
+from .functional_quantize import binary_open_np, intensity_bins, threshold_bin, threshold_level
+
+__all__ = [
+    "Parts",
+    "part_levels",
+    "find_parts",
+    "select_parts",
+    "parts_box",
+    "box_or_none",
+    "select_series",
+    "part_labels",
+    "parts_lung_box",
+    "locate_parts",
+]
 
 #: 8-connectivity
 _S8 = np.ones((3, 3), dtype=bool)
@@ -95,48 +112,6 @@ class Parts(NamedTuple):
     levels: np.ndarray
 
 
-def intensity_bins(gray: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Intensities as 256 integer levels (int32): ``floor(256 x)`` of ``x`` clipped to [0, 1]; with a fixed
-    ``threshold`` (e.g. Hounsfield units) the image's own range is mapped to [0, 1] first."""
-    g = gray
-    if threshold is not None:
-        lo, hi = float(g.min()), float(g.max())
-        scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(0.0)
-        g = (g - np.float32(lo)) * scale
-    q = (np.clip(g, np.float32(0.0), np.float32(1.0)) * np.float32(256.0)).astype(np.int32)
-    return np.minimum(q, 255, out=q)
-
-
-def threshold_level(lo: float, hi: float, threshold: float) -> int:
-    """The level of a fixed ``threshold`` on the scale of :func:`intensity_bins` (the image's own range ``lo, hi``)."""
-    return int(min(max((threshold - lo) / (hi - lo) * 256.0, 0.0), 255.0)) if hi > lo else 0
-
-
-def threshold_bin(hist: np.ndarray, method: str = "otsu") -> int:
-    """The level ``k`` (pixels with level > ``k`` are bright) from a 256-level histogram: Otsu's threshold, or for
-    ``"multiotsu"`` the lower threshold of a 3-class Otsu on 64 levels."""
-    h = np.asarray(hist, dtype=np.float64)
-    if method == "multiotsu":
-        h = h.reshape(64, 4).sum(1)
-    bins = len(h)
-    centres = (np.arange(bins) + 0.5) / bins
-    p, s = np.cumsum(h), np.cumsum(h * centres)
-    if method == "multiotsu":
-        tot_p, tot_s = p[-1], s[-1]
-        w0, s0 = p[:, None], s[:, None]
-        w1, s1 = p[None, :] - p[:, None], s[None, :] - s[:, None]
-        w2, s2 = tot_p - p[None, :], tot_s - s[None, :]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            var = s0**2 / w0 + s1**2 / w1 + s2**2 / w2
-        var = np.where((w0 > 0) & (w1 > 0) & (w2 > 0), var, -1.0)
-        return int(np.argmax(var) // bins) * 4 + 3
-    w1 = p[-1] - p
-    mu0 = s / np.maximum(p, 1)
-    mu1 = (s[-1] - s) / np.maximum(w1, 1)
-    between = np.where((p > 0) & (w1 > 0), p * w1 * (mu0 - mu1) ** 2, 0.0)
-    return int(np.argmax(between))
-
-
 def _level(hist: np.ndarray, share: float) -> int | None:
     """The lowest level holding at least ``share`` of the histogram's pixels, ``None`` for an empty histogram."""
     c = np.cumsum(hist)
@@ -157,64 +132,40 @@ def part_levels(hist_air: np.ndarray, hist_body: np.ndarray, hist_all: np.ndarra
     return air, air + int(span * GAS_LEVEL)
 
 
-def _window3(x: np.ndarray, op) -> np.ndarray:
-    """``op`` (np.minimum / np.maximum) over the 3x3 window of each pixel, clipped at the image border."""
-    o = x.copy()
-    op(o[:, :-1], x[:, 1:], out=o[:, :-1])
-    op(o[:, 1:], x[:, :-1], out=o[:, 1:])
-    p = o.copy()
-    op(p[:-1], o[1:], out=p[:-1])
-    op(p[1:], o[:-1], out=p[1:])
-    return p
+def _first_last(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of a C-contiguous bool (H, W) mask: the first and the last column holding a pixel (int16) and whether
+    the row holds one at all. ``argmax`` of a contiguous bool row stops at the first True (the fast path)."""
+    h, w = mask.shape
+    first = mask.argmax(1)
+    any_ = mask[np.arange(h), first]
+    last = w - 1 - np.ascontiguousarray(mask[:, ::-1]).argmax(1)
+    return first.astype(np.int16), last.astype(np.int16), any_
 
 
-def binary_open_np(mask: np.ndarray, size: int) -> np.ndarray:
-    """Opening of a bool mask with a ``size`` square (odd), out-of-image pixels ignored (as :func:`.functional.binary_open`)."""
-    if size <= 1:
-        return mask
-    x = mask.view(np.uint8)
-    for _ in range(size // 2):
-        x = _window3(x, np.minimum)
-    for _ in range(size // 2):
-        x = _window3(x, np.maximum)
-    return x.view(bool)
+def _spans(start: np.ndarray, length: np.ndarray, axis_len: int, along_rows: bool) -> np.ndarray:
+    """The (H, W) bool mask of the per-line ranges ``[start, start + length)`` (``length`` <= 0: empty), along the
+    rows (``start`` per row) or the columns. One subtraction and one unsigned comparison: ``i - start`` wraps
+    around to a large number below the start."""
+    i = np.arange(axis_len, dtype=np.int16)
+    if along_rows:
+        offset, bound = i[None] - start[:, None], length[:, None]
+    else:
+        offset, bound = i[:, None] - start[None], length[None]
+    return offset.view(np.uint16) < np.maximum(bound, 0).astype(np.uint16)
 
 
-def _inside(body: np.ndarray) -> np.ndarray:
-    """True between the first and the last body pixel of its row and of its column (inclusive)."""
-    out = np.ones(body.shape, dtype=bool)
-    b = body.view(np.uint8)
-    for axis in (0, 1):
-        c = np.cumsum(b, axis, dtype=np.int32)
-        total = c[-1:] if axis == 0 else c[:, -1:]
-        out &= (c > 0) & ((c - b) < total)
-    return out
-
-
-def wall_distance(filled: np.ndarray) -> tuple[np.ndarray, int]:
-    """``(distance, reach)``: per pixel the distance (int32) to the first or last pixel of ``filled`` along its row
-    or its column, and the largest distance counted as against the wall (:data:`WALL` of the longer extent)."""
+def body_moments(filled: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """The integer moments ``n, sum x, sum y, sum x^2, sum y^2, sum xy`` (int64) of a bool mask whose first pixel
+    sits at ``origin`` (x, y) of the image."""
     h, w = filled.shape
-    f = filled.view(np.uint8)
-    rows, cols = np.cumsum(f, 1, dtype=np.int32), np.cumsum(f, 0, dtype=np.int32)
-    x, y = np.arange(w, dtype=np.int32), np.arange(h, dtype=np.int32)
-    x_first = np.argmax(f, 1).astype(np.int32)
-    x_last = (w - 1 - np.argmax(f[:, ::-1], 1)).astype(np.int32)
-    y_first = np.argmax(f, 0).astype(np.int32)
-    y_last = (h - 1 - np.argmax(f[::-1], 0)).astype(np.int32)
-    d = np.minimum(x[None] - x_first[:, None], x_last[:, None] - x[None])
-    d = np.minimum(d, np.minimum(y[:, None] - y_first[None], y_last[None] - y[:, None]))
-    extent = max(int((rows[:, -1] > 0).sum()), int((cols[-1] > 0).sum()))
-    return d, int(WALL * extent)
-
-
-def body_moments(filled: np.ndarray) -> np.ndarray:
-    """The integer moments ``n, sum x, sum y, sum x^2, sum y^2, sum xy`` (int64) of a bool mask."""
-    h, w = filled.shape
-    f = filled.view(np.uint8).astype(np.int64)
-    x, y = np.arange(w, dtype=np.int64), np.arange(h, dtype=np.int64)
-    cols, rows, rx = f.sum(0), f.sum(1), f @ x
-    return np.array([cols.sum(), cols @ x, rows @ y, cols @ (x * x), rows @ (y * y), rx @ y], dtype=np.int64)
+    x = np.arange(origin[0], origin[0] + w, dtype=np.int64)
+    y = np.arange(origin[1], origin[1] + h, dtype=np.int64)
+    f = filled.view(np.uint8).astype(np.float32)
+    # per row the pixel count and the sum of x: float32 sums below 2**24 are exact (images up to 4096 pixels wide)
+    rows_rx = (f @ np.stack([np.ones(w, np.float32), x.astype(np.float32)], 1)).astype(np.int64)
+    cols = (np.ones(h, np.float32) @ f).astype(np.int64)
+    rows, rx = rows_rx[:, 0], rows_rx[:, 1]
+    return np.array([cols.sum(), cols @ x, rows @ y, cols @ (x * x), rows @ (y * y), rx @ y])
 
 
 def find_parts(
@@ -224,49 +175,75 @@ def find_parts(
 
     Bright pixels (above Otsu's threshold, or ``threshold``) are the body class; they are opened with an
     ``open_walls`` square (thin bright structures such as the CT table go) and their largest 8-connected part is
-    the body (all of them when it holds less than :data:`BODY_SHARE` or touches more than two sides). Dark pixels between body pixels along their row and their column are the candidate parts
-    (8-connected). ``open_size`` > 1: a part must also survive an opening with that square (thin slits only).
+    the body (all of them when it holds less than :data:`BODY_SHARE` or touches more than two sides). Dark pixels
+    between body pixels along their row and their column are the candidate parts (8-connected). ``open_size`` > 1:
+    a part must also survive an opening with that square (thin slits only).
     """
     q = intensity_bins(gray, threshold)
     hist = np.bincount(q.ravel(), minlength=256)
-    k = threshold_bin(hist, method) if threshold is None else threshold_level(float(gray.min()), float(gray.max()), threshold)
-    bright = q > k if threshold is None else gray > np.float32(threshold)
-    walls, n_walls = ndi.label(binary_open_np(bright, open_walls), _S8)
+    if threshold is None:
+        k = threshold_bin(hist, method)
+        bright = q > k
+        hist_body = hist.copy()
+        hist_body[: k + 1] = 0  # the bright pixels are exactly the levels above k
+    else:
+        k = threshold_level(float(gray.min()), float(gray.max()), threshold)
+        bright = gray > np.float32(threshold)
+        hist_body = np.bincount(q[bright], minlength=256)
+    opened = binary_open_np(bright, open_walls)
+    walls, n_walls = ndi.label(opened, _S8)
     if n_walls == 0:
         return None
-    sizes = np.bincount(walls.ravel())
-    sizes[0] = 0
-    body = walls == int(np.argmax(sizes))
-    sides = int(body[0].any()) + int(body[-1].any()) + int(body[:, 0].any()) + int(body[:, -1].any())
-    if sizes.max() < BODY_SHARE * sizes.sum() or sides > 2:
-        body = walls > 0
-    inside = _inside(body)
-    dark = inside & ~bright
-    labels, n = ndi.label(dark, _S8)
-    flat = labels.ravel()
-    air, gas = part_levels(np.bincount(q[~bright & ~inside], minlength=256), np.bincount(q[bright], minlength=256), hist)
-    area = np.bincount(flat, minlength=n + 1)[1:]
-    n_air = np.bincount(flat[(q <= gas).ravel()], minlength=n + 1)[1:]
-    sum_q = np.bincount(flat, q.ravel(), minlength=n + 1)[1:].round().astype(np.int64)
-    filled = inside | body
-    dist, reach = wall_distance(filled)
-    n_wall = np.bincount(flat[(dist <= reach).ravel()], minlength=n + 1)[1:]
-    bbox = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndi.find_objects(labels)], dtype=np.int64)
+    body = opened  # one part: the body whichever rule applies
+    if n_walls > 1:
+        sizes = np.bincount(walls.ravel())
+        sizes[0] = 0
+        body = walls == int(np.argmax(sizes))
+        sides = int(body[0].any()) + int(body[-1].any()) + int(body[:, 0].any()) + int(body[:, -1].any())
+        if sizes.max() < BODY_SHARE * sizes.sum() or sides > 2:
+            body = walls > 0
+    # everything below lies inside the body's bounding box: work on that window (x0, y0) .. (x1, y1)
+    rows_any, cols_any = body.any(1), body.any(0)
+    y0, x0 = int(rows_any.argmax()), int(cols_any.argmax())
+    y1, x1 = len(rows_any) - int(rows_any[::-1].argmax()), len(cols_any) - int(cols_any[::-1].argmax())
+    win = np.s_[y0:y1, x0:x1]
+    # inside: between the body's first and last pixel along the row and along the column; against the wall: within
+    # ``reach`` of one of them (the body's outline, along rows and columns), i.e. not deeper inside than that
+    wb = np.ascontiguousarray(body[win])
+    x_first, x_last, rows = _first_last(wb)
+    y_first, y_last, cols = _first_last(np.ascontiguousarray(wb.T))
+    reach = int(WALL * max(int(rows.sum()), int(cols.sum())))
+    x_len, y_len = np.where(rows, x_last - x_first + 1, 0), np.where(cols, y_last - y_first + 1, 0)
+    inside = _spans(x_first, x_len, x1 - x0, True) & _spans(y_first, y_len, y1 - y0, False)
+    deep = _spans(x_first + (reach + 1), x_len - (2 * reach + 2), x1 - x0, True)
+    deep &= _spans(y_first + (reach + 1), y_len - (2 * reach + 2), y1 - y0, False)
+    dark = inside > bright[win]  # inside and not bright
+    win_labels, n = ndi.label(dark, _S8)
+    labels = np.zeros(q.shape, dtype=win_labels.dtype)
+    labels[win] = win_labels
+    # the dark pixels: their part (0-based), level and whether against the wall
+    part, q_dark, wall = win_labels[dark] - 1, q[win][dark], ~deep[dark]
+    air, gas = part_levels(hist - hist_body - np.bincount(q_dark, minlength=256), hist_body, hist)
+    area = np.bincount(part, minlength=n)
+    n_air = np.bincount(part[q_dark <= gas], minlength=n)
+    sum_q = np.bincount(part, q_dark, minlength=n).round().astype(np.int64)
+    n_wall = np.bincount(part[wall], minlength=n)
+    bbox = np.array(
+        [(sx.start, sy.start, sx.stop, sy.stop) for sy, sx in ndi.find_objects(win_labels)], dtype=np.int64
+    ).reshape(n, 4) + np.array([x0, y0, x0, y0])
     seeded = np.ones(n, dtype=bool)
     if open_size > 1 and n:
-        seeded = np.bincount(labels[binary_open_np(dark, open_size)], minlength=n + 1)[1:] > 0
+        seeded = np.bincount(labels[binary_open_np(labels > 0, open_size)], minlength=n + 1)[1:] > 0
     levels = np.array([air, k], dtype=np.int64)
-    return Parts(labels, bright, area, n_air, sum_q, n_wall, bbox.reshape(n, 4), seeded, body_moments(filled), levels)
+    # the body's moments: of all it encloses (the body lies inside its own extent)
+    return Parts(labels, bright, area, n_air, sum_q, n_wall, bbox, seeded, body_moments(inside, (x0, y0)), levels)
 
 
-def _overlaps(box: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarray:
-    """Which of the (n, 4) ``boxes`` (x0, y0, x1, y1) come within ``margin`` of ``box``."""
-    return (
-        (box[0] - margin < boxes[:, 2])
-        & (boxes[:, 0] - margin < box[2])
-        & (box[1] - margin < boxes[:, 3])
-        & (boxes[:, 1] - margin < box[3])
-    )
+def _overlaps(
+    box: Sequence[float], x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray, margin: float
+) -> np.ndarray:
+    """Which of the boxes given by their columns ``x0, y0, x1, y1`` come within ``margin`` of ``box``."""
+    return (box[0] - margin < x1) & (x0 - margin < box[2]) & (box[1] - margin < y1) & (y0 - margin < box[3])
 
 
 def select_parts(
@@ -279,8 +256,8 @@ def select_parts(
     body: np.ndarray,
     levels: np.ndarray,
     min_ratio: float = 0.05,
-) -> np.ndarray:
-    """Which parts are lung (a bool (n,) array), from the statistics of :class:`Parts` (see the module docstring).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which parts are lung, from the statistics of :class:`Parts` (see the module docstring).
 
     Args:
         area: (n,) pixels per part.
@@ -292,6 +269,10 @@ def select_parts(
         body: (6,) the body's integer moments (:func:`body_moments`).
         levels: (2,) the outside air's median level and the threshold level.
         min_ratio: parts smaller than this share of the largest lung part are dropped.
+
+    Returns:
+        ``(keep, lung_like)``: bool (n,) arrays, the lung parts and the parts that may be lung (not gas-like, not
+        thin slits, as dark as the lungs).
     """
     area, n_air, sum_q, bbox = (np.asarray(v, dtype=np.int64) for v in (area, n_air, sum_q, bbox))
     n = len(area)
@@ -299,41 +280,52 @@ def select_parts(
     nb = float(body[0])
     if n == 0 or nb <= 0:
         return keep, keep.copy()
-    mx, my = body[1] / nb, body[2] / nb
-    cxx, cyy = body[3] / nb - mx * mx, body[4] / nb - my * my
-    cxy = body[5] / nb - mx * my
-    major_var = 0.5 * (cxx + cyy) + np.sqrt(0.25 * (cxx - cyy) ** 2 + cxy * cxy)
-    margin = MARGIN * np.sqrt(12.0 * max(major_var, 0.0))  # the body's length: a uniform bar of this variance
-    mirrored = bbox.astype(np.float64)  # mirror across the body's short axis (the left/right lungs swap)
-    if cxx >= cyy:
-        mirrored[:, [0, 2]] = 2.0 * mx - bbox[:, [2, 0]]
-    else:
-        mirrored[:, [1, 3]] = 2.0 * my - bbox[:, [3, 1]]
+    # the body's centre and second moments (Python floats: the same IEEE arithmetic as numpy's float64, less overhead)
+    s1, s2, s3, s4, s5 = (int(v) for v in body[1:6])
+    mx, my = s1 / nb, s2 / nb
+    cxx, cyy = s3 / nb - mx * mx, s4 / nb - my * my
+    cxy = s5 / nb - mx * my
+    d = cxx - cyy
+    major_var = 0.5 * (cxx + cyy) + math.sqrt(0.25 * d**2 + cxy * cxy)
+    margin = MARGIN * math.sqrt(12.0 * max(major_var, 0.0))  # the body's length: a uniform bar of this variance
+    x0, y0, x1, y1 = bbox.T
+    wide = cxx >= cyy
+
+    def mirrored(i: int) -> tuple[float, float, float, float]:
+        """Part ``i``'s box mirrored across the body's short axis (the left/right lungs swap)."""
+        b = [int(v) for v in bbox[i]]
+        if wide:
+            return 2.0 * mx - b[2], float(b[1]), 2.0 * mx - b[0], float(b[3])
+        return float(b[0]), 2.0 * my - b[3], float(b[2]), 2.0 * my - b[1]
+
     gas = n_air >= GAS_SHARE * area
     sizeable = area >= PAIR_SHARE * nb
     dark_lung = area >= LARGE_SHARE * nb
-    for i in np.flatnonzero(gas & sizeable & ~dark_lung):
-        similar = (area >= PAIR_RATIO * area[i]) & (PAIR_RATIO * area <= area[i])
-        partner = _overlaps(mirrored[i], bbox, 0.5 * margin) & sizeable & gas & similar
+    for i in np.flatnonzero(gas & sizeable & ~dark_lung).tolist():
+        a = int(area[i])
+        partner = _overlaps(mirrored(i), x0, y0, x1, y1, 0.5 * margin) & sizeable & gas
+        partner &= (area >= PAIR_RATIO * a) & (PAIR_RATIO * area <= a)  # similar sizes
         partner[i] = False
         dark_lung[i] = partner.any()
     air, k = int(levels[0]), int(levels[1])
     position = (sum_q / np.maximum(area, 1) - air) / max(k - air, 1)  # mean level: 0 the air, 1 the threshold
     candidates = np.asarray(seeded, dtype=bool) & (~gas | dark_lung)
-    reference = float(position[int(np.argmax(np.where(candidates, area, -1)))]) if candidates.any() else 0.0
-    dark = (position <= reference + DARK_DELTA) | (area >= BIG_SHARE * nb)
-    lung_like = np.asarray(seeded, dtype=bool) & (~gas | dark_lung) & dark
+    if not candidates.any():
+        return keep, candidates
+    reference = float(position[int(np.argmax(np.where(candidates, area, -1)))])
+    lung_like = candidates & ((position <= reference + DARK_DELTA) | (area >= BIG_SHARE * nb))
     if not lung_like.any():
         return keep, lung_like
     main = int(np.argmax(np.where(lung_like, area, -1)))
-    if area[main] < MIN_MAIN * nb:
+    a_main = int(area[main])
+    if a_main < MIN_MAIN * nb:
         return keep, lung_like
     keep[main] = True
-    keep |= lung_like & (area >= BIG_RATIO * area[main]) & (area >= BIG_SHARE * nb)
-    keep |= lung_like & _overlaps(mirrored[main], bbox, 0.5 * margin) & (area >= min_ratio * area[main])
-    extent = np.concatenate([bbox[keep, :2].min(0), bbox[keep, 2:].max(0)])
-    near = _overlaps(extent, bbox, margin) | (np.asarray(n_wall) > 0)
-    keep |= lung_like & near & (area >= min_ratio * area[main])
+    not_small = lung_like & (area >= min_ratio * a_main)
+    keep |= lung_like & (area >= BIG_RATIO * a_main) & (area >= BIG_SHARE * nb)
+    keep |= not_small & _overlaps(mirrored(main), x0, y0, x1, y1, 0.5 * margin)
+    extent = (int(x0[keep].min()), int(y0[keep].min()), int(x1[keep].max()), int(y1[keep].max()))
+    keep |= not_small & (_overlaps(extent, x0, y0, x1, y1, margin) | (np.asarray(n_wall) > 0))
     return keep, lung_like
 
 
@@ -399,3 +391,53 @@ def select_series(
             if out[i].any():  # the next slice continues this one's lung, else still the last lung found
                 ref = np.isin(lab, np.flatnonzero(out[i]) + 1)
     return out
+
+
+def part_labels(parts: Parts | None, keep: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    """The (1, H', W') uint8 ``AIR``/``BODY``/``LUNG`` labels of a resampled slice, the ``keep`` parts as lung."""
+    if parts is None:
+        return torch.zeros((1, *shape), dtype=torch.uint8)
+    labels = parts.bright.astype(np.uint8)  # BODY where bright
+    labels[np.concatenate([[False], keep])[parts.labels]] = LUNG
+    return torch.from_numpy(labels)[None]
+
+
+def parts_lung_box(
+    parts: Parts | None, keep: np.ndarray, shape: tuple[int, int], trim: float = 0.0, min_box_fraction: float = 0.1
+) -> tuple[int, int, int, int] | None:
+    """The lung box (x, y, w, h) of the ``keep`` parts in the resampled slice, or ``None`` (no lung): their extent,
+    or with a ``trim`` the extent of the lung's boundary pixels (:func:`~.functional.lung_box_from_boundary`)."""
+    if parts is None or not keep.any():
+        return None
+    if trim == 0.0:
+        return parts_box(parts.bbox, keep, shape[0], shape[1], min_box_fraction)
+    labels = part_labels(parts, keep, shape)
+    box = lung_box_from_boundary(boundary_map(labels)[0], labels[0], trim=trim, min_fraction=0.0, min_pixels=1)
+    return None if box is None else box_or_none(box, shape[0], shape[1], min_box_fraction)
+
+
+def locate_parts(
+    gray: np.ndarray,
+    threshold: float | None = None,
+    method: str = "otsu",
+    open_walls: int = 3,
+    open_size: int = 1,
+    min_ratio: float = 0.05,
+    trim: float = 0.0,
+    min_box_fraction: float = 0.1,
+) -> tuple[Parts | None, np.ndarray, np.ndarray, tuple[int, int, int, int] | None]:
+    """The per-image locator on a resampled (H', W') float32 slice: ``(parts, keep, lung_like, box)``, the dark parts
+    (:func:`find_parts`), which are lung and may be lung (:func:`select_parts`) and the lung box
+    (:func:`parts_lung_box`, ``None``: no lung). First with the bright walls opened by ``open_walls`` (the CT table
+    encloses nothing), once more without that opening when it finds no lung."""
+    parts, keep, like, box = None, np.zeros(0, dtype=bool), np.zeros(0, dtype=bool), None
+    for walls in dict.fromkeys((open_walls, 1)):
+        found = find_parts(gray, threshold, method, walls, open_size)
+        if found is None:
+            continue
+        parts = found
+        keep, like = select_parts(*found[2:], min_ratio=min_ratio)
+        box = parts_lung_box(parts, keep, gray.shape, trim, min_box_fraction)
+        if box is not None:
+            break
+    return parts, keep, like, box
