@@ -196,7 +196,7 @@ def main(argv=None) -> int:
            f"; NonFiniteGuard's gradient check {guard_ms:.1f} ms = {100 * guard_ms / step_ms:.1f}% of a trainer step")
     )
     if a.json:
-        from mstl_monai.metrics import atomic_write
+        from mstl_monai.utils.io import atomic_write
 
         with atomic_write(a.json) as f:
             f.write(json.dumps(out, indent=2) + "\n")

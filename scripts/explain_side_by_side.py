@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from mstl_monai.metrics.io import atomic_write
+    from mstl_monai.utils.io import atomic_write
     from mstl_monai.visualize import attention_heatmap, attention_rollout, grad_cam
     from mstl_monai.visualize.explain import build_preprocessing
     from mstl_monai.visualize.overlay import overlay

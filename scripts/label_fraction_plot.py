@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"no label-fraction results under {results} (missing: {', '.join(missing)})")
         return 1
-    from mstl_monai.metrics.io import atomic_write
+    from mstl_monai.utils.io import atomic_write
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))

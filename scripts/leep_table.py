@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             )
         out[net_dir.name] = row
         print(net_dir.name, row, flush=True)
-    from mstl_monai.metrics import atomic_write
+    from mstl_monai.utils.io import atomic_write
 
     with atomic_write(leep_file) as f:
         f.write(json.dumps(out, indent=2) + "\n")

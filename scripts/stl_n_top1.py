@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     text = json.dumps(out, indent=2)
     print(text)
     if a.out:
-        from mstl_monai.metrics import atomic_write
+        from mstl_monai.utils.io import atomic_write
 
         with atomic_write(a.out) as f:
             f.write(text + "\n")

@@ -317,7 +317,7 @@ def write_scan_sr(
     Raises:
         ValueError: the scan is not a DICOM series, or its files cannot be read (the message names it).
     """
-    from mstl_monai.metrics.io import atomic_write
+    from mstl_monai.utils.io import atomic_write
 
     if datasets is None:
         datasets = read_source_datasets(result)

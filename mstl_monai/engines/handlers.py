@@ -124,7 +124,7 @@ class _SaveThenRemove(DiskSaver):
     def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
         from ignite import distributed as idist
 
-        from mstl_monai.metrics.io import atomic_write
+        from mstl_monai.utils.io import atomic_write
 
         filename = self.filename or filename
         pending, self._pending = self._pending, []

@@ -179,7 +179,7 @@ class ScanWriter:
     def _write_heatmaps(self, result: dict[str, Any]) -> None:
         from PIL import Image
 
-        from mstl_monai.metrics.io import atomic_write
+        from mstl_monai.utils.io import atomic_write
         from mstl_monai.visualize import overlay
 
         stem = _safe_name(result["scan"])
@@ -195,7 +195,7 @@ class ScanWriter:
 
     def flush(self) -> None:
         """Rewrite ``scans.csv`` and ``slices.csv`` atomically."""
-        from mstl_monai.metrics.io import atomic_write
+        from mstl_monai.utils.io import atomic_write
 
         for name, cols, rows in (("scans.csv", SCAN_COLUMNS, self.scan_rows), ("slices.csv", SLICE_COLUMNS, self.slice_rows)):
             with atomic_write(os.path.join(self.output_dir, name), "w", newline="") as f:

@@ -315,7 +315,7 @@ class BackboneSaver:
         if _world_size() > 1 and int(idist.get_rank()) != 0:
             return self.filepath
         from mstl_monai.engines.checkpoint import write_checkpoint_info
-        from mstl_monai.metrics.io import atomic_write
+        from mstl_monai.utils.io import atomic_write
 
         if self.info is not None:
             write_checkpoint_info(self.filepath, self.info)

@@ -113,7 +113,7 @@ def thresholded_class(scores: Mapping[str, float], threshold: float = 0.5, posit
 
 def save_state_dict_atomic(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Write a plain state dict so that readers only ever see the old or the new complete file."""
-    from mstl_monai.metrics.io import atomic_write
+    from mstl_monai.utils.io import atomic_write
 
     with atomic_write(path, "wb") as f:
         torch.save(dict(state), f)
@@ -229,7 +229,7 @@ def prepare_app(
         FileNotFoundError: ``checkpoint`` or the bundle's configs do not exist.
         ValueError: the checkpoint is unreadable or does not fit the network it describes.
     """
-    from mstl_monai.metrics.io import atomic_write
+    from mstl_monai.utils.io import atomic_write
     from mstl_monai.networks.factory import build_network
     from mstl_monai.networks.weights import extract_state_dict, read_checkpoint
 

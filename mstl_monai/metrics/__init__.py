@@ -14,7 +14,7 @@ from .calibration import (
     sensitivity_threshold,
 )
 from .classification import METRIC_NAMES, binary_roc_auc, classification_metrics, roc_curve_points, youden_threshold
-from .io import atomic_write, read_predictions_csv, to_jsonable, write_metrics_json, write_predictions_csv
+from .io import read_predictions_csv, write_metrics_json, write_predictions_csv
 from .leep import LEEPMetric, compute_leep, labels_to_indices
 from .leep_handler import LEEP
 from .plots import save_roc_curve
@@ -35,7 +35,6 @@ __all__ = [
     "LEEPMetric",
     "METRIC_NAMES",
     "TopKAccuracy",
-    "atomic_write",
     "binary_roc_auc",
     "bootstrap_topk_accuracy",
     "bootstrap_classification_metrics",
@@ -50,8 +49,16 @@ __all__ = [
     "save_roc_curve",
     "seed_bootstrap_metrics",
     "seed_paired_difference",
-    "to_jsonable",
     "write_metrics_json",
     "write_predictions_csv",
     "youden_threshold",
 ]
+
+
+def __getattr__(name: str):
+    """``atomic_write`` and ``to_jsonable`` moved to :mod:`mstl_monai.utils.io`: the old names warn, one release."""
+    if name in ("atomic_write", "to_jsonable"):
+        from . import io
+
+        return getattr(io, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ from mstl_monai.metrics.classification import (
     _metrics_from_counts,
     classification_metrics,
 )
-from mstl_monai.metrics.leep import _to_numpy
+from mstl_monai.utils.type_conversion import to_numpy
 
 __all__ = ["bootstrap_classification_metrics", "paired_bootstrap_difference", "seed_bootstrap_metrics"]
 
@@ -208,7 +208,7 @@ def seed_bootstrap_metrics(
         ``"n_seeds"`` and ``"ensemble"``.
     """
     n_bootstrap = _check_bootstrap_args(n_bootstrap, ci)
-    probs = _to_numpy(prob_pos_per_seed, "prob_pos_per_seed").astype(np.float64)
+    probs = to_numpy(prob_pos_per_seed, "prob_pos_per_seed").astype(np.float64)
     if probs.ndim != 2 or probs.shape[0] < 1:
         raise ValueError(f"prob_pos_per_seed must have shape (n_seeds, n), got {tuple(probs.shape)}.")
     per_seed = [_binary_inputs(y_true, p) for p in probs]

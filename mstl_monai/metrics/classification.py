@@ -9,7 +9,8 @@ import numpy as np
 
 from monai.config import NdarrayOrTensor
 
-from mstl_monai.metrics.leep import _to_numpy, labels_to_indices
+from mstl_monai.metrics.leep import labels_to_indices
+from mstl_monai.utils.type_conversion import to_numpy
 
 __all__ = ["METRIC_NAMES", "binary_roc_auc", "classification_metrics", "roc_curve_points", "youden_threshold"]
 
@@ -22,7 +23,7 @@ _NEED_BOTH_CLASSES = ("auc", "sensitivity", "specificity")
 def _binary_inputs(y_true: NdarrayOrTensor, prob_pos: NdarrayOrTensor) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert to ``(labels int64 (n,), positive-class probabilities float64 (n,))``."""
     y = labels_to_indices(y_true, name="y_true")
-    p = _to_numpy(prob_pos, "prob_pos")
+    p = to_numpy(prob_pos, "prob_pos")
     if p.ndim == 2 and p.shape[1] in (1, 2):
         p = p[:, -1]  # (n, 2) softmax output -> class-1 column
     if p.ndim != 1:

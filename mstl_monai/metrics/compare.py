@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mstl_monai.utils.io import atomic_write, to_jsonable
+
 from .classification import METRIC_NAMES
-from .io import atomic_write, read_predictions_csv, to_jsonable
+from .io import read_predictions_csv
 from .seeds import seed_paired_difference
 
 __all__ = [

@@ -1,86 +1,29 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Atomic writers for metric reports (JSON) and per-image predictions (CSV)."""
+"""Atomic writers for metric reports (JSON) and per-image predictions (CSV).
+
+``atomic_write`` and ``to_jsonable`` live in :mod:`mstl_monai.utils.io`; the names here are deprecated aliases.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import math
-import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
-import torch
 
 from monai.config import NdarrayOrTensor, PathLike
+from monai.utils import deprecated
 
-from mstl_monai.metrics.leep import _to_numpy, labels_to_indices
+from mstl_monai import __version__
+from mstl_monai.metrics.leep import labels_to_indices
+from mstl_monai.utils import io as _io
+from mstl_monai.utils.type_conversion import to_numpy
 
-__all__ = ["atomic_write", "to_jsonable", "write_metrics_json", "write_predictions_csv", "read_predictions_csv"]
-
-
-@contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
-    """Open a temporary file beside ``path`` and move it onto ``path`` with ``os.replace`` on success.
-
-    Readers never see a half-written file; on an exception the temporary file is removed and ``path`` is
-    left as it was. Missing parent folders are created.
-
-    Args:
-        path: the final file.
-        mode: ``"w"`` (text) or ``"wb"`` (binary).
-        open_kwargs: passed to ``open`` (e.g. ``newline=""`` for csv).
-    """
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}.")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "w":
-        open_kwargs.setdefault("encoding", "utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the usual permissions of a new file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Convert numpy/torch scalars and arrays, paths, tuples and sets to plain JSON types.
-
-    Non-finite floats (``nan``, ``inf``) become ``None`` so that the output is strict JSON.
-    """
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, torch.Tensor):
-        obj = obj.detach().cpu().numpy()
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if obj is None or isinstance(obj, str):
-        return obj
-    raise TypeError(f"cannot write a value of type {type(obj).__name__} to JSON: {obj!r}")
+__all__ = ["write_metrics_json", "write_predictions_csv", "read_predictions_csv"]
 
 
 def write_metrics_json(path: PathLike, metrics: Mapping[str, Any], indent: int = 2) -> Path:
@@ -91,8 +34,8 @@ def write_metrics_json(path: PathLike, metrics: Mapping[str, Any], indent: int =
     """
     if not isinstance(metrics, Mapping):
         raise TypeError(f"metrics must be a mapping, got {type(metrics).__name__}.")
-    data = to_jsonable(metrics)
-    with atomic_write(path, "w") as f:
+    data = _io.to_jsonable(metrics)
+    with _io.atomic_write(path, "w") as f:
         json.dump(data, f, indent=indent, sort_keys=False, allow_nan=False)
         f.write("\n")
     return Path(path)
@@ -119,7 +62,7 @@ def write_predictions_csv(
     """
     names = [str(n) for n in names]
     y = labels_to_indices(y_true, name="y_true")
-    pr = _to_numpy(probs, "probs").astype(np.float64)
+    pr = to_numpy(probs, "probs").astype(np.float64)
     if pr.ndim == 1:
         pr = np.stack([1.0 - pr, pr], axis=1)
     if pr.ndim != 2:
@@ -133,7 +76,7 @@ def write_predictions_csv(
     if len(class_names) != pr.shape[1]:
         raise ValueError(f"class_names has {len(class_names)} entries but probs has {pr.shape[1]} columns.")
     pred = np.argmax(pr, axis=1)
-    with atomic_write(path, "w", newline="") as f:
+    with _io.atomic_write(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["name", "label", "pred"] + [f"prob_{c}" for c in class_names])
         for i, name in enumerate(names):
@@ -182,3 +125,19 @@ def read_predictions_csv(path: PathLike) -> tuple[list[str], np.ndarray, np.ndar
         np.asarray(probs, dtype=np.float64).reshape(len(names), len(prob_cols)),
         [header[i][len("prob_") :] for i in prob_cols],
     )
+
+
+def _moved(func: Any) -> Any:
+    return deprecated(
+        since="0.1.0",
+        removed="0.2.0",
+        msg_suffix=f"import it from mstl_monai.utils.io ({func.__name__} moved there).",
+        version_val=__version__,
+    )(func)
+
+
+def __getattr__(name: str) -> Any:
+    """The old homes of ``atomic_write`` and ``to_jsonable`` (``mstl_monai.metrics.io``), one release, with a warning."""
+    if name in ("atomic_write", "to_jsonable"):
+        return _moved(getattr(_io, name))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,19 +12,12 @@ import torch
 from monai.config import NdarrayOrTensor
 from monai.metrics import CumulativeIterationMetric
 
+from mstl_monai.utils.type_conversion import to_numpy
+
 __all__ = ["compute_leep", "LEEPMetric", "labels_to_indices"]
 
 #: tolerance on ``|sum_z theta(x)_z - 1|`` accepted by :func:`compute_leep`
 PROB_SUM_TOL = 1e-3
-
-
-def _to_numpy(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().to(torch.float64 if x.is_floating_point() else torch.int64).numpy()
-    try:
-        return np.asarray(x)
-    except Exception as e:  # pragma: no cover - exotic inputs
-        raise TypeError(f"{name} must be array-like (numpy array, torch tensor or sequence), got {type(x)}.") from e
 
 
 def labels_to_indices(labels: NdarrayOrTensor, name: str = "target_labels") -> np.ndarray:
@@ -38,7 +31,7 @@ def labels_to_indices(labels: NdarrayOrTensor, name: str = "target_labels") -> n
     Raises:
         ValueError: for other shapes, non-integral or negative values, or rows of a one-hot matrix that are not one-hot.
     """
-    y = _to_numpy(labels, name)
+    y = to_numpy(labels, name)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim == 2:
@@ -94,7 +87,7 @@ def compute_leep(source_probs: NdarrayOrTensor, target_labels: NdarrayOrTensor) 
         ValueError: on an empty set, mismatched lengths, rows that are not probability vectors (apply softmax
             to logits first), negative or non-integer labels, or target labels with a single class.
     """
-    theta = _to_numpy(source_probs, "source_probs")
+    theta = to_numpy(source_probs, "source_probs")
     if theta.ndim != 2:
         raise ValueError(f"source_probs must have shape (n, num_source_classes), got {tuple(theta.shape)}.")
     theta = theta.astype(np.float64)

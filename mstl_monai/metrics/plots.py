@@ -10,7 +10,7 @@ from pathlib import Path
 from monai.config import NdarrayOrTensor, PathLike
 
 from mstl_monai.metrics.classification import binary_roc_auc, roc_curve_points
-from mstl_monai.metrics.io import atomic_write
+from mstl_monai.utils.io import atomic_write
 
 __all__ = ["save_roc_curve"]
 

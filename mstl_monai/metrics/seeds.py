@@ -9,7 +9,8 @@ import numpy as np
 from monai.config import NdarrayOrTensor
 
 from mstl_monai.metrics.classification import METRIC_NAMES, _metrics_from_counts
-from mstl_monai.metrics.leep import _to_numpy, labels_to_indices
+from mstl_monai.metrics.leep import labels_to_indices
+from mstl_monai.utils.type_conversion import to_numpy
 
 __all__ = ["seed_paired_difference"]
 
@@ -28,7 +29,7 @@ def _labels(y_true: NdarrayOrTensor) -> np.ndarray:
 
 def _seed_probs(probs: NdarrayOrTensor, name: str, n: int) -> np.ndarray:
     """``(K, n)`` float64 positive-class probabilities; a ``(n,)`` array is one seed."""
-    p = _to_numpy(probs, name)
+    p = to_numpy(probs, name)
     if p.ndim == 1:
         p = p[None]
     if p.ndim != 2 or p.shape[0] < 1:

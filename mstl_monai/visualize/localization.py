@@ -10,14 +10,14 @@ import numpy as np
 
 from monai.config import NdarrayOrTensor
 
-from mstl_monai.metrics.leep import _to_numpy
+from mstl_monai.utils.type_conversion import to_numpy
 
 __all__ = ["as_2d", "box_bounds", "box_area_fraction", "heatmap_mass_in_box"]
 
 
 def as_2d(arr: NdarrayOrTensor, name: str = "heatmap") -> np.ndarray:
     """Return a float64 ``(H, W)`` array from ``(H, W)``, ``(1, H, W)`` or ``(1, 1, H, W)`` input."""
-    a = _to_numpy(arr, name).astype(np.float64)
+    a = to_numpy(arr, name).astype(np.float64)
     while a.ndim > 2 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 2:

@@ -10,8 +10,8 @@ import numpy as np
 
 from monai.config import NdarrayOrTensor, PathLike
 
-from mstl_monai.metrics.io import atomic_write
-from mstl_monai.metrics.leep import _to_numpy
+from mstl_monai.utils.io import atomic_write
+from mstl_monai.utils.type_conversion import to_numpy
 from mstl_monai.visualize.localization import as_2d
 
 __all__ = ["overlay", "save_explanation_figure"]
@@ -29,7 +29,7 @@ def _unit_range(a: np.ndarray, name: str) -> np.ndarray:
 
 def _image_rgb(image: NdarrayOrTensor) -> np.ndarray:
     """``(H, W, 3)`` float in [0, 1] from a grey ``(H, W)``/``(1, H, W)`` or channel-first RGB ``(3, H, W)`` image."""
-    a = _to_numpy(image, "image").astype(np.float64)
+    a = to_numpy(image, "image").astype(np.float64)
     while a.ndim > 3 and a.shape[0] == 1:
         a = a[0]
     if a.ndim == 3 and a.shape[0] == 3:
@@ -39,7 +39,7 @@ def _image_rgb(image: NdarrayOrTensor) -> np.ndarray:
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=-1)
     if a.ndim != 3 or a.shape[-1] != 3:
-        raise ValueError(f"image must be (H, W), (1, H, W) or (3, H, W), got {tuple(_to_numpy(image, 'image').shape)}.")
+        raise ValueError(f"image must be (H, W), (1, H, W) or (3, H, W), got {tuple(to_numpy(image, 'image').shape)}.")
     return _unit_range(a, "image")
 
 

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from mstl_monai.metrics import (
-    atomic_write,
     bootstrap_classification_metrics,
     read_predictions_csv,
     write_metrics_json,
     write_predictions_csv,
 )
+from mstl_monai.utils.io import atomic_write
 
 
 class TestMetricsJson(unittest.TestCase):
@@ -114,6 +114,26 @@ class TestPredictionsCsv(unittest.TestCase):
             path.write_text("file,target\na,1\n")
             with self.assertRaisesRegex(ValueError, "bad.csv"):
                 read_predictions_csv(path)
+
+
+
+class TestMovedHelpers(unittest.TestCase):
+    def test_old_home_warns_and_still_writes(self):
+        from mstl_monai.metrics.io import atomic_write as old_atomic_write
+
+        with tempfile.TemporaryDirectory() as d:
+            with self.assertWarnsRegex(FutureWarning, "mstl_monai.utils.io"):
+                with old_atomic_write(os.path.join(d, "x.txt")) as f:
+                    f.write("ok")
+            self.assertEqual(Path(d, "x.txt").read_text(), "ok")
+
+    def test_to_numpy_reads_half_precision_tensors_as_float64(self):
+        from mstl_monai.utils.type_conversion import to_numpy
+
+        out = to_numpy(torch.tensor([0.25, 0.5], dtype=torch.bfloat16), "probs")
+        self.assertEqual(out.dtype, np.float64)
+        np.testing.assert_allclose(out, [0.25, 0.5])
+        self.assertEqual(to_numpy(torch.tensor([True, False]), "y").dtype, np.int64)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from mstl_monai.metrics import save_roc_curve
-from mstl_monai.metrics.io import atomic_write, read_predictions_csv
+from mstl_monai.metrics.io import read_predictions_csv
+from mstl_monai.utils.io import atomic_write
 
 from .cells import VARIANT
 from .load import find_metrics, leep_network
