@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
           "|---|---|---|---|---|---|---|"] + ["| " + " | ".join(r) + " |" for r in table]
     md.append("\nMean over the seeds [95% CI over test images and seeds] ±SD across seeds (one seed: its image-bootstrap"
               " CI). The gain pairs the two arms on the same test images, averaged over each arm's seeds"
-              " (`python -m mstl_monai.metrics.compare`). Below 100 %, a finetune seed also draws its own stratified label subset.")
+              " (`python -m mstl_monai.metrics compare`). Below 100 %, a finetune seed also draws its own stratified label subset.")
     if missing:
         md.append(f"\nNot run yet: {', '.join(missing)}.")
     with atomic_write(results / "label_fraction.md") as f:

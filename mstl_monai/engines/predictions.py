@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from mstl_monai.metrics.classification import thresholded_index
+
 from .checkpoint import decision_threshold
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["PredictionWriter", "given_threshold", "lung_fields", "thresholded_index"]
+__all__ = ["PredictionWriter", "given_threshold", "lung_fields"]
 
 
 def _items(engine: Engine) -> tuple[list[dict], list[dict]]:
@@ -38,15 +40,6 @@ def given_threshold(threshold: float | Mapping | None) -> dict:
         return {"value": float(threshold["value"]), "source": str(threshold.get("source", "given"))}
     used = decision_threshold(threshold)
     return used if used["source"] == "default" else {**used, "source": "given"}
-
-
-def thresholded_index(probs: Sequence[float] | np.ndarray, threshold: float = 0.5, positive_class: int = 1) -> int:
-    """The class a prediction decides for: with two classes the positive one when its probability is above
-    ``threshold`` (the other one otherwise); with more classes the most probable one (the first of ties)."""
-    p = np.asarray(probs).reshape(-1)  # its own dtype: float32 scores compare with the threshold in float32, as always
-    if p.size != 2:
-        return int(p.argmax())
-    return int(positive_class) if p[positive_class] > threshold else 1 - int(positive_class)
 
 
 def lung_fields(item: Mapping, found_key: str = "lung_found", fraction_key: str = "lung_box_fraction") -> dict:

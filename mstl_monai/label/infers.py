@@ -19,7 +19,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
 from mstl_monai.engines.predictions import lung_fields
-from mstl_monai.label.prepare import thresholded_class
+from mstl_monai.metrics.classification import thresholded_class
 from mstl_monai.transforms import LoadCTSlice, LocateLungd
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,6 @@ import yaml
 from mstl_monai.networks.factory import network_config_from_state_dict  # noqa: F401  (re-exported, in __all__)
 
 __all__ = [
-    "thresholded_class",
     "DEFAULT_MODEL_NAME",
     "network_config_from_state_dict",
     "parse_class_label",
@@ -100,15 +99,6 @@ def parse_class_label(text: str | bytes, class_names: list[str], source: str = "
     if value.strip().lower() in lower:
         return lower.index(value.strip().lower())
     raise ValueError(f"{source}: label {value!r} is not one of {class_names}.")
-
-
-def thresholded_class(scores: Mapping[str, float], threshold: float = 0.5, positive_class: int = 1) -> str:
-    """The predicted class of a binary classifier's ``{class name: probability}`` (in output order): the positive
-    class when its probability is above ``threshold``; more classes: the most probable one."""
-    from mstl_monai.engines.predictions import thresholded_index
-
-    names = list(scores)
-    return names[thresholded_index([scores[n] for n in names], threshold, positive_class)]
 
 
 def save_state_dict_atomic(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:

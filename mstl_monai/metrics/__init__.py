@@ -13,7 +13,15 @@ from .calibration import (
     fit_temperature,
     sensitivity_threshold,
 )
-from .classification import METRIC_NAMES, binary_roc_auc, classification_metrics, roc_curve_points, youden_threshold
+from .classification import (
+    METRIC_NAMES,
+    binary_roc_auc,
+    classification_metrics,
+    roc_curve_points,
+    thresholded_class,
+    thresholded_index,
+    youden_threshold,
+)
 from .io import read_predictions_csv, write_metrics_json, write_predictions_csv
 from .leep import LEEPMetric, compute_leep, labels_to_indices
 from .leep_handler import LEEP
@@ -49,6 +57,8 @@ __all__ = [
     "save_roc_curve",
     "seed_bootstrap_metrics",
     "seed_paired_difference",
+    "thresholded_class",
+    "thresholded_index",
     "write_metrics_json",
     "write_predictions_csv",
     "youden_threshold",

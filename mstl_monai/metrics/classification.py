@@ -5,6 +5,8 @@ confidence intervals: :mod:`mstl_monai.metrics.bootstrap`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from monai.config import NdarrayOrTensor
@@ -12,7 +14,15 @@ from monai.config import NdarrayOrTensor
 from mstl_monai.metrics.leep import labels_to_indices
 from mstl_monai.utils.type_conversion import to_numpy
 
-__all__ = ["METRIC_NAMES", "binary_roc_auc", "classification_metrics", "roc_curve_points", "youden_threshold"]
+__all__ = [
+    "METRIC_NAMES",
+    "binary_roc_auc",
+    "classification_metrics",
+    "roc_curve_points",
+    "thresholded_class",
+    "thresholded_index",
+    "youden_threshold",
+]
 
 #: the metrics that :func:`bootstrap_classification_metrics` gives a confidence interval for
 METRIC_NAMES = ("accuracy", "f1", "auc", "sensitivity", "specificity", "precision")
@@ -206,3 +216,19 @@ def youden_threshold(y_true: NdarrayOrTensor, prob_pos: NdarrayOrTensor) -> floa
         return None
     ties = np.flatnonzero(np.isclose(j, best, rtol=0.0, atol=1e-12))
     return float(cand[ties[np.argmin(np.abs(cand[ties] - 0.5))]])
+
+
+def thresholded_index(probs: Sequence[float] | np.ndarray, threshold: float = 0.5, positive_class: int = 1) -> int:
+    """The class a prediction decides for: with two classes the positive one when its probability is above
+    ``threshold`` (the other one otherwise); with more classes the most probable one (the first of ties)."""
+    p = np.asarray(probs).reshape(-1)  # its own dtype: float32 scores compare with the threshold in float32, as always
+    if p.size != 2:
+        return int(p.argmax())
+    return int(positive_class) if p[positive_class] > threshold else 1 - int(positive_class)
+
+
+def thresholded_class(scores: Mapping[str, float], threshold: float = 0.5, positive_class: int = 1) -> str:
+    """The predicted class of a binary classifier's ``{class name: probability}`` (in output order): the positive
+    class when its probability is above ``threshold``; more classes: the most probable one."""
+    names = list(scores)
+    return names[thresholded_index([scores[n] for n in names], threshold, positive_class)]

@@ -12,15 +12,13 @@ seed ensembles (mean probability over each arm's seeds) are compared too when an
 .. code-block:: bash
 
     # MAG-SD vs plain finetune of the same chain, seeds 0 and 1 of each
-    python -m mstl_monai.metrics.compare \\
+    python -m mstl_monai.metrics compare \\
         --a results/cpu_scale/r18_base_stln_stlm_sstl_ours_robust_magsd results/cpu_scale/r18_base_stln_stlm_sstl_ours_robust_magsd_ft_s1 \\
         --b results/cpu_scale/r18_base_stln_stlm_sstl_ours_robust results/cpu_scale/r18_base_stln_stlm_sstl_ours_robust_ft_s1
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -28,9 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mstl_monai.utils.io import atomic_write, to_jsonable
-
-from .classification import METRIC_NAMES
 from .io import read_predictions_csv
 from .seeds import seed_paired_difference
 
@@ -181,43 +176,10 @@ def undefined_metrics(y: np.ndarray, class_names: Sequence[str] = ("0", "1")) ->
     return out
 
 
-def _line(name: str, d: dict, undefined: dict[str, str]) -> str:
-    if name in undefined:
-        return f"{name:12s} undefined: {undefined[name]}"
-    if not all(np.isfinite(d[k]) for k in ("a", "b", "value")):
-        return f"{name:12s} undefined (NaN) on these images, e.g. precision when no image is predicted positive"
-    return (f"{name:12s} a {100 * d['a']:5.1f}  b {100 * d['b']:5.1f}  a - b {100 * d['value']:+5.1f} "
-            f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]")
 
+if __name__ == "__main__":  # the old command line, one release; the package's own is metrics/__main__.py
+    import runpy
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mstl_monai.metrics.compare", description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("--a", nargs="+", required=True, help="arm a: predictions.csv files or folders, one per seed")
-    p.add_argument("--b", nargs="+", required=True, help="arm b: the same for the model it is compared with")
-    p.add_argument("--n-bootstrap", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
-    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold for accuracy, F1, sens, spec")
-    p.add_argument("--json", default=None, help="also write the result to this file")
-    args = p.parse_args(argv)
-    try:
-        out = compare_predictions(args.a, args.b, args.n_bootstrap, args.seed, args.threshold)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    ka, kb = out["n_seeds"]
-    print(f"a: {ka} seed(s), b: {kb} seed(s), {out['n']} test images; mean over seeds, 95% CI over images"
-          + (" and seeds" if max(ka, kb) > 1 else "") + f" (threshold {args.threshold}):")
-    for m in METRIC_NAMES:
-        print(_line(m, out[m], out["undefined"]))
-    if max(ka, kb) > 1:
-        print("seed ensembles (mean probability over each arm's seeds):")
-        for m in METRIC_NAMES:
-            print(_line(m, out["ensemble"][m], out["undefined"]))
-    if args.json:
-        with atomic_write(args.json) as f:
-            f.write(json.dumps(to_jsonable(out), indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print(f"python -m {__spec__.name} is deprecated: use python -m mstl_monai.metrics compare", file=sys.stderr)
+    sys.argv[1:1] = ["compare"]
+    runpy.run_module("mstl_monai.metrics", run_name="__main__", alter_sys=True)

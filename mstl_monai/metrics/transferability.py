@@ -1,26 +1,24 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""LEEP of a source model on a target data set (SPEC.md section 4, the paper's Table 6).
+"""LEEP of a source model on a target data set (the paper's Table 6).
 
 .. code-block:: bash
 
     # COVIDx 3-way head of an STL-M checkpoint, scored on the COVID19-CT training split
-    python -m mstl_monai.metrics.transferability --ckpt runs/stl_m/models/model.pt --num-source-classes 3 \\
+    python -m mstl_monai.metrics leep --ckpt runs/stl_m/models/model.pt --num-source-classes 3 \\
         --backbone resnet18 --n-attn 5 --image-size 128 --resize-size 146 --target-dir ../shared/data/covid-ct
     # ImageNet 1000-way head of a torchvision checkpoint
-    python -m mstl_monai.metrics.transferability --ckpt resnet50-0676ba61.pth --num-source-classes 1000 ...
+    python -m mstl_monai.metrics leep --ckpt resnet50-0676ba61.pth --num-source-classes 1000 ...
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 import numpy as np
 import torch
 
-__all__ = ["source_probabilities", "leep_of_checkpoint", "main"]
+__all__ = ["source_probabilities", "leep_of_checkpoint"]
 
 
 def source_probabilities(
@@ -82,32 +80,10 @@ def leep_of_checkpoint(
     return compute_leep(probs, labels)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from mstl_monai.data import covid_ct_datalist
 
-    p = argparse.ArgumentParser(description="LEEP of a source checkpoint on COVID19-CT.", allow_abbrev=False)
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--num-source-classes", type=int, required=True)
-    p.add_argument("--backbone", default="resnet50")
-    p.add_argument("--n-attn", type=int, default=0)
-    p.add_argument("--in-channels", type=int, default=1)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--resize-size", type=int, default=256)
-    p.add_argument("--target-dir", required=True, help="COVID19-CT folder")
-    p.add_argument("--split", default="train")
-    p.add_argument("--output", default=None, help="optional JSON file for the result")
-    a = p.parse_args(argv)
-    dl = covid_ct_datalist(a.target_dir, a.split)
-    value = leep_of_checkpoint(
-        a.ckpt, a.num_source_classes, dl, a.backbone, a.n_attn, a.in_channels, a.image_size, a.resize_size
-    )
-    result = {"leep": value, "ckpt": a.ckpt, "n": len(dl), "split": a.split, "num_source_classes": a.num_source_classes}
-    print(json.dumps(result, indent=2))
-    if a.output:
-        with open(a.output, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+if __name__ == "__main__":  # the old command line, one release; the package's own is metrics/__main__.py
+    import runpy
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print(f"python -m {__spec__.name} is deprecated: use python -m mstl_monai.metrics leep", file=sys.stderr)
+    sys.argv[1:1] = ["leep"]
+    runpy.run_module("mstl_monai.metrics", run_name="__main__", alter_sys=True)

@@ -54,15 +54,14 @@ class TestPipelineOptions(unittest.TestCase):
 class TestOtherCommandLines(unittest.TestCase):
     def test_no_abbreviations(self):
         from mstl_monai.label.__main__ import main as label_main
-        from mstl_monai.metrics.compare import main as compare_main
-        from mstl_monai.metrics.transferability import main as leep_main
+        from mstl_monai.metrics.__main__ import main as metrics_main
         from mstl_monai.visualize.explain import main as explain_main
 
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
         cases = [
-            (compare_main, ["--a", "x.csv", "--b", "y.csv", "--n-boot", "5"], "--n-boot"),
-            (leep_main, ["--ck", "m.pt", "--num-source-classes", "2"], "--ck"),
+            (metrics_main, ["compare", "--a", "x.csv", "--b", "y.csv", "--n-boot", "5"], "--n-boot"),
+            (metrics_main, ["leep", "--ck", "m.pt", "--num-source-classes", "2"], "--ck"),
             (explain_main, ["--ckpt", "m.pt", "--input", "x.png", "--output", "o"], "--output"),
             (label_main, ["init", "--app", str(Path(tmp.name) / "app")], "--app"),
             (label_main, ["start", "--app-dir", "x", "--stud", "y"], "--studies"),

@@ -1,9 +1,12 @@
-"""python -m mstl_monai.metrics.compare: paired differences read from predictions files, aligned by image."""
+"""python -m mstl_monai.metrics compare: paired differences read from predictions files, aligned by image."""
 
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import unittest
 from contextlib import redirect_stderr, redirect_stdout
@@ -12,7 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from mstl_monai.metrics import paired_bootstrap_difference, seed_paired_difference, write_predictions_csv
-from mstl_monai.metrics.compare import compare_predictions, main
+from mstl_monai.metrics.__main__ import main as metrics_main
+from mstl_monai.metrics.compare import compare_predictions
+from tests.utils import REPO_ROOT
+
+
+def main(argv: list[str]) -> int:
+    return metrics_main(["compare", *argv])
 
 
 def _write(path: Path, names, y, p1) -> Path:
@@ -147,6 +156,23 @@ class TestCompareInputs(unittest.TestCase):
         self.assertRegex(text, r"auc +undefined: all 10 test images are of class 1 \(COVID\); AUC needs images of both classes")
         self.assertRegex(text, r"specificity +undefined: .*no image of class 0 \(non-COVID\)")
         self.assertNotIn("nan", text)
+
+    def test_old_module_command_still_runs_with_a_deprecation_line(self):
+        """``python -m mstl_monai.metrics.compare`` (the old command) prints what ``python -m mstl_monai.metrics
+        compare`` prints, after one line on stderr naming the new command."""
+        a = _write(self.tmp / "a.csv", self.names, self.y, np.linspace(0.1, 0.9, len(self.y)))
+        b = _write(self.tmp / "b.csv", self.names, self.y, np.full(len(self.y), 0.5))
+        args = ["--a", str(a), "--b", str(b), "--n-bootstrap", "50"]
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            self.assertEqual(metrics_main(["compare", *args]), 0)
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "-m", "mstl_monai.metrics.compare", *args], capture_output=True,
+                              text=True, env=env, cwd=REPO_ROOT, timeout=300)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stdout, buf.getvalue())
+        self.assertIn("deprecated: use python -m mstl_monai.metrics compare", proc.stderr)
+        self.assertIn("auc", buf.getvalue())
 
 
 if __name__ == "__main__":
