@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all_matched", action="store_true", help="classify every matching series of a study")
     ap.add_argument("--min_slices", type=int, default=10, help="fewest images a series needs (default: %(default)s)")
     ap.add_argument(
-        "--bundle_dir", default=None, help="bundle folder with configs/inference_scan.yaml (default: the repo's)"
+        "--bundle_dir", default=None, help="bundle folder with configs/inference_scan.yaml (default: $MSTL_BUNDLE_DIR, else ./bundle)"
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",

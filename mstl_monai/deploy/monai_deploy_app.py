@@ -114,13 +114,13 @@ class CovidScanReportApp(Application):
 
     The app's input folder (``-i``) is searched for DICOM series, its model path (``-m``) is the checkpoint (or a
     folder holding ``model.pt`` with its ``model.pt.json``), and the reports go to its output folder (``-o``).
-    The bundle folder (``configs/inference_scan.yaml``) is ``$MSTL_BUNDLE_DIR`` or the repository's ``bundle/``.
+    The bundle folder (``configs/inference_scan.yaml``) is ``$MSTL_BUNDLE_DIR``, else ``bundle/`` in the current folder.
     """
 
     def compose(self) -> None:
         context = Application.init_app_context(self.argv)
         pipeline = ScanReportPipeline(
-            _checkpoint(context.model_path), context.output_path, bundle_dir=os.environ.get("MSTL_BUNDLE_DIR")
+            _checkpoint(context.model_path), context.output_path  # the bundle: $MSTL_BUNDLE_DIR or ./bundle
         )
         select = SeriesSelectOperator(
             self, CountCondition(self, 1), pipeline=pipeline, input_folder=context.input_path, name="series_select"

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mstl_monai.utils.bundle import find_bundle
+
 __all__ = ["DEFAULT_RULES", "ScanReportPipeline", "SelectedSeries", "SeriesSelector", "bundle_config"]
 
 #: the default selection: original/primary CT images
@@ -173,16 +175,14 @@ class SeriesSelector:
 
 
 def bundle_config(bundle_dir: str | os.PathLike | None = None) -> Path:
-    """The bundle's ``configs/inference_scan.yaml`` (default: the ``bundle/`` folder beside this package).
+    """The bundle's ``configs/inference_scan.yaml``; the folder is ``bundle_dir``, else ``$MSTL_BUNDLE_DIR``, else
+    ``bundle/`` in the current folder (:func:`~mstl_monai.utils.bundle.find_bundle`).
 
     Raises:
-        FileNotFoundError: it is not there (the message names the path and the setting).
+        FileNotFoundError: it is not there (the message names the folder, ``--bundle_dir`` and ``MSTL_BUNDLE_DIR``).
     """
-    root = Path(bundle_dir) if bundle_dir is not None else Path(__file__).resolve().parents[2] / "bundle"
-    path = root / "configs" / "inference_scan.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"bundle config {str(path)!r} does not exist: pass the bundle folder (bundle_dir).")
-    return path
+    config = "configs/inference_scan.yaml"
+    return find_bundle(bundle_dir, [config], option="--bundle_dir") / config
 
 
 class ScanReportPipeline:

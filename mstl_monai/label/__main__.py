@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     i = sub.add_parser("init", help="write a MONAI Label app folder serving a checkpoint", allow_abbrev=False)
     i.add_argument("--app-dir", required=True)
     i.add_argument("--checkpoint", default=None, help="finetuned model.pt (omit: random init, train before use)")
-    i.add_argument("--bundle", default=None, help="bundle folder to copy (default: the repository's bundle/)")
+    i.add_argument("--bundle", default=None, help="bundle folder to copy (default: $MSTL_BUNDLE_DIR, else ./bundle)")
     i.add_argument("--name", default=DEFAULT_MODEL_NAME)
     i.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's (224 if it does not say)")
     i.add_argument("--resize-size", type=int, default=None, help="default: the checkpoint's (256 if it does not say)")

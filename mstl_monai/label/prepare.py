@@ -29,6 +29,8 @@ import torch
 import yaml
 
 from mstl_monai.networks.factory import network_config_from_state_dict  # noqa: F401  (re-exported, in __all__)
+from mstl_monai.utils.bundle import find_bundle
+from mstl_monai.utils.io import atomic_write
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -103,8 +105,6 @@ def parse_class_label(text: str | bytes, class_names: list[str], source: str = "
 
 def save_state_dict_atomic(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Write a plain state dict so that readers only ever see the old or the new complete file."""
-    from mstl_monai.utils.io import atomic_write
-
     with atomic_write(path, "wb") as f:
         torch.save(dict(state), f)
 
@@ -199,7 +199,8 @@ def prepare_app(
             (:func:`~mstl_monai.engines.checkpoint_settings`), or for an older checkpoint without one, the
             architecture from its keys. ``None``: start from a randomly initialised ``backbone``/``n_attn``
             network (default ``resnet18`` +5; train with ``/train`` before trusting its answers).
-        bundle_dir: the bundle to copy (default: the repository's ``bundle/``).
+        bundle_dir: the bundle to copy (None: ``$MSTL_BUNDLE_DIR``, else ``bundle/`` in the current folder;
+            :func:`~mstl_monai.utils.bundle.find_bundle`).
         name: model name served by MONAI Label.
         image_size: crop size (None: the checkpoint's; 224 for a checkpoint that does not say). A value that
             contradicts the checkpoint is an error, as for ``resize_size``, ``backbone`` and ``n_attn``.
@@ -216,20 +217,18 @@ def prepare_app(
 
     Raises:
         FileExistsError: the app already holds ``model/<name>/`` or a ``main.py`` of its own, and not ``force``.
-        FileNotFoundError: ``checkpoint`` or the bundle's configs do not exist.
+        FileNotFoundError: ``checkpoint`` or the bundle's configs do not exist (naming the folder, ``--bundle`` and
+            ``MSTL_BUNDLE_DIR``).
         ValueError: the checkpoint is unreadable or does not fit the network it describes.
     """
-    from mstl_monai.utils.io import atomic_write
     from mstl_monai.networks.factory import build_network
     from mstl_monai.networks.weights import extract_state_dict, read_checkpoint
 
     app_dir = Path(app_dir)
     _check_free(app_dir, app_dir / "model" / name, force)
-    bundle_dir = Path(bundle_dir) if bundle_dir else Path(__file__).resolve().parents[2] / "bundle"
+    needed = [f"configs/{f}" for f in ("inference.yaml", "train.yaml", "metadata.json", "logging.conf")]
+    bundle_dir = find_bundle(bundle_dir, needed, option="--bundle")
     configs = bundle_dir / "configs"
-    for f in ("inference.yaml", "train.yaml", "metadata.json", "logging.conf"):
-        if not (configs / f).is_file():
-            raise FileNotFoundError(f"bundle {bundle_dir} has no configs/{f}; pass the bundle folder (--bundle).")
     from mstl_monai.engines.checkpoint import check_checkpoint_settings
 
     if checkpoint is not None:

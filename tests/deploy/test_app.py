@@ -14,13 +14,16 @@ import subprocess
 import sys
 import tempfile
 import unittest
+from contextlib import chdir
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
 from mstl_monai.deploy import ScanReportPipeline, SeriesSelector
+from mstl_monai.deploy.operators import bundle_config
 from mstl_monai.engines.scan_inference import _safe_name
 from tests.deploy.test_sr import by_code, content_items, make_checkpoint
 from tests.scan._series import write_series
@@ -71,6 +74,23 @@ class TestSeriesSelectorRules(unittest.TestCase):
             SeriesSelector()(tmp)
         with self.assertRaisesRegex(ValueError, "is not a folder"):
             SeriesSelector()(tmp / "missing")
+
+
+class TestBundleConfig(unittest.TestCase):
+    """The bundle is the folder given, else $MSTL_BUNDLE_DIR, else ./bundle: never a folder beside the package."""
+
+    def test_found_or_named_in_one_line(self):
+        with tempfile.TemporaryDirectory() as d, chdir(d), mock.patch.dict(os.environ):
+            os.environ.pop("MSTL_BUNDLE_DIR", None)
+            with self.assertRaises(FileNotFoundError) as e:
+                bundle_config()
+            self.assertEqual(len(str(e.exception).splitlines()), 1)
+            self.assertIn(f"{os.path.realpath(d)}/bundle", str(e.exception))
+            self.assertRegex(str(e.exception), r"configs/inference_scan.yaml: pass the bundle folder \(--bundle_dir\) "
+                                               r"or set MSTL_BUNDLE_DIR")
+            os.environ["MSTL_BUNDLE_DIR"] = str(REPO_ROOT / "bundle")
+            self.assertEqual(bundle_config(), REPO_ROOT / "bundle" / "configs" / "inference_scan.yaml")
+            self.assertEqual(bundle_config(REPO_ROOT / "bundle"), REPO_ROOT / "bundle" / "configs" / "inference_scan.yaml")
 
 
 class TestScanReportPipeline(unittest.TestCase):

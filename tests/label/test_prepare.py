@@ -20,6 +20,7 @@ from mstl_monai.engines import build_network
 from mstl_monai.label import network_config_from_state_dict, parse_class_label, prepare_app
 from mstl_monai.label.__main__ import main
 from mstl_monai.label.prepare import MAIN_PY
+from tests.utils import REPO_ROOT
 
 CLASSES = ["non-COVID", "COVID"]
 
@@ -247,6 +248,47 @@ class TestScanRunnerLoadFailure(unittest.TestCase):
             torch.save(build_network("resnet34", n_attn=0, n_input_channels=1, num_classes=2).state_dict(), model_pt)
             with self.assertRaisesRegex(CheckpointLoadError, r"^cannot load models/model.pt: .*"):
                 runner(Path(d, "no_scan_needed.nii.gz"))
+
+
+class TestBundleFolder(unittest.TestCase):
+    """An installed package has no bundle/ beside it: the bundle is the one given, $MSTL_BUNDLE_DIR or ./bundle."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="mstl-bundle-"))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.env = mock.patch.dict(os.environ)
+        self.env.start()
+        self.addCleanup(self.env.stop)
+        os.environ.pop("MSTL_BUNDLE_DIR", None)
+        self.cwd = contextlib.chdir(self.tmp)  # a folder without bundle/
+        self.cwd.__enter__()
+        self.addCleanup(self.cwd.__exit__, None, None, None)
+        self.kw = {"backbone": "resnet18", "n_attn": 0, "image_size": 64, "resize_size": 72}
+
+    def test_no_bundle_is_a_clear_error(self):
+        with self.assertRaises(FileNotFoundError) as e:
+            prepare_app(self.tmp / "app", None, **self.kw)
+        msg = str(e.exception)
+        self.assertEqual(len(msg.splitlines()), 1)
+        self.assertIn(str(self.tmp / "bundle"), msg)
+        self.assertIn("configs/inference.yaml", msg)
+        self.assertRegex(msg, r"pass the bundle folder \(--bundle\) or set MSTL_BUNDLE_DIR")
+        self.assertFalse((self.tmp / "app" / "main.py").exists())
+
+    def test_bundle_from_the_environment_or_the_current_folder(self):
+        os.environ["MSTL_BUNDLE_DIR"] = str(REPO_ROOT / "bundle")
+        model_dir = prepare_app(self.tmp / "app", None, **self.kw)
+        self.assertTrue((model_dir / "configs" / "inference.yaml").is_file())
+        del os.environ["MSTL_BUNDLE_DIR"]
+        os.symlink(REPO_ROOT / "bundle", self.tmp / "bundle")
+        model_dir = prepare_app(self.tmp / "app2", None, **self.kw)
+        self.assertTrue((model_dir / "configs" / "train.yaml").is_file())
+
+    def test_given_folder_without_configs(self):
+        (self.tmp / "empty").mkdir()
+        with self.assertRaisesRegex(FileNotFoundError, r"empty' \(--bundle\) has no configs/inference.yaml"):
+            prepare_app(self.tmp / "app", None, bundle_dir=self.tmp / "empty", **self.kw)
+
 
 if __name__ == "__main__":
     unittest.main()
