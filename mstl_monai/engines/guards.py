@@ -132,22 +132,21 @@ class NonFiniteGuard(TerminateOnNan):
         self.remedies = remedies
 
     def attach(self, engine: Engine) -> None:
+        """Attach before the validation handler and the checkpoint savers (the bundle configs list it first), so the
+        weights are checked at the end of an epoch before they are validated or saved."""
         from ignite.engine import Events
-        from monai.engines import Evaluator
+        from monai.engines import Evaluator, Workflow
 
         if isinstance(engine, Evaluator):  # a validator: its predictions, before its metrics and savers
             engine.add_event_handler(Events.ITERATION_COMPLETED, self.check_predictions)
             return
-        loss_event = IterationEvents.LOSS_COMPLETED
-        if loss_event not in engine._allowed_events:  # a plain ignite engine: its output, after the step
-            loss_event = Events.ITERATION_COMPLETED
-        engine.add_event_handler(loss_event, self)
-        if self.check_grads and IterationEvents.BACKWARD_COMPLETED in engine._allowed_events:
-            engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self.check_gradients)
-        # first at the end of an epoch: before the validation handler and the checkpoint savers
+        if isinstance(engine, Workflow):  # MONAI's engines fire IterationEvents: the loss before the backward pass
+            engine.add_event_handler(IterationEvents.LOSS_COMPLETED, self)
+            if self.check_grads:
+                engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self.check_gradients)
+        else:  # a plain ignite engine: its output, after the step
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.check_weights)
-        handlers = engine._event_handlers[Events.EPOCH_COMPLETED]
-        handlers.insert(0, handlers.pop())
 
     def _network(self, engine: Engine) -> torch.nn.Module | None:
         return self.network if self.network is not None else getattr(engine, "network", None)

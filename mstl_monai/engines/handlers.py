@@ -188,7 +188,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
         super().attach(engine)
         if self._interval_checkpoint is not None:
-            # after ResumeFromLatest (which puts itself first), so the starting epoch is known
+            # after ResumeFromLatest (attached before the savers), so the starting epoch is known
             engine.add_event_handler(Events.STARTED, self.tidy)
 
     def exception_raised(self, engine: Engine, e: Exception) -> None:
@@ -301,13 +301,15 @@ class DecisionThresholdHandler:
         from ignite.engine import Events
 
         self.logger = engine.logger
+        # before the checkpoint saver, so a new best model.pt is written with the threshold of its own epoch
+        if self.saver is not None and engine.has_event_handler(self.saver.metrics_completed, Events.EPOCH_COMPLETED):
+            raise ValueError(
+                "DecisionThresholdHandler is attached after its checkpoint saver: list it before the saver in the "
+                "validator's handlers, so the best model.pt gets the threshold of its own epoch."
+            )
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        # before the checkpoint saver (whatever the handler order in the config), so a new best model.pt is
-        # written with the threshold of its own epoch
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-        handlers = engine._event_handlers[Events.EPOCH_COMPLETED]
-        handlers.insert(0, handlers.pop())
 
     def _reset(self, engine: Engine | None) -> None:
         self._probs: list[float] = []
@@ -376,20 +378,28 @@ class ResumeFromLatest:
     """Resume a run from the newest checkpoint in a folder, or start afresh when there is none.
 
     Wraps MONAI's ``CheckpointLoader`` (``weights_only`` loading) and chooses the file at ``STARTED`` time,
-    so a bundle config does not need to know whether a previous run exists.
+    so a bundle config does not need to know whether a previous run exists. Attach it first (the bundle configs
+    list it first in the trainer's handlers): the other ``STARTED`` handlers (e.g. the probes, which probe the
+    incoming weights of a fresh run only) then see the resumed state.
 
     Args:
         ckpt_dir: folder of ``{prefix}_*=N.pt`` checkpoints written by ``AtomicCheckpointSaver``.
         load_dict: objects to restore (network, optimizer, lr scheduler, trainer, ...).
         prefix: checkpoint file prefix.
         enabled: switch resuming off (always start afresh).
+        engine_key: restore the engine it is attached to under this key too (e.g. ``"trainer"``), so that a
+            config lists it among the trainer's own handlers without naming the trainer in ``load_dict``.
     """
 
-    def __init__(self, ckpt_dir: str, load_dict: dict, prefix: str = "checkpoint", enabled: bool = True) -> None:
+    def __init__(
+        self, ckpt_dir: str, load_dict: dict, prefix: str = "checkpoint", enabled: bool = True,
+        engine_key: str | None = None,
+    ) -> None:
         self.ckpt_dir = ckpt_dir
         self.load_dict = load_dict
         self.prefix = prefix
         self.enabled = enabled
+        self.engine_key = engine_key
         self.logger = logging.getLogger(__name__)
         self.loaded_path: str | None = None
 
@@ -397,10 +407,7 @@ class ResumeFromLatest:
         from ignite.engine import Events
 
         self.logger = engine.logger
-        # before any other STARTED handler (e.g. the pretrained-weights loader), so a resume wins
         engine.add_event_handler(Events.STARTED, self)
-        handlers = engine._event_handlers[Events.STARTED]
-        handlers.insert(0, handlers.pop())
 
     def __call__(self, engine: Engine) -> None:
         if not self.enabled:
@@ -417,7 +424,8 @@ class ResumeFromLatest:
                 self.logger.info(f"no checkpoint '{self.prefix}_*' in {self.ckpt_dir}: starting a new run")
             return
         try:
-            CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location="cpu")(engine)
+            load_dict = dict(self.load_dict, **({self.engine_key: engine} if self.engine_key else {}))
+            CheckpointLoader(load_path=path, load_dict=load_dict, map_location="cpu")(engine)
         except Exception as e:
             raise RuntimeError(f"cannot resume from checkpoint {path}: {e}") from e
         self.loaded_path = path

@@ -49,7 +49,9 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, f
 class MLflowStageLogger:
     """
     Add a stage's settings and result files to the MLflow run that MONAI's ``--tracking mlflow`` opens for this engine;
-    without tracking (no ``MLFlowHandler`` attached to the engine) it does nothing, and MLflow is never imported.
+    without tracking (no ``MLFlowHandler`` in ``handlers``) it does nothing, and MLflow is never imported.
+    ``handlers`` is the engine's handler list, the one MONAI's tracking settings append their ``MLFlowHandler`` to
+    (``train#handlers``, ``validate#handlers``); the configs attach this handler in ``run``, after the engine's own.
 
     When the engine completes (after the best checkpoint or the evaluation report is written, before the
     ``MLFlowHandler`` closes the run): ``params`` are logged as MLflow params, each existing file of ``artifacts``
@@ -60,6 +62,7 @@ class MLflowStageLogger:
     :func:`~mstl_monai.engines.sstl_scalar_terms`).
 
     Args:
+        handlers: the engine's handlers; the ``MLFlowHandler`` objects among them are the ones logged into.
         params: the stage's settings (values written as text).
         artifacts: files to log (missing ones are skipped with a log line).
         metrics_file: a JSON file of metrics to log (e.g. an evaluation's ``metrics.json``).
@@ -70,6 +73,7 @@ class MLflowStageLogger:
 
     def __init__(
         self,
+        handlers: Sequence[Any] = (),
         params: Mapping[str, Any] | None = None,
         artifacts: Sequence[str | os.PathLike] = (),
         metrics_file: str | os.PathLike | None = None,
@@ -77,6 +81,7 @@ class MLflowStageLogger:
         output_transform: Callable | None = None,
         end_run: bool = False,
     ) -> None:
+        self.handlers = list(handlers or ())
         self.params = dict(params or {})
         self.artifacts = [str(a) for a in artifacts]
         self.metrics_file = None if metrics_file is None else str(metrics_file)
@@ -86,30 +91,29 @@ class MLflowStageLogger:
         self.logger = logger
 
     def attach(self, engine: Engine) -> None:
+        """Attach after the ``MLFlowHandler``; its ``close`` (when attached) is moved behind this handler's
+        ``COMPLETED``, so the files and metrics go into the run before MONAI closes it."""
         self.logger = engine.logger
         engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.COMPLETED, self)
+        for handler in self.tracking_handlers():
+            if engine.has_event_handler(handler.close, Events.COMPLETED):
+                engine.remove_event_handler(handler.close, Events.COMPLETED)
+                engine.add_event_handler(Events.COMPLETED, handler.close)
 
-    @staticmethod
-    def tracking_handlers(engine: Engine) -> list:
-        """The ``MLFlowHandler`` objects attached to ``engine`` (bound methods in its event handlers)."""
+    def tracking_handlers(self) -> list:
+        """The ``MLFlowHandler`` objects of ``handlers``."""
         from monai.handlers import MLFlowHandler
 
-        found: list = []
-        for handlers in engine._event_handlers.values():
-            for handler, *_ in handlers:
-                owner = getattr(handler, "__self__", None)
-                if isinstance(owner, MLFlowHandler) and owner not in found:
-                    found.append(owner)
-        return found
+        return [h for h in self.handlers if isinstance(h, MLFlowHandler)]
 
     def started(self, engine: Engine) -> None:
         if self.output_transform is not None:
-            for handler in self.tracking_handlers(engine):
+            for handler in self.tracking_handlers():
                 handler.output_transform = self.output_transform
 
     def __call__(self, engine: Engine) -> None:
-        runs = [h for h in self.tracking_handlers(engine) if h.cur_run is not None]
+        runs = [h for h in self.tracking_handlers() if h.cur_run is not None]
         if not runs:
             return
         from mlflow.entities import Metric, Param

@@ -200,8 +200,8 @@ class TestNonFiniteGuard(unittest.TestCase):
         )
         other = self.tmp / "other"  # not resumed: a fresh folder (the saver would remove epoch-1 files as stale)
         saver = AtomicCheckpointSaver(save_dir=str(other), save_dict={"network": net}, save_interval=1, n_saved=1)
+        NonFiniteGuard(stage="stl_m", run_dir="r").attach(trainer)  # listed first (as in the bundle configs)
         saver.attach(trainer)
-        NonFiniteGuard(stage="stl_m", run_dir="r").attach(trainer)  # attached after the saver, still runs first
 
         @trainer.on(Events.ITERATION_COMPLETED)
         def poison(engine):
