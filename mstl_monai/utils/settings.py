@@ -34,7 +34,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SettingsError", "load_config_tree", "override_problems", "check_settings", "check_overrides"]
+__all__ = [
+    "SettingsError",
+    "bundle_command_line",
+    "check_overrides",
+    "check_settings",
+    "load_config_tree",
+    "override_problems",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -271,35 +278,67 @@ def _tracking_ids(tracking: Any) -> list[str]:
         return []
 
 
-def check_overrides() -> None:
+def bundle_command_line(argv: Sequence[str]) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
+    """The config files, overrides and other arguments of a ``python -m monai.bundle run|run_workflow`` command line.
+
+    ``argv`` is parsed as MONAI parses it (with ``fire``, against the signature of ``monai.bundle.scripts.run`` or
+    ``run_workflow``; an ``--args_file`` is merged in as MONAI merges it).
+
+    Returns:
+        ``(config_file, overrides, arguments)``; ``None`` when ``argv`` is not such a command line (another program,
+        e.g. a MONAI Label server that runs the bundle in its own process, or one that cannot be parsed).
+    """
+    import fire
+    from monai.bundle import ConfigWorkflow, scripts
+
+    main = Path(scripts.__file__).with_name("__main__.py")
+    if len(argv) < 2 or not os.path.isfile(argv[0]) or not os.path.samefile(argv[0], main):
+        return None
+    command = {"run": scripts.run, "run_workflow": scripts.run_workflow}.get(argv[1])
+    if command is None:
+        return None
+    captured: list[dict[str, Any]] = []
+
+    def capture(*args: Any, **kwargs: Any) -> None:
+        bound = inspect.signature(command).bind(*args, **kwargs)
+        named = {k: v for k, v in bound.arguments.items() if k not in ("override", "kwargs")}
+        named.update(bound.arguments.get("override") or bound.arguments.get("kwargs") or {})
+        captured.append(scripts.update_kwargs(args=named.pop("args_file", None), **named))
+
+    try:
+        fire.Fire({argv[1]: capture}, command=list(argv[1:]), name="monai.bundle")
+    except (SystemExit, TypeError, ValueError):  # fire's own usage errors: MONAI reports them itself
+        return None
+    if not captured:
+        return None
+    arguments = captured[0]
+    params = set(inspect.signature(command).parameters) | set(inspect.signature(ConfigWorkflow.__init__).parameters)
+    overrides = {k: v for k, v in arguments.items() if k not in params}
+    return arguments.get("config_file"), overrides, arguments
+
+
+def check_overrides(argv: Sequence[str] | None = None) -> None:
     """Bundle hook: stop a ``python -m monai.bundle run`` whose overrides do not fit its config files.
 
     Put it first in a config's ``initialize`` list (``"$mstl_monai.engines.check_overrides()"``): it runs before
-    anything is built or read. It finds the run's config files and overrides in MONAI's ``create_workflow`` (which
-    ``monai.bundle run``, ``run_workflow``, torchrun and MONAI Label's bundle trainer all go through), checks them with
-    :func:`check_settings`, and on a problem exits with one line naming the setting, the files and the closest
-    settings. A workflow made directly (``ConfigWorkflow(...)``) is not checked; that is logged.
+    anything is built or read. It reads the run's config files and overrides from the command line of this process
+    (``argv``, default ``sys.argv``: ``python -m monai.bundle run ...``, also under torchrun;
+    :func:`bundle_command_line`), checks them with :func:`check_settings`, and on a problem exits with one line naming
+    the setting, the files and the closest settings. A workflow started otherwise (``ConfigWorkflow(...)``,
+    ``monai.bundle.run(...)`` called in a Python program, MONAI Label's in-process trainer) is not checked; that is
+    logged.
 
     Raises:
         SystemExit: with the problem, so that it is the only line printed rather than the end of a traceback.
     """
-    from monai.bundle import scripts
+    import sys
 
-    frame = inspect.currentframe()
-    while frame is not None and frame.f_code is not scripts.create_workflow.__code__:
-        frame = frame.f_back
-    if frame is None:
-        logger.info("overrides not checked: the workflow was not started through monai.bundle run/create_workflow.")
+    parsed = bundle_command_line(sys.argv if argv is None else argv)
+    if parsed is None or parsed[0] is None:
+        logger.info("overrides not checked: this process is not a `python -m monai.bundle run` command line.")
         return
-    local = frame.f_locals
-    config_file, args, workflow = local.get("config_file"), dict(local.get("_args") or {}), local.get("workflow_")
-    del frame, local
-    if config_file is None or workflow is None:
-        logger.info("overrides not checked: no config files found in this workflow.")
-        return
-    params = {p.name for p in inspect.signature(type(workflow).__init__).parameters.values()}
-    overrides = {k: v for k, v in args.items() if k not in params}
+    config_file, overrides, arguments = parsed
     try:
-        check_settings(overrides, config_file, known=_tracking_ids(args.get("tracking")))
+        check_settings(overrides, config_file, known=_tracking_ids(arguments.get("tracking")))
     except (SettingsError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"bad override: {e}") from None

@@ -175,5 +175,38 @@ class TestBundleRejectsUnknownOverrides(unittest.TestCase):
         self.assertIn("/nonexistent/covid-ct", out)
 
 
+class TestCommandLine(unittest.TestCase):
+    """The hook reads the run's config files and overrides from the command line it is given (no stack walking)."""
+
+    def setUp(self):
+        import monai.bundle.scripts
+
+        self.main = str(Path(monai.bundle.scripts.__file__).with_name("__main__.py"))
+
+    def test_misspelt_override_on_the_command_line_stops_with_a_suggestion(self):
+        from mstl_monai.utils.settings import check_overrides
+
+        argv = [self.main, "run", "training", "--config_file", str(_files("evaluate")), "--epochs", "3",
+                "--bakbone", "resnet18", "--meta_file", str(CONFIGS / "metadata.json")]
+        with self.assertRaises(SystemExit) as cm:
+            check_overrides(argv)
+        self.assertRegex(str(cm.exception), r"^bad override: unknown setting 'bakbone' \(not in train.yaml \+ "
+                                            r"evaluate.yaml\): did you mean 'backbone'\?$")
+        # --key=value, the run id as an option, a file list given as one path
+        argv = [self.main, "run", "--run_id", "training", f"--config_file={CONFIGS / 'train.yaml'}", "--epoch=3"]
+        with self.assertRaisesRegex(SystemExit, "'epoch' .*did you mean 'epochs'"):
+            check_overrides(argv)
+        check_overrides([self.main, "run", "training", "--config_file", str(CONFIGS / "train.yaml"), "--epochs", "3"])
+
+    def test_other_programs_are_not_checked(self):
+        from mstl_monai.utils.settings import bundle_command_line, check_overrides
+
+        self.assertIsNone(bundle_command_line(["/usr/bin/monailabel", "start_server", "--bakbone", "x"]))
+        self.assertIsNone(bundle_command_line([self.main, "verify_metadata", "--bakbone", "x"]))
+        with self.assertLogs("mstl_monai.utils.settings", "INFO") as logs:
+            check_overrides(["/usr/bin/monailabel", "start_server"])
+        self.assertIn("overrides not checked", logs.output[0])
+
+
 if __name__ == "__main__":
     unittest.main()
