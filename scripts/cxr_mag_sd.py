@@ -36,7 +36,7 @@ CONFIGS = os.path.join(REPO, "bundle", "configs")
 def train(arm: str, args: argparse.Namespace) -> float:
     run_dir = os.path.join(args.out, arm)
     files = json.dumps([os.path.join(CONFIGS, c) for c in ("train.yaml", "stl_m.yaml", "cpu.yaml")])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", files,
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
            "--bundle_root", os.path.join(REPO, "bundle"), "--n_attn", str(args.n_attn), "--epochs", str(args.epochs),
            "--run_dir", run_dir, "--mag_sd", str(arm == "mag_sd"), "--num_workers", str(args.num_workers),
            "--seed", str(args.seed)]

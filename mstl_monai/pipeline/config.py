@@ -26,13 +26,14 @@ __all__ = [
     "skipped_lines",
 ]
 
-#: stage name -> (config files relative to the bundle's configs/, run id, output checkpoint relative to the stage dir)
-STAGES: dict[str, tuple[list[str], str, str | None]] = {
-    "stl_n": (["train.yaml", "stl_n.yaml"], "training", "models/model.pt"),
-    "stl_m": (["train.yaml", "stl_m.yaml"], "training", "models/model.pt"),
-    "sstl_m": (["sstl_m.yaml"], "training", "models/model.pt"),
-    "finetune": (["train.yaml"], "training", "models/model.pt"),
-    "evaluate": (["train.yaml", "evaluate.yaml"], "evaluating", None),
+#: stage name -> (config files relative to the bundle's configs/, output checkpoint relative to the stage dir); every
+#: stage runs its configs' ``run`` workflow
+STAGES: dict[str, tuple[list[str], str | None]] = {
+    "stl_n": (["train.yaml", "stl_n.yaml"], "models/model.pt"),
+    "stl_m": (["train.yaml", "stl_m.yaml"], "models/model.pt"),
+    "sstl_m": (["sstl_m.yaml"], "models/model.pt"),
+    "finetune": (["train.yaml"], "models/model.pt"),
+    "evaluate": (["train.yaml", "evaluate.yaml"], None),
 }
 
 

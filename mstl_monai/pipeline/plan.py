@@ -67,7 +67,7 @@ def plan_chain(
     for st in chain["stages"]:
         st = {"stage": st} if isinstance(st, str) else dict(st)
         stage = st["stage"]
-        files, run_id, out_ckpt = STAGES[stage]
+        files, out_ckpt = STAGES[stage]
         overrides: dict[str, Any] = {}
         overrides.update(common)
         overrides.update(cfg.get("stage_defaults", {}).get(stage, {}))
@@ -93,7 +93,7 @@ def plan_chain(
         if cfg.get("data_root"):
             overrides["data_root"] = str((repo_root / cfg["data_root"]).resolve())
         config_files = [str(bundle_dir / "configs" / f) for f in st.get("config", files)]
-        cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", json.dumps(config_files)]
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(config_files)]
         cmd += ["--bundle_root", str(bundle_dir), "--meta_file", str(bundle_dir / "configs" / "metadata.json")]
         cmd += ["--logging_file", str(bundle_dir / "configs" / "logging.conf")]
         for k, v in overrides.items():

@@ -30,24 +30,24 @@ def fmt(v) -> str:
     return v if isinstance(v, str) else repr(v)
 
 
-def bundle_cmd(run_id: str, configs: list[str], overrides: dict, launcher: list[str] | None = None) -> list[str]:
+def bundle_cmd(configs: list[str], overrides: dict, launcher: list[str] | None = None) -> list[str]:
     files = json.dumps([str(CONFIGS / c) for c in configs])
-    cmd = (launcher or [sys.executable]) + ["-m", "monai.bundle", "run", run_id, "--config_file", files]
+    cmd = (launcher or [sys.executable]) + ["-m", "monai.bundle", "run", "--config_file", files]
     cmd += ["--bundle_root", str(BUNDLE), "--meta_file", str(CONFIGS / "metadata.json")]
     for k, v in overrides.items():
         cmd += [f"--{k}", fmt(v)]
     return cmd
 
 
-def run_bundle(run_id: str, configs: list[str], overrides: dict, timeout: int = 600, check: bool = True, launcher=None):
+def run_bundle(configs: list[str], overrides: dict, timeout: int = 600, check: bool = True, launcher=None):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("OMP_NUM_THREADS", "2")
     proc = subprocess.run(
-        bundle_cmd(run_id, configs, overrides, launcher), capture_output=True, text=True, timeout=timeout, env=env
+        bundle_cmd(configs, overrides, launcher), capture_output=True, text=True, timeout=timeout, env=env
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"bundle run {run_id} {configs} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(f"bundle run {configs} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 

@@ -35,7 +35,7 @@ class TestBundleInference(unittest.TestCase):
             "input": str(self.tmp / "in"), "output_dir": str(out), "ckpt_path": str(ckpt), "backbone": "resnet18",
             "image_size": 32, "resize_size": 36, "batch_size": 3, "amp": False,
         }
-        proc = run_bundle("run", ["inference.yaml"], overrides, check=False)
+        proc = run_bundle(["inference.yaml"], overrides, check=False)
         log = proc.stdout + proc.stderr
         self.assertEqual(proc.returncode, 0, log[-4000:])
         with open(out / "predictions.csv", newline="") as f:

@@ -32,8 +32,8 @@ class TestBundleMAGSD(unittest.TestCase):
     def test_train_resume_evaluate_infer(self):
         run_dir = self.tmp / "magsd"
         ov = dict(self.base, run_dir=str(run_dir))
-        run_bundle("training", ["train.yaml"], dict(ov, epochs=1))
-        proc = run_bundle("training", ["train.yaml"], dict(ov, epochs=2))
+        run_bundle(["train.yaml"], dict(ov, epochs=1))
+        proc = run_bundle(["train.yaml"], dict(ov, epochs=2))
         log = proc.stdout + proc.stderr
         self.assertIn("resumed from", log)
         for term in ("train_loss_ce", "train_loss_sd_mixup", "train_loss_sd_dim", "train_loss_sd_patch"):
@@ -48,18 +48,16 @@ class TestBundleMAGSD(unittest.TestCase):
 
         # evaluate.yaml and inference.yaml rebuild the head from the checkpoint (no mag_sd override needed)
         ev = {k: v for k, v in ov.items() if k != "mag_sd"}
-        run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(ev, n_bootstrap=50))
+        run_bundle(["train.yaml", "evaluate.yaml"], dict(ev, n_bootstrap=50))
         metrics = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
         self.assertIn("auc", metrics)
         # an override that contradicts the checkpoint is refused, naming both
-        bad = run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(ev, mag_sd=False), check=False)
+        bad = run_bundle(["train.yaml", "evaluate.yaml"], dict(ev, mag_sd=False), check=False)
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn("trained with attention_maps=3", bad.stdout + bad.stderr)
         out = self.tmp / "infer"
         inf = {k: v for k, v in TINY.items() if k not in ("learning_rate", "lr_milestones")}
-        run_bundle(
-            "run",
-            ["inference.yaml"],
+        run_bundle(["inference.yaml"],
             dict(inf, input=str(self.data / "CT_COVID"), output_dir=str(out), n_attn=5, image_size=64, resize_size=72,
                  ckpt_path=str(run_dir / "models" / "model.pt")),
         )
@@ -69,8 +67,7 @@ class TestBundleMAGSD(unittest.TestCase):
     def test_torchrun_two_processes_gloo(self):
         run_dir = self.tmp / "magsd_ddp"
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
-        proc = run_bundle(
-            "training", ["train.yaml", "multi_gpu_train.yaml"], dict(self.base, run_dir=str(run_dir), epochs=1),
+        proc = run_bundle(["train.yaml", "multi_gpu_train.yaml"], dict(self.base, run_dir=str(run_dir), epochs=1),
             launcher=launcher,
         )
         self.assertIn("train_loss_sd_mixup", proc.stdout + proc.stderr)

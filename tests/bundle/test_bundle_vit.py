@@ -34,7 +34,7 @@ class TestBundleViT(unittest.TestCase):
             self.skipTest(f"fixture {TIMM_FIXTURE} not found")
         run_dir = self.tmp / "ft"
         ov = dict(self.base, run_dir=str(run_dir), epochs=1, pretrained=str(TIMM_FIXTURE))
-        proc = run_bundle("training", ["train.yaml"], ov)
+        proc = run_bundle(["train.yaml"], ov)
         log = proc.stdout + proc.stderr
         # RGB patch kernel summed, 4x4 position grid resized to 2x2, CLS position folded; 1000-way head dropped
         self.assertIn(f"loaded timm ViT checkpoint {TIMM_FIXTURE}: 27 tensors loaded, 2 new, 2 dropped, 3 adapted", log)
@@ -43,7 +43,7 @@ class TestBundleViT(unittest.TestCase):
         self.assertEqual(tuple(sd["fc.weight"].shape), (2, 192))
         self.assertEqual(tuple(sd["patch_embedding.position_embeddings"].shape), (1, 4, 192))
 
-        run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(ov, n_bootstrap=50))
+        run_bundle(["train.yaml", "evaluate.yaml"], dict(ov, n_bootstrap=50))
         metrics = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
         self.assertIn("auc", metrics)
 
@@ -53,7 +53,7 @@ class TestBundleViT(unittest.TestCase):
             shutil.copy(p, inp / p.name)
         out = self.tmp / "infer_out"
         inf = {k: v for k, v in self.base.items() if k not in ("dataset_dir", "learning_rate", "lr_milestones")}
-        run_bundle("run", ["inference.yaml"], dict(inf, input=str(inp), output_dir=str(out), ckpt_path=str(best)))
+        run_bundle(["inference.yaml"], dict(inf, input=str(inp), output_dir=str(out), ckpt_path=str(best)))
         with open(out / "predictions.csv") as f:
             rows = list(csv.DictReader(f))
         self.assertEqual(len(rows), 2)
@@ -66,7 +66,7 @@ class TestBundleViT(unittest.TestCase):
         run_dir = self.tmp / "ddp"
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
         ov = dict(self.base, run_dir=str(run_dir), epochs=1, batch_size=4)
-        proc = run_bundle("training", ["train.yaml", "multi_gpu_train.yaml"], ov, launcher=launcher)
+        proc = run_bundle(["train.yaml", "multi_gpu_train.yaml"], ov, launcher=launcher)
         self.assertTrue((run_dir / "models" / "model.pt").is_file(), proc.stdout[-2000:])
 
 

@@ -29,7 +29,7 @@ class TestBundleWorkflow(unittest.TestCase):
     def test_train_evaluate_infer_export(self):
         run_dir = self.tmp / "ft"
         ov = dict(self.base, run_dir=str(run_dir), epochs=2)
-        proc = run_bundle("training", ["train.yaml"], ov)
+        proc = run_bundle(["train.yaml"], ov)
         self.assertIn("val_auc", proc.stdout + proc.stderr)
         best = run_dir / "models" / "model.pt"
         self.assertTrue(best.is_file())
@@ -39,7 +39,7 @@ class TestBundleWorkflow(unittest.TestCase):
         self.assertTrue(any(k.startswith("attn.") for k in sd), "attention blocks are saved with the network")
 
         # evaluate: metrics.json with CIs, predictions.csv, roc.png
-        run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(ov, n_bootstrap=200))
+        run_bundle(["train.yaml", "evaluate.yaml"], dict(ov, n_bootstrap=200))
         ev = run_dir / "eval_test"
         metrics = json.loads((ev / "metrics.json").read_text())
         for k in ("accuracy", "f1", "auc", "sensitivity", "specificity"):
@@ -64,7 +64,7 @@ class TestBundleWorkflow(unittest.TestCase):
         (inp / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
         out = self.tmp / "infer_out"
         inf = {k: v for k, v in self.base.items() if k not in ("dataset_dir", "learning_rate", "lr_milestones")}
-        run_bundle("run", ["inference.yaml"], dict(inf, input=str(inp), output_dir=str(out), ckpt_path=str(best)))
+        run_bundle(["inference.yaml"], dict(inf, input=str(inp), output_dir=str(out), ckpt_path=str(best)))
         with open(out / "predictions.csv") as f:
             rows = list(csv.DictReader(f))
         self.assertEqual(sorted(os.path.basename(r["file"]) for r in rows), sorted(p.name for p in pngs))
@@ -98,9 +98,9 @@ class TestBundleWorkflow(unittest.TestCase):
         unbroken = self.tmp / "unbroken"
         broken = self.tmp / "broken"
         ov = dict(self.base, n_attn=1, val_interval=1)
-        run_bundle("training", ["train.yaml"], dict(ov, run_dir=str(unbroken), epochs=2))
-        run_bundle("training", ["train.yaml"], dict(ov, run_dir=str(broken), epochs=1))
-        proc = run_bundle("training", ["train.yaml"], dict(ov, run_dir=str(broken), epochs=2))
+        run_bundle(["train.yaml"], dict(ov, run_dir=str(unbroken), epochs=2))
+        run_bundle(["train.yaml"], dict(ov, run_dir=str(broken), epochs=1))
+        proc = run_bundle(["train.yaml"], dict(ov, run_dir=str(broken), epochs=2))
         self.assertIn("resumed from", proc.stdout + proc.stderr)
         a = torch.load(unbroken / "models" / "model_final.pt", map_location="cpu", weights_only=True)
         b = torch.load(broken / "models" / "model_final.pt", map_location="cpu", weights_only=True)
@@ -116,9 +116,7 @@ class TestBundleWorkflow(unittest.TestCase):
 
         run_dir = self.tmp / "ddp"
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
-        proc = run_bundle(
-            "training",
-            ["train.yaml", "multi_gpu_train.yaml"],
+        proc = run_bundle(["train.yaml", "multi_gpu_train.yaml"],
             dict(self.base, run_dir=str(run_dir), epochs=1, n_attn=1),
             launcher=launcher,
         )
@@ -135,19 +133,17 @@ class TestBundleWorkflow(unittest.TestCase):
                 shutil.copy(p, folder / cls / p.name)
         stl_n = self.tmp / "stl_n"
         ov = dict(self.base, n_attn=0, epochs=1, val_fraction=0.4, num_classes=2)
-        proc = run_bundle("training", ["train.yaml", "stl_n.yaml"], dict(ov, run_dir=str(stl_n), dataset_dir=str(folder)))
+        proc = run_bundle(["train.yaml", "stl_n.yaml"], dict(ov, run_dir=str(stl_n), dataset_dir=str(folder)))
         sd = torch.load(stl_n / "models" / "model.pt", map_location="cpu", weights_only=True)
         self.assertEqual(tuple(sd["conv1.weight"].shape)[1], 3, proc.stdout[-1000:])
         ft = self.tmp / "ft_from_stl_n"
-        proc = run_bundle(
-            "training", ["train.yaml"], dict(self.base, n_attn=0, epochs=1, run_dir=str(ft), pretrained=str(stl_n / "models" / "model.pt"))
+        proc = run_bundle(["train.yaml"], dict(self.base, n_attn=0, epochs=1, run_dir=str(ft), pretrained=str(stl_n / "models" / "model.pt"))
         )
         self.assertIn("1 adapted", proc.stdout + proc.stderr)  # conv1: RGB filters summed for the 1-channel CT net
         self.assertTrue((ft / "models" / "model.pt").is_file())
 
     def test_bad_dataset_dir_fails_before_training(self):
-        proc = run_bundle(
-            "training", ["train.yaml"], dict(self.base, run_dir=str(self.tmp / "bad"), dataset_dir=str(self.tmp / "nope")), check=False
+        proc = run_bundle(["train.yaml"], dict(self.base, run_dir=str(self.tmp / "bad"), dataset_dir=str(self.tmp / "nope")), check=False
         )
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn(str(self.tmp / "nope"), proc.stdout + proc.stderr)

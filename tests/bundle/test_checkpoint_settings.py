@@ -30,7 +30,7 @@ class TestCheckpointSettings(unittest.TestCase):
         cls.data = phantom_dataset(cls.tmp, n_per_class=6, size=48)
         cls.run_dir = cls.tmp / "ft"
         # a 32-px ResNet-18 +1: far from the inference defaults (ResNet-50, 224/256)
-        run_bundle("training", ["train.yaml"], dict(TINY, dataset_dir=str(cls.data), n_attn=1, run_dir=str(cls.run_dir), epochs=1))
+        run_bundle(["train.yaml"], dict(TINY, dataset_dir=str(cls.data), n_attn=1, run_dir=str(cls.run_dir), epochs=1))
         cls.best = cls.run_dir / "models" / "model.pt"
         cls.inputs = cls.tmp / "inputs"
         cls.inputs.mkdir()
@@ -43,7 +43,7 @@ class TestCheckpointSettings(unittest.TestCase):
 
     def infer(self, ckpt: Path, out: str, check: bool = True, inputs: Path | None = None, **overrides):
         ov = dict(input=str(inputs or self.inputs), output_dir=str(self.tmp / out), ckpt_path=str(ckpt), num_workers=0)
-        return run_bundle("run", ["inference.yaml"], dict(ov, **overrides), check=check)
+        return run_bundle(["inference.yaml"], dict(ov, **overrides), check=check)
 
     def probs(self, out: str) -> dict[str, float]:
         with open(self.tmp / out / "predictions.csv") as f:
@@ -131,7 +131,7 @@ class TestCheckpointSettings(unittest.TestCase):
         self.assertRegex(last_line(proc), r"^ValueError: none of the 1 inputs could be read")
 
     def test_evaluate_and_export_read_settings(self):
-        run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(dataset_dir=str(self.data), run_dir=str(self.run_dir), n_bootstrap=50, num_workers=0))
+        run_bundle(["train.yaml", "evaluate.yaml"], dict(dataset_dir=str(self.data), run_dir=str(self.run_dir), n_bootstrap=50, num_workers=0))
         metrics = json.loads((self.run_dir / "eval_test" / "metrics.json").read_text())
         self.assertIn("auc", metrics)
         ts = self.tmp / "model.ts"

@@ -19,7 +19,7 @@ class TestDecisionThreshold(unittest.TestCase):
         cls.tmp = Path(tempfile.mkdtemp(prefix="mstl_threshold_"))
         cls.data = phantom_dataset(cls.tmp, n_per_class=8)
         cls.ov = dict(TINY, dataset_dir=str(cls.data), n_attn=0, epochs=2, run_dir=str(cls.tmp / "ft"), selection_min_class_fraction=0.0)
-        proc = run_bundle("training", ["train.yaml"], cls.ov)
+        proc = run_bundle(["train.yaml"], cls.ov)
         cls.train_log = proc.stdout + proc.stderr
         cls.ckpt = cls.tmp / "ft" / "models" / "model.pt"
         cls.info = json.loads((cls.tmp / "ft" / "models" / "model.pt.json").read_text())
@@ -48,13 +48,13 @@ class TestDecisionThreshold(unittest.TestCase):
         self.assertIn("val_temperature", self.train_log)
 
     def test_evaluate_reports_both_thresholds(self):
-        run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(self.ov, n_bootstrap=20))
+        run_bundle(["train.yaml", "evaluate.yaml"], dict(self.ov, n_bootstrap=20))
         m = json.loads((self.tmp / "ft" / "eval_test" / "metrics.json").read_text())
         self.assertEqual(m["decision_threshold"], {"value": self.info["decision_threshold"], "source": "checkpoint"})
         self.assertEqual(m["at_threshold"]["bootstrap"]["threshold"], self.info["decision_threshold"])
         self.assertEqual(m["bootstrap"]["threshold"], 0.5)  # the top level stays at 0.5
         out = self.tmp / "ft" / "eval_05"
-        run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(self.ov, n_bootstrap=20, threshold=0.5, output_dir=str(out)))
+        run_bundle(["train.yaml", "evaluate.yaml"], dict(self.ov, n_bootstrap=20, threshold=0.5, output_dir=str(out)))
         m05 = json.loads((out / "metrics.json").read_text())
         self.assertEqual(m05["decision_threshold"], {"value": 0.5, "source": "override"})
         self.assertEqual(m05["at_threshold"]["accuracy"], m05["accuracy"])
@@ -66,7 +66,7 @@ class TestDecisionThreshold(unittest.TestCase):
             ov = {"input": str(self.data), "output_dir": str(out), "ckpt_path": str(self.ckpt), "amp": False}
             if given is not None:
                 ov["threshold"] = given
-            proc = run_bundle("run", ["inference.yaml"], ov)
+            proc = run_bundle(["inference.yaml"], ov)
             with open(out / "predictions.csv", newline="") as f:
                 rows = list(csv.DictReader(f))
             self.assertTrue(rows)
@@ -83,7 +83,7 @@ class TestDecisionThreshold(unittest.TestCase):
         rows = {}
         for name, ov in (("calibrated", {"operating_point": "sensitivity_90"}), ("raw", {"temperature": 1.0})):
             out = self.tmp / f"infer_{name}"
-            run_bundle("run", ["inference.yaml"], dict(ov, input=str(self.data), output_dir=str(out), ckpt_path=str(self.ckpt), amp=False))
+            run_bundle(["inference.yaml"], dict(ov, input=str(self.data), output_dir=str(out), ckpt_path=str(self.ckpt), amp=False))
             with open(out / "predictions.csv", newline="") as f:
                 rows[name] = {r["file"]: r for r in csv.DictReader(f)}
         t90 = self.info["operating_points"]["sensitivity_90"]
@@ -94,7 +94,7 @@ class TestDecisionThreshold(unittest.TestCase):
         for k in files:
             self.assertAlmostEqual(float(rows["calibrated"][k]["threshold"]), t90, places=5)
         with self.assertRaises(AssertionError) as e:
-            run_bundle("run", ["inference.yaml"], {"input": str(self.data), "output_dir": str(self.tmp / "bad_op"), "ckpt_path": str(self.ckpt), "operating_point": "sens95"})
+            run_bundle(["inference.yaml"], {"input": str(self.data), "output_dir": str(self.tmp / "bad_op"), "ckpt_path": str(self.ckpt), "operating_point": "sens95"})
         self.assertIn("sens95", str(e.exception))
 
     def test_scan_classifier_applies_the_temperature(self):

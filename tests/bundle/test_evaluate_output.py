@@ -19,7 +19,7 @@ class TestEvaluateOutput(unittest.TestCase):
         data = phantom_dataset(cls.tmp, n_per_class=8)
         # no epoch can predict each of two classes for 99% of the images: the guard scores every epoch AUC - 1
         cls.ov = dict(TINY, dataset_dir=str(data), n_attn=0, epochs=1, run_dir=str(cls.tmp / "ft"), selection_min_class_fraction=0.99)
-        cls.train = run_bundle("training", ["train.yaml"], cls.ov)
+        cls.train = run_bundle(["train.yaml"], cls.ov)
         cls.train_log = cls.train.stdout + cls.train.stderr
 
     @classmethod
@@ -36,7 +36,7 @@ class TestEvaluateOutput(unittest.TestCase):
         self.assertNotIn("metric of val_auc", self.train_log)
 
     def test_evaluate_names_test_metrics(self):
-        proc = run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], dict(self.ov, n_bootstrap=50))
+        proc = run_bundle(["train.yaml", "evaluate.yaml"], dict(self.ov, n_bootstrap=50))
         log = proc.stdout + proc.stderr
         self.assertRegex(log, r"evaluation on \d+ test images: test accuracy [\d.]+ \[")
         self.assertIn("test auc", log)

@@ -29,7 +29,7 @@ class TestRecipeOptions(unittest.TestCase):
         data = require_real_data(self) / "covid-ct"
         ov = dict(TINY, dataset_dir=str(data), n_attn=0, epochs=2, run_dir=str(self.tmp / "ft"), mixup_alpha=0.4,
                   label_smoothing=0.1, robust_augmentation=True, label_fraction=0.05, tta=True)
-        proc = run_bundle("training", ["train.yaml"], ov)
+        proc = run_bundle(["train.yaml"], ov)
         log = proc.stdout + proc.stderr
         info = json.loads((self.tmp / "ft" / "models" / "model.pt.json").read_text())
         self.assertIs(info["tta"], True, log[-2000:])
@@ -37,7 +37,7 @@ class TestRecipeOptions(unittest.TestCase):
         self.assertRegex(log, r"Epoch\[2\] Complete|Epoch: 2/2|epoch 2", log[-2000:])
         ev = dict(ov, n_bootstrap=20)
         ev.pop("tta")
-        run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], ev)
+        run_bundle(["train.yaml", "evaluate.yaml"], ev)
         m = json.loads((self.tmp / "ft" / "eval_test" / "metrics.json").read_text())
         self.assertEqual(m["n_images"] if "n_images" in m else m["n"], 203)
         # scripts/robustness_check.py scores the clean split as the bundle's evaluation does (TTA from the checkpoint)
@@ -58,7 +58,7 @@ class TestRecipeOptions(unittest.TestCase):
             iv = {"input": str(data / "CT_COVID"), "output_dir": str(out), "ckpt_path": str(self.tmp / "ft" / "models" / "model.pt"), "amp": False}
             if tta is not None:
                 iv["tta"] = tta
-            run_bundle("run", ["inference.yaml"], iv)
+            run_bundle(["inference.yaml"], iv)
             with open(out / "predictions.csv", newline="") as f:
                 rows = list(csv.DictReader(f))[:40]
             key = next(k for k in rows[0] if k.startswith("prob_") and "COVID" in k and "non" not in k.lower())

@@ -121,7 +121,6 @@ FAIL_FAST = {
     "sstl_m": {"dataset_dir": "/nonexistent/covid-ct", "use_luna16": False},
     "multi_gpu_train": {"dataset_dir": "/nonexistent/covid-ct"},
 }
-RUN_IDS = {"evaluate": "evaluating", "inference": "run"}
 
 
 class TestBundleRejectsUnknownOverrides(unittest.TestCase):
@@ -134,7 +133,7 @@ class TestBundleRejectsUnknownOverrides(unittest.TestCase):
             ov = dict(FAIL_FAST[name], bakbone="resnet18", run_dir=str(run_dir), output_dir=str(run_dir / "out"))
             if name == "inference":
                 ov.pop("run_dir")
-            proc = run_bundle(RUN_IDS.get(name, "training"), CONFIG_SETS[name], ov, check=False, timeout=300)
+            proc = run_bundle(CONFIG_SETS[name], ov, check=False, timeout=300)
             self.assertNotEqual(proc.returncode, 0)
             last = proc.stderr.strip().splitlines()[-1]
             self.assertIn("unknown setting 'bakbone'", last, proc.stderr[-3000:])
@@ -145,9 +144,7 @@ class TestBundleRejectsUnknownOverrides(unittest.TestCase):
     def test_bad_value_and_nested_ids(self):
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
-        proc = run_bundle(
-            "training",
-            ["train.yaml"],
+        proc = run_bundle(["train.yaml"],
             {"dataset_dir": "/nonexistent/covid-ct", "n_attn": "five", "train#trainer#max_epoch": 1},
             check=False,
             timeout=300,
@@ -157,9 +154,7 @@ class TestBundleRejectsUnknownOverrides(unittest.TestCase):
         self.assertIn("'five'", last)
         self.assertIn("did you mean 'train#trainer#max_epochs'", last)
         # nested ids that exist pass the check: the run goes on and stops at the missing data set instead
-        proc = run_bundle(
-            "training",
-            ["train.yaml"],
+        proc = run_bundle(["train.yaml"],
             {
                 "dataset_dir": "/nonexistent/covid-ct",
                 "run_dir": tmp.name,
@@ -186,17 +181,17 @@ class TestCommandLine(unittest.TestCase):
     def test_misspelt_override_on_the_command_line_stops_with_a_suggestion(self):
         from mstl_monai.utils.settings import check_overrides
 
-        argv = [self.main, "run", "training", "--config_file", str(_files("evaluate")), "--epochs", "3",
+        argv = [self.main, "run", "--config_file", str(_files("evaluate")), "--epochs", "3",
                 "--bakbone", "resnet18", "--meta_file", str(CONFIGS / "metadata.json")]
         with self.assertRaises(SystemExit) as cm:
             check_overrides(argv)
         self.assertRegex(str(cm.exception), r"^bad override: unknown setting 'bakbone' \(not in train.yaml \+ "
                                             r"evaluate.yaml\): did you mean 'backbone'\?$")
         # --key=value, the run id as an option, a file list given as one path
-        argv = [self.main, "run", "--run_id", "training", f"--config_file={CONFIGS / 'train.yaml'}", "--epoch=3"]
+        argv = [self.main, "run", "--run_id", "run", f"--config_file={CONFIGS / 'train.yaml'}", "--epoch=3"]
         with self.assertRaisesRegex(SystemExit, "'epoch' .*did you mean 'epochs'"):
             check_overrides(argv)
-        check_overrides([self.main, "run", "training", "--config_file", str(CONFIGS / "train.yaml"), "--epochs", "3"])
+        check_overrides([self.main, "run", "run", "--config_file", str(CONFIGS / "train.yaml"), "--epochs", "3"])
 
     def test_other_programs_are_not_checked(self):
         from mstl_monai.utils.settings import bundle_command_line, check_overrides

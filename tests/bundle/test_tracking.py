@@ -50,7 +50,7 @@ class TestBundleTracking(unittest.TestCase):
     def test_finetune_then_evaluate(self):
         run_dir = self.tmp / "finetune"
         common = dict(TINY, data_root=str(self.tmp / "data"), run_dir=str(run_dir), tracking="mlflow")
-        run_bundle("training", ["train.yaml"], dict(common, epochs=2, n_attn=1))
+        run_bundle(["train.yaml"], dict(common, epochs=2, n_attn=1))
         runs = _runs(run_dir / "eval" / "mlruns.db")
         self.assertEqual(len(runs), 1, [r[1].info.run_name for r in runs])
         _, run, artifacts, history = runs[0]
@@ -69,7 +69,7 @@ class TestBundleTracking(unittest.TestCase):
         ev.pop("backbone")  # evaluation reads the network's settings from the checkpoint
         for key in ("image_size", "resize_size"):
             ev.pop(key)
-        run_bundle("evaluating", ["train.yaml", "evaluate.yaml"], ev)
+        run_bundle(["train.yaml", "evaluate.yaml"], ev)
         runs = {r[1].data.params.get("stage"): r for r in _runs(run_dir / "eval" / "mlruns.db")}  # the same store
         self.assertEqual(sorted(runs), ["evaluate", "finetune"])
         _, run, artifacts, history = runs["evaluate"]

@@ -59,7 +59,7 @@ class TestViTFileEveryStage(unittest.TestCase):
         ov = dict(TINY_VIT, run_dir=str(run_dir), pretrained=str(fixture), data_root=str(data))
         if stage == "sstl_m":
             ov.update(SSTL_TINY)
-        proc = run_bundle("training", configs, ov, timeout=900)
+        proc = run_bundle(configs, ov, timeout=900)
         log = proc.stdout + proc.stderr
         self.assertRegex(log, rf"loaded {library} ViT checkpoint {fixture}: \d+ tensors loaded, \d+ new, \d+ dropped, \d+ adapted")
         info = json.loads((run_dir / "models" / "model.pt.json").read_text())

@@ -99,7 +99,7 @@ class TestBundleRefusesBadSplits(unittest.TestCase):
     def _train(self, root: Path, configs=("train.yaml",), **extra):
         run_dir = self.tmp / f"run_{root.name}"
         ov = dict(TINY, dataset_dir=str(root), n_attn=0, run_dir=str(run_dir), epochs=1, **extra)
-        proc = run_bundle("training", list(configs), ov, check=False)
+        proc = run_bundle(list(configs), ov, check=False)
         self.assertNotEqual(proc.returncode, 0, proc.stdout[-2000:])
         self.assertFalse((run_dir / "models" / "model.pt").exists())
         return last_line(proc)

@@ -97,7 +97,7 @@ class TestTinySTLN(unittest.TestCase):
             "run_dir": str(tmp / "stl_n"),
             "train#datalist": sub.format("train", 0.01), "validate#datalist": sub.format("val", 0.2),
         }
-        proc = run_bundle("training", ["train.yaml", "stl_n.yaml"], ov)
+        proc = run_bundle(["train.yaml", "stl_n.yaml"], ov)
         self.assertIn("val_top1", proc.stdout + proc.stderr)
         self.assertIn("train_top1", proc.stdout + proc.stderr)
         ckpt = tmp / "stl_n" / "models" / "model.pt"

@@ -213,7 +213,7 @@ class TestInferenceScanWriteSR(unittest.TestCase):
         out = self.tmp / "out"
         overrides = {"ckpt_path": str(self.ckpt), "input": [str(folder), str(nii)], "output_dir": str(out),
                      "write_sr": True, "n_bootstrap": 200, "batch_size": 8}
-        proc = run_bundle("run", ["inference_scan.yaml"], overrides, timeout=900)
+        proc = run_bundle(["inference_scan.yaml"], overrides, timeout=900)
         sr_file = out / "sr" / f"{_safe_name(str(folder))}.dcm"  # lung-pet-ct-dx-A0002-<hash of the path>.dcm
         self.assertIn(f"DICOM SR written to {sr_file}", proc.stdout)
         self.assertIn(f"{nii}: no DICOM SR: CT scan {str(nii)!r} is a nifti input", proc.stdout)

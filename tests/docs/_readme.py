@@ -94,7 +94,7 @@ def stand_in_checkpoint(tmp: Path, decision_threshold: float | None = 0.42, imag
 
     ov = dict(TINY, dataset_dir=str(phantom_dataset(tmp, n_per_class=4)), n_attn=5, epochs=1, run_dir=str(tmp / "ft"))
     ov.update(image_size=image_size, resize_size=image_size + image_size // 8)
-    run_bundle("training", ["train.yaml"], ov)
+    run_bundle(["train.yaml"], ov)
     ckpt = tmp / "ft" / "models" / "model.pt"
     info = read_checkpoint_info(ckpt)
     if info is None:

@@ -141,9 +141,9 @@ class TestReadmeCommands(unittest.TestCase):
         runs = self.tmp / "runs"
         # the paper-scale ResNet-50 command shrunk to 32 px and batch 5 (1x1 maps in layer4, batch norm over 5 images)
         # diverges within its 4 steps at the tiny lr 0.01 (eval logits ~1e10, then inf): it gets a tenth of that
-        shrunk = [tiny(c).replace("--learning_rate 0.01", "--learning_rate 0.001") if "resnet50" in c else tiny(c) for c in cmds[1:] if "monai.bundle run training" in c]
+        shrunk = [tiny(c).replace("--learning_rate 0.01", "--learning_rate 0.001") if "resnet50" in c else tiny(c) for c in cmds[1:] if "monai.bundle run " in c]
         it = iter(shrunk)
-        script = "\n".join(next(it) if "monai.bundle run training" in c else c for c in cmds)
+        script = "\n".join(next(it) if "monai.bundle run " in c else c for c in cmds)
         script = re.sub(r"(?<=\s)runs/", f"{runs}/", venv_bin(script.replace("/data/imagenet", str(data / "tiny-imagenet"))))
         proc = run_script(script, REPO_ROOT, env={"MSTL_DATA_ROOT": str(data), "OMP_NUM_THREADS": "1"})
         self.assertEqual(proc.returncode, 0, f"bundle docs STL-N commands failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

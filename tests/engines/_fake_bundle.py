@@ -1,6 +1,7 @@
 """A stand-in for ``python -m monai.bundle run`` in the pipeline tests: takes the stage command's ``--key value``
-settings, writes what the real stage writes (``models/model.pt``; for ``evaluating`` ``metrics.json`` and
-``predictions.csv``, the accuracy computed from the settings) and prints the settings as MONAI's input summary does.
+settings, writes what the real stage writes (``models/model.pt``; for an evaluation, ``evaluate.yaml`` among the
+config files, ``metrics.json`` and ``predictions.csv``, the accuracy computed from the settings) and prints the
+settings as MONAI's input summary does.
 
 ``FAKE_STAGE_SLEEP`` (seconds) keeps a stage running (two processes at once); ``FAKE_STAGE_FAIL`` (a stage's
 ``run_dir`` or ``output_dir`` suffix) makes that stage exit 1. :func:`fake_bundle` patches the pipeline to run it.
@@ -37,16 +38,17 @@ def accuracy(settings: dict) -> float:
 
 
 def _main(argv: list[str]) -> int:
-    run_id, s = argv[0], _settings(argv[1:])
+    s = _settings(argv)
+    evaluating = "evaluate.yaml" in s.get("config_file", "")
     for k, v in s.items():  # like MONAI's "--- input summary of monai.bundle.scripts.run ---"
         print(f"> {k}: {v}", flush=True)
     time.sleep(float(os.environ.get("FAKE_STAGE_SLEEP", "0")))
-    where = s.get("output_dir") if run_id == "evaluating" else s.get("run_dir")
+    where = s.get("output_dir") if evaluating else s.get("run_dir")
     fail = os.environ.get("FAKE_STAGE_FAIL")
     if fail and where and where.endswith(fail):
         print("RuntimeError: the fake stage was told to fail", flush=True)
         return 1
-    if run_id == "evaluating":
+    if evaluating:
         out = Path(s["output_dir"])
         out.mkdir(parents=True, exist_ok=True)
         trained = json.loads((Path(s["run_dir"]) / "models" / "model.pt").read_text())

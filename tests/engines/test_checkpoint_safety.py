@@ -141,7 +141,7 @@ class TestKillDuringSave(unittest.TestCase):
             ov = dict(TINY, dataset_dir=str(data), run_dir=str(run_dir), epochs=2, n_attn=0, resize_size=36, image_size=32)
             env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hook), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
             env.update(OMP_NUM_THREADS="1", MSTL_KILL_AT_EPOCH="2")
-            cmd = bundle_cmd("training", ["train.yaml"], ov)
+            cmd = bundle_cmd(["train.yaml"], ov)
             killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
             self.assertEqual(killed.returncode, -signal.SIGKILL, killed.stderr[-3000:])
             models = run_dir / "models"

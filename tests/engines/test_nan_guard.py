@@ -271,12 +271,12 @@ class TestBundleAndPipeline(unittest.TestCase):
             d = Path(d)
             run_dir = d / "ft"
             ov = dict(TINY, dataset_dir=str(phantom_dataset(d, n_per_class=4)), epochs=1, run_dir=str(run_dir))
-            run_bundle("training", ["train.yaml"], ov)
+            run_bundle(["train.yaml"], ov)
             ckpt = run_dir / "models"
             before = _files(ckpt)
             self.assertIn("model.pt", before)
             nan_loss = "$torch.nn.CrossEntropyLoss(weight=torch.tensor([float('nan'), 1.0]))"
-            proc = run_bundle("training", ["train.yaml"], dict(ov, epochs=2, loss=nan_loss), check=False)
+            proc = run_bundle(["train.yaml"], dict(ov, epochs=2, loss=nan_loss), check=False)
             self.assertNotEqual(proc.returncode, 0)
             last = proc.stderr.strip().splitlines()[-1]
             self.assertRegex(

@@ -229,7 +229,7 @@ class TestInferenceScanBundle(unittest.TestCase):
         gap = self.tmp / "gap_series"
         write_series(gap, np.delete(5.0 * np.arange(14), [6, 7]))
         inputs = [str(folder), str(nii), str(blank), str(self.tmp / "no_dicom"), str(gap)]
-        proc = run_bundle("run", ["inference_scan.yaml"], dict(self.overrides, input=inputs), timeout=900)
+        proc = run_bundle(["inference_scan.yaml"], dict(self.overrides, input=inputs), timeout=900)
         self.assertIn("P(COVID) =", proc.stdout)
         scans = read_csv(self.tmp / "out" / "scans.csv")
         self.assertEqual([r["scan"] for r in scans], inputs)
@@ -266,7 +266,7 @@ class TestInferenceScanBundle(unittest.TestCase):
     def test_no_scan_classified(self):
         blank = self.tmp / "blank.nii.gz"
         nib.save(nib.Nifti1Image(np.full((32, 32, 5), -1000, np.int16), np.diag([-1.0, -1.0, 5.0, 1.0])), str(blank))
-        proc = run_bundle("run", ["inference_scan.yaml"], dict(self.overrides, input=[str(blank)]), check=False)
+        proc = run_bundle(["inference_scan.yaml"], dict(self.overrides, input=[str(blank)]), check=False)
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn("none of the 1 scans could be classified", proc.stderr + proc.stdout)
         rows = read_csv(self.tmp / "out" / "scans.csv")  # the reason is on disk all the same

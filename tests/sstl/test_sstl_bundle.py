@@ -75,7 +75,7 @@ def fmt(v) -> str:
 
 
 def run_sstl(overrides: dict, launcher: list[str] | None = None, check: bool = True, timeout: int = 600):
-    cmd = (launcher or [sys.executable]) + ["-m", "monai.bundle", "run", "training", "--config_file", str(CONFIG)]
+    cmd = (launcher or [sys.executable]) + ["-m", "monai.bundle", "run", "--config_file", str(CONFIG)]
     cmd += ["--bundle_root", str(BUNDLE), "--meta_file", str(BUNDLE / "configs" / "metadata.json")]
     for k, v in overrides.items():
         cmd += [f"--{k}", fmt(v)]
