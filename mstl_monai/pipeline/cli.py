@@ -15,7 +15,7 @@ from mstl_monai.pipeline.lock import StageLockedError
 from mstl_monai.pipeline.plan import check_chains, folder_conflicts
 from mstl_monai.pipeline.publish import write_text_atomic
 from mstl_monai.pipeline.run import _hms, run_chain, run_dir_results
-from mstl_monai.pipeline.summary import summary_table
+from mstl_monai.pipeline.summary import chains_run_text, summary_table
 
 __all__ = ["main", "WholeNameParser"]
 
@@ -40,6 +40,15 @@ class WholeNameParser(argparse.ArgumentParser):
         if extra:
             self.error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
+
+
+def _how(rows: list[dict]) -> str:
+    """How a chain's results came about in this command, from its stage rows."""
+    if any(r.get("trained") for r in rows):
+        return "trained now"
+    if any(r.get("published") for r in rows):
+        return "published results for these settings"
+    return "already done"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,15 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     for line in notes:
         print(line, flush=True)
     t0 = time.time()
+    ran: dict[str, list[dict]] = {}
+    how: dict[str, str] = {}
     for chain in chains:
         c0 = time.time()
         try:
-            rows = run_chain(
+            ran[chain["name"]] = rows = run_chain(
                 cfg, chain, args.repo_root, dry_run=args.dry_run, rerun=args.rerun, publish=args.publish,
                 tracking=args.tracking,
             )
         except StageLockedError as e:  # another run trains one of its stages: one line naming it
             raise SystemExit(f"[{chain['name']}] {e}") from None
+        how[chain["name"]] = _how(rows)
         if not args.dry_run:
             stages = ", ".join(f"{r['stage']} {_hms(r.get('seconds') or 0)}" for r in rows)
             print(f"[{chain['name']}] elapsed {_hms(time.time() - c0)} this run (stage times, incl. earlier runs: {stages})", flush=True)
@@ -124,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         table += f"\n\n* published results in {cfg['results_dir']} (not run in {cfg['output_root']})"
     out = root / cfg["output_root"] / "summary.md"
     write_text_atomic(out, table + "\n")
-    print(f"\nSummary ({time.time() - t0:.0f}s this run; test metrics in %, 95% bootstrap CI):\n{table}", flush=True)
+    print(f"\n{chains_run_text(ran, how)}", flush=True)
+    print(f"\nSummary of every chain with results ({time.time() - t0:.0f}s this run; test metrics in %, 95% bootstrap "
+          f"CI):\n{table}", flush=True)
     local = run_dir_results(cfg, root)
     here = [c["name"] for c in chains if (local / c["name"] / "metrics.json").is_file()]
     if here:

@@ -159,6 +159,7 @@ def run_chain(
     ids: list[str | None] = []  # the runs of the training stages so far
     for i, (step, record) in enumerate(zip(steps, records), 1):
         tag = f"[{chain['name']} {i}/{len(steps)} {step['stage']}]"
+        trained = False
         expected = with_ids(record, ids)
         info, diffs = _done(step, expected)
         if info is None and dry_run:
@@ -170,12 +171,13 @@ def run_chain(
             print(f"{tag} {' '.join(shlex.quote(c) for c in step['cmd'])}", flush=True)
         elif info is None:
             info = _train(step, expected, diffs, tag, chain)
+            trained = True
         else:
             print(f"{tag} already done in {info.get('seconds', 0):.0f}s: skipped", flush=True)
         if step["stage"] != "evaluate":
             ids.append(info.get("id") if info else None)
         if info is not None:
-            rows.append(_row(step, info, chain))
+            rows.append(dict(_row(step, info, chain), trained=trained))
     if not dry_run:
         _write_results(cfg, chain, repo_root, steps, rows, targets)
     return rows
@@ -200,7 +202,7 @@ def _mismatch(step: dict, diffs: list[str], what: str = "DONE.json") -> str:
 
 def _row(step: dict, info: dict, chain: dict) -> dict:
     """The summary row of a done stage (a shared stage counts for this chain too), with the metrics of an evaluate."""
-    row = {"chain": chain["name"], "stage": step["stage"], "seconds": info.get("seconds", 0)}
+    row = {"chain": chain["name"], "stage": step["stage"], "seconds": info.get("seconds", 0), "dir": step["dir"]}
     if "checkpoint" in info:
         row["checkpoint"] = info["checkpoint"]
     if "metrics" in step and Path(step["metrics"]).is_file():
@@ -224,6 +226,7 @@ def _published_rows(cfg, chain, repo_root, steps, records, targets, published, d
             ids.append(info.get("id"))
     if len(infos) == len(steps):
         rows = [_row(step, info, chain) for step, info in zip(steps, infos)]
+        rows[-1]["published"] = str(published / "metrics.json")
         if not dry_run:
             _write_results(cfg, chain, repo_root, steps, rows, targets)
         return rows
@@ -233,7 +236,7 @@ def _published_rows(cfg, chain, repo_root, steps, records, targets, published, d
     for step in steps:
         row = {"chain": chain["name"], "stage": step["stage"], "seconds": timing.get(step["stage"]) or 0}
         if step["stage"] == "evaluate":
-            row["metrics"] = metrics
+            row.update(metrics=metrics, published=str(published / "metrics.json"))
         rows.append(row)
     return rows
 

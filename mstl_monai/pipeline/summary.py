@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mstl_monai.pipeline.run import results_match, run_dir_results
 
-__all__ = ["metric_cell", "summary_table"]
+__all__ = ["chains_run_text", "metric_cell", "summary_table"]
 
 
 def metric_cell(m: dict | None, key: str, missing: str = "not run") -> str:
@@ -21,6 +21,48 @@ def metric_cell(m: dict | None, key: str, missing: str = "not run") -> str:
         return missing
     v = m[key]
     return f"{100 * v['value']:.1f} [{100 * v['ci_low']:.1f}, {100 * v['ci_high']:.1f}]"
+
+
+#: the metrics of a chain's lines, in this order, with their short names
+_LINE_METRICS = (("accuracy", "acc"), ("f1", "F1"), ("auc", "AUC"), ("sensitivity", "sens"), ("specificity", "spec"))
+
+
+def _metrics_line(m: dict) -> str:
+    return ", ".join(f"{short} {metric_cell(m, k)}" for k, short in _LINE_METRICS if metric_cell(m, k, "") != "")
+
+
+def chains_run_text(rows: dict[str, list[dict]], how: dict[str, str]) -> str:
+    """What the chains of one ``mstl-pipeline`` command gave, shown before the summary of every chain.
+
+    Args:
+        rows: chain name -> its stage rows (:func:`~mstl_monai.pipeline.run_chain`), in the order run.
+        how: chain name -> how its results came (``"trained now"``, ``"already done"``, ...).
+
+    Returns:
+        per chain: its name and ``how``, its test metrics (% with 95% CI) at 0.5 and at the checkpoint's threshold (or
+        why there is none), and where its evaluation is (the evaluate stage's ``stage.log``, or the published
+        ``metrics.json``).
+    """
+    lines = ["Chains run by this command (test metrics in %, 95% bootstrap CI):"]
+    for name, chain_rows in rows.items():
+        lines.append(f"{name} ({how.get(name, 'done')})")
+        ev = next((r for r in chain_rows if r.get("stage") == "evaluate"), None)
+        m = ev.get("metrics") if ev else None
+        if not m:
+            lines.append("  no evaluation: the chain has no evaluate stage, or it has not written metrics.json")
+            continue
+        lines.append(f"  at 0.5: {_metrics_line(m)}")
+        used = m.get("decision_threshold") or {}
+        if used.get("value") is not None and used.get("source") != "default" and m.get("at_threshold"):
+            lines.append(f"  at the {used.get('source', 'stored')} threshold {used['value']:.4f}: "
+                         f"{_metrics_line(m['at_threshold'])}")
+        else:
+            lines.append("  no decision threshold stored with the checkpoint: 0.5 is its threshold")
+        log = Path(ev["dir"]) / "stage.log" if ev.get("dir") else None
+        where = [f"{log}; metrics: {Path(ev['dir']) / 'metrics.json'}"] if log is not None and log.is_file() else []
+        where += [f"published {ev['published']}"] if ev.get("published") else []
+        lines.append(f"  evaluate: {'; '.join(where) or 'no log'}")
+    return "\n".join(lines)
 
 
 def _summary_table(all_rows: list[dict]) -> str:

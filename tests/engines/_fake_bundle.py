@@ -54,6 +54,10 @@ def _main(argv: list[str]) -> int:
         trained = json.loads((Path(s["run_dir"]) / "models" / "model.pt").read_text())
         acc = accuracy(trained)
         metrics = {"accuracy": {"value": acc, "ci_low": acc - 0.05, "ci_high": acc + 0.05}, "n": 4}
+        # as the real report: the metrics at 0.5 at the top, those at the checkpoint's threshold under at_threshold
+        metrics["decision_threshold"] = {"value": 0.4375, "source": "checkpoint"}
+        metrics["at_threshold"] = {"accuracy": {"value": acc + 0.02, "ci_low": acc - 0.03, "ci_high": acc + 0.07}, "n": 4}
+        print(f"evaluation on 4 test images: test accuracy {acc:.3f} (threshold 0.5); report in {out}", flush=True)
         (out / "metrics.json").write_text(json.dumps(metrics))
         (out / "predictions.csv").write_text(f"image,label,prob_covid\nx.png,1,{acc}\n")
     else:
