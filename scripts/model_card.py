@@ -5,7 +5,7 @@ expected calibration error of the network's own and of the calibrated probabilit
 
 Evaluate the checkpoint on the test split first (evaluate applies the stored temperature), then:
 
-    cd bundle && ../.venv/bin/python -m monai.bundle run evaluating \
+    cd bundle && ../.venv/bin/python -m monai.bundle run \
         --config_file "['configs/train.yaml','configs/evaluate.yaml']" --eval_ckpt models/model.pt --output_dir ../runs/shipped_eval
     cd .. && .venv/bin/python scripts/model_card.py --ckpt bundle/models/model.pt \
         --predictions runs/shipped_eval/predictions.csv --out results/cpu_scale/shipped_model.json
