@@ -83,7 +83,7 @@ class TestShippedModels(unittest.TestCase):
         data = require_real_data(self)
         files = sorted((data / "covid-ct" / "CT_COVID").glob("*.png"))[:2] + sorted((data / "covid-ct" / "CT_NonCOVID").glob("*.png"))[:2]
         with tempfile.TemporaryDirectory() as d:
-            run_bundle("run", ["inference.yaml"], {"input": [str(f) for f in files], "output_dir": d}, timeout=900)
+            run_bundle(["inference.yaml"], {"input": [str(f) for f in files], "output_dir": d}, timeout=900)
             rows = list(csv.DictReader(open(Path(d) / "predictions.csv")))
         self.assertEqual(len(rows), 4)
         info = json.loads((BUNDLE / "models" / "model.pt.json").read_text())
