@@ -223,8 +223,14 @@ class TestGrid(unittest.TestCase):
         lf_seeds = [f"r18_base_{arm}_lf{f}_ft_s{s}" for f in (10, 25, 50) for s in (1, 2) for arm in ("scratch", "stln_stlm_sstl_ours")]
         lf_seeds += [f"r18_base_{arm}_ft_s{s}" for s in (1, 2) for arm in ("scratch", "stln", "stln_stlm", "stln_stlm_sstl_ours")]
         main_job = ["r18_attn5_stlm_sstl_ours_robust"]
-        want = CPU_CHAINS + guarded + vit + lf + px + ft_seeds + magsd + lf_seeds + main_job
+        # the README's main job: the shipped STL-N weights -> STL-M -> SSTL-M -> finetune (robust), 5 finetune seeds
+        shipped = [f"r18_base_stln40_stlm_sstl_ours_robust{s}" for s in ("", "_ft_s1", "_ft_s2", "_ft_s3", "_ft_s4")]
+        want = CPU_CHAINS + guarded + vit + lf + px + ft_seeds + magsd + lf_seeds + main_job + shipped
         self.assertEqual(sorted(c["name"] for c in cfg["chains"]), sorted(want))
+        steps = plan_chain(cfg, next(c for c in cfg["chains"] if c["name"] == shipped[4]), REPO_ROOT)
+        self.assertTrue(steps[0]["dir"].endswith("resnet18_attn0/init-stl_n_resnet18/stl_m"))  # from the shipped weights
+        self.assertEqual(steps[0]["overrides"]["pretrained"], str(REPO_ROOT / "bundle" / "models" / "stl_n_resnet18.pt"))
+        self.assertTrue(steps[2]["dir"].endswith("sstl_m-ours/finetune-robust_augmentation=True-seed=4"))
         px_steps = plan_chain(cfg, next(c for c in cfg["chains"] if c["name"] == "r18_base_stln_stlm_sstl_ours_px192"), REPO_ROOT)
         # the evaluation runs at the finetune's input size, not the chain's 128 px
         self.assertEqual([(s["overrides"]["image_size"], s["overrides"]["resize_size"]) for s in px_steps[3:]], [(192, 219)] * 2)
