@@ -199,7 +199,8 @@ class TestDescribeChain(unittest.TestCase):
     def test_pretrained_is_stl_n_and_epoch_defaults(self):
         chain = {"chain": {"pretrained": "x.pt", "stages": ["finetune", "evaluate"]}, "stage_defaults": {}}
         d = describe_chain(chain)
-        self.assertEqual((d["stages"], d["seed"], d["seed_scope"], d["recipe"]), (("stl_n",), 0, "chain", ()))
+        # weights given as a file are a cell of their own, not the grid's STL-N stage
+        self.assertEqual((d["stages"], d["seed"], d["seed_scope"], d["recipe"]), (("stl_n",), 0, "chain", (("stl_n_weights", "x.pt"),)))
         self.assertEqual(finetune_epochs(chain), 40)
         chain["stage_defaults"] = {"finetune": {"epochs": 12}}
         self.assertEqual(finetune_epochs(chain), 12)
