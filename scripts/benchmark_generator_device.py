@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Where the lobe Generator should run (issue 13 section 2), measured in one run on the same real slices.
+"""Where the lobe Generator should run, measured in one run on the same real slices.
 
 For each recipe (the CPU recipe: slices resized to 146 px, lobe crops of 64 px, batch 32, 128 px views; paper
 scale: 256 px slices, 224 px crops, batch 256, 224 px views) it times, per batch:

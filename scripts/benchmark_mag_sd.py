@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Cost of a MAG-SD finetune epoch beside the plain one, measured in one run (issue 17).
+"""Cost of a MAG-SD finetune epoch beside the plain one, measured in one run.
 
 Builds the bundle's finetune trainer twice from ``bundle/configs/train.yaml`` + ``cpu.yaml`` (R-18 +5 ATTN, 128 px,
 batch 32, bf16 autocast by default), once with ``mag_sd: false`` and once with ``mag_sd: true``, on the COVID19-CT

@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Speed of one SSTL-M training step for ours / moco / simclr, and what the lobe Generator costs (issue 5, section 3).
+"""Speed of one SSTL-M training step for ours / moco / simclr, and what the lobe Generator costs.
 
 Everything is measured in one run, on the same backbone, batch and real COVID19-CT slices, with the training
 transforms of ``bundle/configs/sstl_m.yaml`` (read from the config, so the benchmark times what the stage runs):

@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Cost of the ViT backbones beside ResNet-18 at the CPU recipe's input size, in one run (issue 16).
+"""Cost of the ViT backbones beside ResNet-18 at the CPU recipe's input size, in one run.
 
 ViT-Tiny/16, ViT-Small/16 and ResNet-18 as the stages build them (1-channel CT input, 2 classes), at 128x128 by
 default: parameters, multiply-adds, training images/s (forward + backward + SGD step) and inference images/s

@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""The 3-class chest X-ray task (normal / pneumonia / COVID-19, ``../shared/data/cxr``): plain vs MAG-SD (issue 17).
+"""The 3-class chest X-ray task (normal / pneumonia / COVID-19, ``../shared/data/cxr``): plain vs MAG-SD.
 
 Trains each arm with the bundle (``train.yaml`` + ``stl_m.yaml`` + ``cpu.yaml``: R-18 +5 ATTN, 128 px, batch 32,
 bf16, SGD lr 0.01, the STL-M stage's chest X-ray augmentation and its seeded 10 % val split of the train rows for

@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""One figure: the same CT slices explained by several finetuned models, side by side (README figure, issue 16).
+"""One figure: the same CT slices explained by several finetuned models, side by side (a README figure).
 
 A ResNet gets Grad-CAM for the COVID class (and its non-local attention map when it has ATTN blocks); a ViT gets its
 attention rollout (Abnar & Zuidema 2020; Grad-CAM does not apply to its tokens). Each model reads its own network,

@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""How a finetuned model holds up when the images look as if they came from elsewhere (issue 15: other scanners,
+"""How a finetuned model holds up when the images look as if they came from elsewhere (other scanners,
 windows and image sources), measured on a COVID19-CT split with synthetic shifts.
 
 Each checkpoint is scored on the split as the bundle's evaluation sees it (lung window, resize to the checkpoint's

@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Seeded, stratified label-fraction subsets of a training datalist (the label-fraction study, issue 15)."""
+"""Seeded, stratified label-fraction subsets of a training datalist (the label-fraction study)."""
 
 from __future__ import annotations
 

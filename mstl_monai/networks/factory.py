@@ -36,7 +36,7 @@ def build_network(name: str = "resnet50", n_attn: int = 0, attention_maps: int =
 
     Args:
         name: backbone name, one of :data:`BACKBONES` (``attentive_`` prefix accepted for the ResNets).
-        n_attn: number of non-local blocks of a ResNet (0, 1 or 5; SPEC.md section 2); must be 0 for a ViT.
+        n_attn: number of non-local blocks of a ResNet (0, 1 or 5, as in the paper); must be 0 for a ViT.
         attention_maps: 0 (default): the backbone itself; ``M > 0``: the backbone inside MAG-SD's
             :class:`~mstl_monai.networks.nets.MultiscaleAttentionNet` with ``M`` attention maps (ResNets only).
         kwargs: passed on to the factory (``n_input_channels``, ``num_classes``, ``dropout``, ...). The ViT settings

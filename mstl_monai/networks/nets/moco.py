@@ -155,7 +155,7 @@ class MoCo(nn.Module):
 
     def check_queue_size(self, n_train: int) -> None:
         """
-        Check that the queue is shorter than the training set (SPEC §3: MoCo's default 65536 suits ImageNet, not
+        Check that the queue is shorter than the training set (MoCo's default 65536 suits ImageNet, not
         425 CT images): otherwise the queue holds stale keys of the query image itself as negatives.
 
         Raises:

@@ -2,7 +2,7 @@
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
 """The networks of the self-supervised stage SSTL-M (Liu & Ji 2021, Sec. 3.3) around one shared backbone.
 
-Two branches share the backbone (SPEC.md section 3): the image scale is MoCo v2 (queue, momentum key encoder,
+Two branches share the backbone: the image scale is MoCo v2 (queue, momentum key encoder,
 temperature); the region scale puts the five lobe crops ``ru, rm, rl, lu, ll`` of every image of the batch (from
 :class:`~mstl_monai.transforms.RandLungLobeGeneratord`) through the backbone in one forward, and a 5-way head says
 which lobe each crop is. ``method="moco"`` and ``method="simclr"`` are the paper's Table 3 baselines (no region branch).
@@ -122,7 +122,7 @@ class SSTLNetwork(nn.Module):
         return report
 
     def check_queue_size(self, n_train: int, global_batch_size: int | None = None) -> None:
-        """MoCo's queue must be shorter than the training set (SPEC.md section 3) and hold at least one global batch
+        """MoCo's queue must be shorter than the training set and hold at least one global batch
         of keys. No-op for SimCLR.
 
         Raises:

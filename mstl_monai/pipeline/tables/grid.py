@@ -1,7 +1,7 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
 """The paper's result tables (Tables 1-6, the per-stage gains, checkpoint selection) from our chains, the paper's
-numbers (SPEC.md section 7) beside them."""
+numbers (Liu & Ji 2021, its result tables) beside them."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .stats import PairedDifferences
 
 __all__ = ["PAPER_T1", "PAPER_T2", "PAPER_T3", "PAPER_T5", "PAPER_T6", "grid_tables", "leep_table"]
 
-# the paper's numbers (acc, F1, AUC in %), SPEC.md section 7
+# the paper's numbers (acc, F1, AUC in %), from its result tables
 PAPER_T2 = {  # all three stages then finetune, and without transfer
     ("resnet50", 0): ((88.2, 88.7, 90.3), (83.7, 84.1, 84.6)),
     ("resnet50", 1): ((93.1, 92.9, 92.9), (84.9, 82.4, 85.7)),
