@@ -223,5 +223,24 @@ class TestCells(unittest.TestCase):
         self.assertEqual(stage_label(("stl_m",), ""), "STL-M")
 
 
+
+class TestStlNTop1Files(unittest.TestCase):
+    def test_longer_run_wins_and_unknown_epochs_read(self):
+        import json
+        import tempfile
+        from pathlib import Path
+
+        from mstl_monai.pipeline.tables import load_stl_n_top1
+
+        with tempfile.TemporaryDirectory() as d:
+            top1 = {"low": 0.1, "high": 0.2}
+            for name, n_attn, epochs, value in (("stl_n_resnet18_attn0.json", 0, 8, 0.15), ("stl_n_resnet18_attn0_long.json", 0, 40, 0.27),
+                                                ("stl_n_resnet18_attn5.json", 5, None, 0.17), ("stl_n_resnet18_attn5_b.json", 5, 8, 0.18)):
+                (Path(d) / name).write_text(json.dumps({"backbone": "resnet18", "n_attn": n_attn, "epochs": epochs,
+                                                         "top1": dict(top1, value=value)}))
+            got = load_stl_n_top1(d)
+        self.assertEqual(got[("resnet18", 0)]["top1"]["value"], 0.27)
+        self.assertEqual(got[("resnet18", 5)]["top1"]["value"], 0.18)  # a run of unknown length counts as 0 epochs
+
 if __name__ == "__main__":
     unittest.main()

@@ -125,7 +125,8 @@ def load_stl_n_top1(results: str | Path) -> dict[tuple[str, int], dict]:
     for f in sorted(Path(results).glob("stl_n_*.json")):
         d = json.loads(f.read_text())
         key = (d.get("backbone"), int(d.get("n_attn", 0)))
-        if "top1" in d and (key not in out or d.get("epochs", 0) >= out[key].get("epochs", 0)):
+        # stl_n_top1.py writes "epochs": null when its run left no checkpoint_epoch=<n>.pt
+        if "top1" in d and (key not in out or (d.get("epochs") or 0) >= (out[key].get("epochs") or 0)):
             out[key] = d  # of two runs of one network, the longer
     return out
 
