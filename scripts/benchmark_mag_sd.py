@@ -3,7 +3,7 @@
 """Cost of a MAG-SD finetune epoch beside the plain one, measured in one run.
 
 Builds the bundle's finetune trainer twice from ``bundle/configs/train.yaml`` + ``cpu.yaml`` (R-18 +5 ATTN, 128 px,
-batch 32, bf16 autocast by default), once with ``mag_sd: false`` and once with ``mag_sd: true``, on the COVID19-CT
+batch 32, bf16 autocast by default), once with ``train.yaml`` alone and once with ``mag_sd.yaml`` merged, on the COVID19-CT
 train split, and times whole training epochs (data loading, augmentation, forward, backward, step; no validation)
 in alternating rounds (plain, MAG-SD, plain, MAG-SD, ...) so that both arms see the same machine load. Prints each
 epoch's seconds, the median per arm and the ratio MAG-SD / plain; ``--json`` writes them.
@@ -32,7 +32,8 @@ def build_trainer(mag_sd: bool, args: argparse.Namespace, run_dir: str):
 
     configs = os.path.join(REPO, "bundle", "configs")
     parser = ConfigParser()
-    parser.read_config([os.path.join(configs, "train.yaml"), os.path.join(configs, "cpu.yaml")])
+    names = ["train.yaml", "cpu.yaml"] + (["mag_sd.yaml"] if mag_sd else [])
+    parser.read_config([os.path.join(configs, n) for n in names])
     overrides = {
         "bundle_root": os.path.join(REPO, "bundle"),
         "n_attn": args.n_attn,
@@ -44,7 +45,6 @@ def build_trainer(mag_sd: bool, args: argparse.Namespace, run_dir: str):
         "epochs": 10**6,
         "val_interval": 10**6,  # no validation inside the timed epochs
         "run_dir": run_dir,
-        "mag_sd": mag_sd,
         "progress": False,
     }
     if args.dataset_dir:

@@ -4,7 +4,7 @@
 
 Trains each arm with the bundle (``train.yaml`` + ``stl_m.yaml`` + ``cpu.yaml``: R-18 +5 ATTN, 128 px, batch 32,
 bf16, SGD lr 0.01, the STL-M stage's chest X-ray augmentation and its seeded 10 % val split of the train rows for
-checkpoint selection by val AUC; ``--mag_sd False`` / ``True``, same seed and epochs), then scores the best
+checkpoint selection by val AUC; without / with ``configs/mag_sd.yaml``, same seed and epochs), then scores the best
 checkpoint of each on the manifest's test split: accuracy, macro-F1, per-class F1 and one-vs-rest AUC, each with a
 95 % bootstrap interval over test images, and the paired bootstrap difference MAG-SD - plain. Writes
 ``<out>/results.json`` and each arm's ``<out>/<arm>/test_predictions.csv``; a rerun resumes or reuses the runs.
@@ -35,10 +35,11 @@ CONFIGS = os.path.join(REPO, "bundle", "configs")
 
 def train(arm: str, args: argparse.Namespace) -> float:
     run_dir = os.path.join(args.out, arm)
-    files = json.dumps([os.path.join(CONFIGS, c) for c in ("train.yaml", "stl_m.yaml", "cpu.yaml")])
+    names = ["train.yaml", "stl_m.yaml", "cpu.yaml"] + (["mag_sd.yaml"] if arm == "mag_sd" else [])
+    files = json.dumps([os.path.join(CONFIGS, c) for c in names])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
            "--bundle_root", os.path.join(REPO, "bundle"), "--n_attn", str(args.n_attn), "--epochs", str(args.epochs),
-           "--run_dir", run_dir, "--mag_sd", str(arm == "mag_sd"), "--num_workers", str(args.num_workers),
+           "--run_dir", run_dir, "--num_workers", str(args.num_workers),
            "--seed", str(args.seed)]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.perf_counter()

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from mstl_monai.pipeline.config import STAGES, _did_you_mean
@@ -28,13 +29,15 @@ def _fmt(v: Any) -> str:
     return repr(v)
 
 
-def _stage_id(stage: str, st_overrides: dict) -> str:
-    """Folder name of a stage: its name plus its own overrides, ``key=value`` (``sstl_m-moco`` for the SSTL-M method;
-    e.g. ``finetune-label_smoothing=0.1``), so two stages with other settings never share a folder."""
+def _stage_id(stage: str, st_overrides: dict, extra_configs: Sequence[str] = ()) -> str:
+    """Folder name of a stage: its name, the override files it merges beyond its own configs (``finetune+mag_sd``
+    for ``config: [train.yaml, mag_sd.yaml]``), then its own overrides, ``key=value`` (``sstl_m-moco`` for the
+    SSTL-M method; e.g. ``finetune-label_smoothing=0.1``), so two stages with other settings never share a folder."""
+    name = "+".join([stage] + [Path(f).stem for f in extra_configs])
     if not st_overrides:
-        return stage
+        return name
     parts = [str(v) if k == "method" else f"{k}={v}" for k, v in sorted(st_overrides.items())]
-    return stage + "-" + "-".join(p.replace("/", "_").replace(" ", "") for p in parts)
+    return name + "-" + "-".join(p.replace("/", "_").replace(" ", "") for p in parts)
 
 
 def plan_chain(
@@ -86,7 +89,8 @@ def plan_chain(
             overrides["run_dir"] = str(finetune_dir)
             overrides["output_dir"] = str(stage_dir)
         else:
-            folder = folder / _stage_id(stage, st.get("overrides", {}))
+            extra = [f for f in st.get("config", files) if f not in files]
+            folder = folder / _stage_id(stage, st.get("overrides", {}), extra)
             stage_dir = folder
             overrides["run_dir"] = str(stage_dir)
             overrides["pretrained"] = previous_ckpt or ""

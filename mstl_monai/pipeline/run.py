@@ -25,6 +25,7 @@ from mstl_monai.pipeline.done import (
     with_ids,
     write_json,
 )
+from mstl_monai.pipeline.config import STAGES
 from mstl_monai.pipeline.lock import StageLock, StageLockedError, live_locks_under
 from mstl_monai.pipeline.plan import plan_chain, portable_settings
 from mstl_monai.pipeline.publish import recover, write_folder
@@ -49,6 +50,9 @@ ADDED_STAGE_DEFAULTS: dict[str, dict[str, Any]] = {"finetune": {"selection_min_c
 #: written into each results/<chain>/chain.json: version 2 has ADDED_STAGE_DEFAULTS' settings, version 3 also the
 #: config's ``pretrained`` and every stage's resolved settings (``resolved``)
 SPEC_VERSION = 3
+#: stage switches that became override files: an older record's ``{stage: finetune, overrides: {mag_sd: true}}``
+#: is the chain ``{stage: finetune, config: [train.yaml, mag_sd.yaml]}`` (the same settings, merged from the file)
+SWITCH_FILES: dict[str, str] = {"mag_sd": "mag_sd.yaml"}
 
 
 def _out_root(cfg: dict, repo_root: str | os.PathLike) -> Path:
@@ -61,7 +65,27 @@ def chain_spec(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> li
     (so a fresh clone elsewhere recognises results made here)."""
     out_root = _out_root(cfg, repo_root)
     steps = plan_chain(cfg, chain, repo_root)
-    return [(step["stage"], portable_settings(step["overrides"], out_root)) for step in steps]
+    spec = []
+    for step in steps:
+        settings = portable_settings(step["overrides"], out_root)
+        files = [Path(f).name for f in step["config_files"]]
+        if files != STAGES[step["stage"]][0]:  # override files merged beyond the stage's own (mag_sd.yaml)
+            settings["config_file"] = files
+        spec.append((step["stage"], settings))
+    return spec
+
+
+def _switches_to_files(chain: dict) -> dict:
+    """``chain`` with the stage switches of :data:`SWITCH_FILES` given as the override files that replaced them."""
+    stages = []
+    for st in chain["stages"]:
+        if isinstance(st, dict):
+            overrides = dict(st.get("overrides") or {})
+            files = [f for k, f in SWITCH_FILES.items() if overrides.pop(k, False) is True]
+            if files:
+                st = dict(st, overrides=overrides, config=list(st.get("config", STAGES[st["stage"]][0])) + files)
+        stages.append(st)
+    return dict(chain, stages=stages)
 
 
 def chain_record(cfg: dict, chain: dict, repo_root: str | os.PathLike = ".") -> dict:
@@ -104,7 +128,7 @@ def results_match(folder: str | os.PathLike, cfg: dict, chain: dict, repo_root: 
                         old_defaults.setdefault(stage, {}).setdefault(k, v)
             old_cfg = dict(cfg, common=old.get("common", {}), stage_defaults=old_defaults)
             old_cfg["pretrained"] = old.get("pretrained")
-            recorded = [[st, ov] for st, ov in chain_spec(old_cfg, old["chain"], repo_root)]
+            recorded = [[st, ov] for st, ov in chain_spec(old_cfg, _switches_to_files(old["chain"]), repo_root)]
         return _plain(recorded) == _plain([[st, ov] for st, ov in chain_spec(cfg, chain, repo_root)])
     except (ValueError, KeyError, TypeError, AttributeError):
         return False

@@ -257,9 +257,37 @@ def check_settings(
         FileNotFoundError: naming a config file that does not exist.
     """
     files = _as_files(config_files)
-    problems = override_problems(overrides, load_config_tree(files), _where(files), known)
+    config = load_config_tree(files)
+    problems = []
+    for key, value in overrides.items():
+        found = override_problems({key: value}, config, _where(files), known)
+        hint = _defined_elsewhere(str(key), files) if found and _split_id(key)[0] not in config else ""
+        if hint:
+            found = [f"unknown setting {str(key)!r} (not in {_where(files)}){hint}"]
+        problems += found
     if problems:
         raise SettingsError("; ".join(problems))
+
+
+def _defined_elsewhere(key: str, files: Sequence[str]) -> str:
+    """`` (defined in mag_sd.yaml: add it to --config_file ...)`` for a top-level setting that another config file
+    beside ``files`` defines or is named after (an override file: ``--mag_sd True`` means ``mag_sd.yaml``), else
+    ``""``."""
+    top = _split_id(key)[0]
+    folder = Path(files[-1]).parent if files else Path(".")
+    given = {Path(f).resolve() for f in files}
+    owners = []
+    for other in sorted(folder.glob("*.yaml")):
+        if other.resolve() in given:
+            continue
+        try:
+            if top == other.stem or top in _read(other):
+                owners.append(other.name)
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+    if not owners:
+        return ""
+    return f" ({'the override file' if top == Path(owners[0]).stem else 'defined in'} {' and '.join(owners)}: add it to --config_file, e.g. \"['{Path(files[0]).name}','{owners[0]}']\")"
 
 
 def _tracking_ids(tracking: Any) -> list[str]:

@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""The mag_sd finetune option end to end: train, resume, evaluate, infer, two processes (tiny phantom data)."""
+"""The MAG-SD override file (configs/mag_sd.yaml) end to end: train, resume, evaluate, infer, two processes (tiny phantom data)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class TestBundleMAGSD(unittest.TestCase):
         cls.tmp = Path(tempfile.mkdtemp(prefix="mstl_magsd_"))
         cls.data = phantom_dataset(cls.tmp, n_per_class=8)
         # 64 px: layer4 maps of 2x2 (at 32 px they are 1x1, too small to guide anything)
-        cls.base = dict(TINY, dataset_dir=str(cls.data), n_attn=5, image_size=64, resize_size=72, mag_sd=True)
+        cls.base = dict(TINY, dataset_dir=str(cls.data), n_attn=5, image_size=64, resize_size=72)
 
     @classmethod
     def tearDownClass(cls):
@@ -32,8 +32,8 @@ class TestBundleMAGSD(unittest.TestCase):
     def test_train_resume_evaluate_infer(self):
         run_dir = self.tmp / "magsd"
         ov = dict(self.base, run_dir=str(run_dir))
-        run_bundle(["train.yaml"], dict(ov, epochs=1))
-        proc = run_bundle(["train.yaml"], dict(ov, epochs=2))
+        run_bundle(["train.yaml", "mag_sd.yaml"], dict(ov, epochs=1))
+        proc = run_bundle(["train.yaml", "mag_sd.yaml"], dict(ov, epochs=2))
         log = proc.stdout + proc.stderr
         self.assertIn("resumed from", log)
         for term in ("train_loss_ce", "train_loss_sd_mixup", "train_loss_sd_dim", "train_loss_sd_patch"):
@@ -46,15 +46,19 @@ class TestBundleMAGSD(unittest.TestCase):
         self.assertEqual(final["trainer"]["max_epochs"], 2)
         self.assertTrue(any(k.startswith("attention.") for k in final["network"]))
 
-        # evaluate.yaml and inference.yaml rebuild the head from the checkpoint (no mag_sd override needed)
-        ev = {k: v for k, v in ov.items() if k != "mag_sd"}
+        # evaluate.yaml and inference.yaml rebuild the head from the checkpoint (without mag_sd.yaml)
+        ev = dict(ov)
         run_bundle(["train.yaml", "evaluate.yaml"], dict(ev, n_bootstrap=50))
         metrics = json.loads((run_dir / "eval_test" / "metrics.json").read_text())
         self.assertIn("auc", metrics)
         # an override that contradicts the checkpoint is refused, naming both
-        bad = run_bundle(["train.yaml", "evaluate.yaml"], dict(ev, mag_sd=False), check=False)
+        bad = run_bundle(["train.yaml", "evaluate.yaml"], dict(ev, **{"network_def#attention_maps": 2}), check=False)
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn("trained with attention_maps=3", bad.stdout + bad.stderr)
+        # the old switch names the override file that replaced it
+        old = run_bundle(["train.yaml"], dict(ov, epochs=1, mag_sd=True), check=False)
+        self.assertNotEqual(old.returncode, 0)
+        self.assertIn("the override file mag_sd.yaml", old.stdout + old.stderr)
         out = self.tmp / "infer"
         inf = {k: v for k, v in TINY.items() if k not in ("learning_rate", "lr_milestones")}
         run_bundle(["inference.yaml"],
@@ -67,7 +71,7 @@ class TestBundleMAGSD(unittest.TestCase):
     def test_torchrun_two_processes_gloo(self):
         run_dir = self.tmp / "magsd_ddp"
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
-        proc = run_bundle(["train.yaml", "multi_gpu_train.yaml"], dict(self.base, run_dir=str(run_dir), epochs=1),
+        proc = run_bundle(["train.yaml", "mag_sd.yaml", "multi_gpu_train.yaml"], dict(self.base, run_dir=str(run_dir), epochs=1),
             launcher=launcher,
         )
         self.assertIn("train_loss_sd_mixup", proc.stdout + proc.stderr)

@@ -47,6 +47,14 @@ class TestCheckSettings(unittest.TestCase):
         with self.assertRaisesRegex(SettingsError, r"unknown setting 'epoch' \(not in train.yaml\): did you mean 'epochs'"):
             check_settings({"epoch": 1}, _files("train"))
 
+    def test_a_setting_of_an_override_file_names_the_file(self):
+        # mag_sd.yaml's settings, and the old switch --mag_sd, point to the file to merge
+        with self.assertRaisesRegex(SettingsError, r"'mag_sd_maps' \(not in train.yaml\) \(defined in mag_sd.yaml: add it to --config_file"):
+            check_settings({"mag_sd_maps": 2}, _files("train"))
+        with self.assertRaisesRegex(SettingsError, r"'mag_sd' \(not in train.yaml\) \(the override file mag_sd.yaml"):
+            check_settings({"mag_sd": True}, _files("train"))
+        check_settings({"mag_sd_maps": 2}, [*_files("train"), str(CONFIGS / "mag_sd.yaml")])
+
     def test_nested_ids(self):
         files = _files("evaluate")
         # paths that exist, in either separator, and new arguments of a component that takes them

@@ -83,6 +83,25 @@ class TestResultsInGit(unittest.TestCase):
                 rows = run_chain(cfg, chain, d, dry_run=True, rerun=True)
             self.assertNotIn("results for these settings", buf.getvalue())
 
+    def test_override_files_are_part_of_the_settings(self):
+        """A stage merging an override file (mag_sd.yaml) has its own folder and never takes a plain stage's results;
+        a result recorded with the switch the file replaced (``mag_sd: true``) is the chain with the file."""
+        with tempfile.TemporaryDirectory() as d:
+            plain = {"name": "a", "stages": [{"stage": "finetune", "overrides": {"seed": 1}}, "evaluate"]}
+            magsd = {"name": "a", "stages": [{"stage": "finetune", "config": ["train.yaml", "mag_sd.yaml"], "overrides": {"seed": 1}}, "evaluate"]}
+            cfg = _cfg(Path(d), [magsd])
+            steps = plan_chain(cfg, magsd, d)
+            self.assertTrue(steps[0]["dir"].endswith("finetune+mag_sd-seed=1"), steps[0]["dir"])
+            self.assertNotEqual(steps[0]["dir"], plan_chain(cfg, plain, d)[0]["dir"])
+            self._publish(Path(d), cfg, plain)
+            self.assertFalse(results_up_to_date(cfg, magsd, d))
+        with tempfile.TemporaryDirectory() as d:
+            old = {"name": "a", "stages": [{"stage": "finetune", "overrides": {"seed": 1, "mag_sd": True}}, "evaluate"]}
+            cfg = _cfg(Path(d), [magsd])
+            self._publish(Path(d), cfg, old)
+            self.assertTrue(results_up_to_date(cfg, magsd, d))
+            self.assertFalse(results_up_to_date(cfg, plain, d))
+
 
 class TestPlan(unittest.TestCase):
     def test_prefix_sharing_and_handover(self):
