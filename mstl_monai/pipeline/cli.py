@@ -75,11 +75,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--list", action="store_true", help="print the chain names (hand-listed, then the grid's) one per line and exit"
     )
+    parser.add_argument(
+        "--write-bundle-recipe",
+        default=None,
+        metavar="YAML",
+        help="write the config's common + stage_defaults as a bundle override file (bundle/configs/cpu.yaml for "
+        "configs/cpu_scale.yaml) and exit",
+    )
     args = parser.parse_args(argv)
     try:
         cfg = load_pipeline_config(args.config)
     except (ValueError, KeyError) as e:
         raise SystemExit(str(e).strip("\"'")) from None
+    if args.write_bundle_recipe:
+        from mstl_monai.pipeline.recipe import bundle_recipe
+
+        target = Path(args.repo_root) / args.write_bundle_recipe
+        write_text_atomic(target, bundle_recipe(cfg, args.config, args.write_bundle_recipe, args.repo_root))
+        print(f"wrote {target} from {args.config}", flush=True)
+        return 0
     chains = cfg["chains"]
     skipped = cfg.get("_grid_skipped", [])
     if args.chains is not None:
