@@ -69,6 +69,10 @@ _LOCAL_CODES = {
 }
 
 
+#: the (7FE0,0010) Pixel Data tag: a header copied for the SR keeps the elements before it
+_PIXEL_DATA = 0x7FE00010
+
+
 def _local(key: str):
     import highdicom as hd
 
@@ -76,12 +80,15 @@ def _local(key: str):
     return hd.sr.CodedConcept(value=value, scheme_designator=LOCAL_SCHEME, meaning=meaning)
 
 
-def read_source_datasets(result: Mapping[str, Any]) -> dict[str, Any]:
+def read_source_datasets(result: Mapping[str, Any], headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The DICOM headers (no pixel data) of the slices a scan result uses, by file path.
 
     Args:
         result: a :class:`~mstl_monai.engines.ScanClassifier` result of a DICOM series (its ``slices`` name the
             files under ``source``).
+        headers: the datasets of (some of) these files by path, read already (e.g. by the series selection, with
+            the pixel data deferred): copied without their pixel data instead of reading the files again. The
+            others are read.
 
     Raises:
         ValueError: the scan is not a DICOM series, a source file is missing or unreadable, or the files belong to
@@ -100,10 +107,17 @@ def read_source_datasets(result: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     series = set()
     for path in wanted:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as e:  # InvalidDicomError, OSError, EOFError, ...
-            raise ValueError(f"cannot read the DICOM header of {path!r} for the SR of {scan!r}: {e}") from e
+        given = None if headers is None else headers.get(path)
+        if given is not None:  # a new dataset (the Type 2 attributes below are added to it) without the pixel data
+            ds = pydicom.Dataset()
+            for tag in given.keys():
+                if tag < _PIXEL_DATA:
+                    ds[tag] = given[tag]
+        else:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception as e:  # InvalidDicomError, OSError, EOFError, ...
+                raise ValueError(f"cannot read the DICOM header of {path!r} for the SR of {scan!r}: {e}") from e
         for key in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
             if not ds.get(key):
                 raise ValueError(f"DICOM file {path!r} has no {key}: it cannot be referenced by a DICOM SR.")
@@ -278,9 +292,15 @@ def build_scan_sr(
     )
     evidence = [datasets[s["source"]] for s in used]
     evidence += [datasets[t["source"]] for t in result.get("top_slices", []) if datasets[t["source"]] not in evidence]
-    return hd.sr.ComprehensiveSR(
+    # highdicom's constructor deep-copies the content tree, parses the copy back and searches it for the images it
+    # references (most of the time of a report). The tree here is made of highdicom's own (checked) content items
+    # and references exactly the evidence, so the document is made around the root container alone and the tree
+    # is set afterwards: the same dataset (highdicom's reader checks it in the tests).
+    shell = hd.sr.ContainerContentItem(name=codes.LN.DiagnosticImagingReport, template_id=None)
+    shell.ContentSequence = hd.sr.ContentSequence([])
+    sr = hd.sr.ComprehensiveSR(
         evidence=evidence,
-        content=root,
+        content=shell,
         series_instance_uid=hd.UID(),
         series_number=int(series_number),
         sop_instance_uid=hd.UID(),
@@ -298,6 +318,9 @@ def build_scan_sr(
             )
         ],
     )
+    sr.ContentSequence = root.ContentSequence
+    sr._content = hd.sr.ContentSequence([root], is_root=True)  # what ``sr.content`` returns, as the constructor sets it
+    return sr
 
 
 def write_scan_sr(

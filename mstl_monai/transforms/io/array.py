@@ -32,6 +32,7 @@ from .functional import (
     DEFAULT_LUNG_WINDOW,
     canonical_axial,
     describe_series,
+    dicom_slice_array,
     dicom_to_hu,
     find_gaps,
     lung_window,
@@ -127,13 +128,21 @@ class LoadCTSlice(Transform):
             raise TypeError(f"LoadCTSlice expects a file path, got {type(filename).__name__}.")
         path = str(filename)
         fmt = sniff_ct_format(path)
+        loaders = {"dicom": self._load_dicom, "nifti": self._load_nifti}
+        return self._read(path, fmt, lambda: loaders.get(fmt, self._load_pil)(path))
+
+    def from_dicom_dataset(self, ds: Any, filename: PathLike) -> MetaTensor:
+        """The slice of the DICOM file ``filename`` whose dataset ``ds`` was read already, e.g. by a series reader
+        that read the headers with the pixel data deferred (``pydicom.dcmread(..., defer_size=...)``): the same as
+        ``self(filename)`` (the same array, metadata and errors), without parsing the file again."""
+        path = str(filename)
+        return self._read(path, "dicom", lambda: self._load_dicom(path, ds))
+
+    def _read(self, path: str, fmt: str, load) -> MetaTensor:
+        """``load()`` -> ``(array, meta)`` with every failure as one ``ValueError`` naming the file, then checked and
+        wrapped as the (1, H, W) MetaTensor."""
         try:
-            if fmt == "dicom":
-                arr, meta = self._load_dicom(path)
-            elif fmt == "nifti":
-                arr, meta = self._load_nifti(path)
-            else:
-                arr, meta = self._load_pil(path)
+            arr, meta = load()
         except (ValueError, FileNotFoundError, TypeError) as e:
             if path in str(e):
                 raise
@@ -161,8 +170,10 @@ class LoadCTSlice(Transform):
             img.close()
         return arr, meta
 
-    def _load_dicom(self, path: str) -> tuple[np.ndarray, dict]:
-        ds = self._dicom.read(path)
+    def _load_dicom(self, path: str, ds: Any = None) -> tuple[np.ndarray, dict]:
+        given = ds is not None
+        if not given:
+            ds = self._dicom.read(path)
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             sop = ds.get("SOPClassUID", None)
             sop_name = getattr(sop, "name", sop)
@@ -172,8 +183,16 @@ class LoadCTSlice(Transform):
             raise ValueError(f"DICOM file {path!r} is a colour image ({photometric}), not a CT slice.")
         if photometric == "MONOCHROME1":
             raise ValueError(f"DICOM file {path!r} is MONOCHROME1 (inverted display), not a CT slice in HU.")
-        data, hdr = self._dicom.get_data(ds)  # rescaled to HU when the file has RescaleSlope/RescaleIntercept
-        data = np.asarray(data)
+        # rescaled to HU when the file has RescaleSlope/RescaleIntercept; a slice with its geometry without the
+        # reader's metadata dictionary (the same array and affine)
+        found = dicom_slice_array(ds)
+        if found is None:
+            if given:  # the reader's general path works on its own reading of the file
+                ds = self._dicom.read(path)
+            data, hdr = self._dicom.get_data(ds)
+            data, affine = np.asarray(data), np.asarray(hdr["affine"], dtype=float)
+        else:
+            data, affine = found
         full_shape = tuple(data.shape)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         meta: dict = {}
@@ -196,7 +215,6 @@ class LoadCTSlice(Transform):
             raise ValueError(f"DICOM file {path!r} has pixel data of shape {data.shape}, expected one 2D slice.")
         data, rescale = dicom_to_hu(ds, data, path, frame)
         meta.update(rescale)
-        affine = np.asarray(hdr["affine"], dtype=float)
         arr, ops = canonical_axial(data, affine[:3, 0], affine[:3, 1])
         if rescale["hu_rescale"] == "display":  # an 8-bit picture (secondary capture): shown as it is
             meta.update({"original_shape": full_shape, "orientation_ops": ops, "original_affine": affine})
@@ -210,7 +228,9 @@ class LoadCTSlice(Transform):
                 "original_affine": affine,
             }
         )
-        return lung_window(arr, self.a_min, self.a_max), meta
+        # HU rescaled into a new float32 array by dicom_slice_array: windowed in place (no second slice-sized array)
+        own = found is not None and rescale["hu_rescale"] == "dicom" and arr.dtype == np.float32 and arr.flags.writeable
+        return lung_window(arr, self.a_min, self.a_max, out=arr if own else None), meta
 
     def _load_nifti(self, path: str) -> tuple[np.ndarray, dict]:
         img = self._nifti.read(path)
@@ -323,13 +343,22 @@ class LoadCTSeries(Transform):
             raise TypeError(f"allow_non_ct must be true or false, got {allow_non_ct!r}.")
         self.allow_non_ct = bool(allow_non_ct)
 
-    def __call__(self, path: PathLike) -> MetaTensor:
-        """Load the scan at ``path`` (a DICOM series folder or a NIfTI file); see the class docstring."""
+    def __call__(self, path: PathLike, headers: DicomFolder | None = None) -> MetaTensor:
+        """Load the scan at ``path`` (a DICOM series folder or a NIfTI file); see the class docstring.
+
+        ``headers``: what :func:`~.dicom_folder.read_dicom_folder` found in the folder ``path``, when a caller read
+        it already (a series selector): taken instead of reading the headers again.
+
+        Raises:
+            ValueError: ``headers`` are those of another folder.
+        """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"LoadCTSeries expects a folder or file path, got {type(path).__name__}.")
         path = str(path)
+        if headers is not None and os.path.normpath(headers.folder) != os.path.normpath(path):
+            raise ValueError(f"LoadCTSeries got the headers of folder {headers.folder!r} for {path!r}.")
         if os.path.isdir(path):
-            stack, meta = self._load_dicom_series(path)
+            stack, meta = self._load_dicom_series(path, headers)
         elif os.path.isfile(path) and path.lower().endswith((".nii", ".nii.gz")):
             stack, meta = nifti_axial_stack(path, self.hu, self.a_min, self.a_max)
         elif os.path.isfile(path):
@@ -381,15 +410,19 @@ class LoadCTSeries(Transform):
         uid = next(iter(series))
         return uid, series[uid]
 
-    def _load_dicom_series(self, folder: str) -> tuple[np.ndarray, dict[str, Any]]:
-        found = read_dicom_folder(folder)
+    def _load_dicom_series(self, folder: str, headers: DicomFolder | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        found = read_dicom_folder(folder) if headers is None else headers
         uid, items = self._pick_series(found)
         notes = check_series_tags(items, folder, uid, self.allow_non_ct)
         unreadable = list(found.unreadable)
         read = []  # (path, header, slice) of the files whose pixels could be read
         for path, ds in items:
+            # the pixel data deferred by the folder reader: read from its place in the file, no second parse (a file
+            # without the DICOM preamble, which the folder reader forces, goes the single-slice loader's way)
+            parsed = "PixelData" in ds and getattr(ds, "preamble", None) is not None
             try:
-                read.append((path, ds, self.slice_loader(path)))
+                img = self.slice_loader.from_dicom_dataset(ds, path) if parsed else self.slice_loader(path)
+                read.append((path, ds, img))
             except ValueError as e:  # cut short, no pixel data, a colour picture...: named, like unreadable headers
                 unreadable.append((path, read_error_reason(e, path)))
         unreadable.sort()
