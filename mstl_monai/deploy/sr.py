@@ -87,8 +87,10 @@ def read_source_datasets(result: Mapping[str, Any], headers: Mapping[str, Any] |
         result: a :class:`~mstl_monai.engines.ScanClassifier` result of a DICOM series (its ``slices`` name the
             files under ``source``).
         headers: the datasets of (some of) these files by path, read already (e.g. by the series selection, with
-            the pixel data deferred): copied without their pixel data instead of reading the files again. The
-            others are read.
+            the pixel data deferred), taken instead of reading the files again and never changed: the first used
+            slice's (whose patient and study attributes the report copies) as a copy without its pixel data and
+            with the Type 2 attributes it lacks, the others as they are (the report takes only their UIDs). The
+            files without one are read.
 
     Raises:
         ValueError: the scan is not a DICOM series, a source file is missing or unreadable, or the files belong to
@@ -106,9 +108,13 @@ def read_source_datasets(result: Mapping[str, Any], headers: Mapping[str, Any] |
     wanted += [t["source"] for t in result.get("top_slices", []) if t["source"] not in wanted]
     out: dict[str, Any] = {}
     series = set()
+    shared = set()  # ids of the given datasets returned as they are (no Type 2 attributes added to them)
     for path in wanted:
         given = None if headers is None else headers.get(path)
-        if given is not None:  # a new dataset (the Type 2 attributes below are added to it) without the pixel data
+        if given is not None and out:
+            ds = given
+            shared.add(id(ds))
+        elif given is not None:  # the first: a new dataset without the pixel data (Type 2 attributes added below)
             ds = pydicom.Dataset()
             for tag in given.keys():
                 if tag < _PIXEL_DATA:
@@ -126,6 +132,8 @@ def read_source_datasets(result: Mapping[str, Any], headers: Mapping[str, Any] |
     if len(series) > 1:
         raise ValueError(f"the slices of CT scan {scan!r} come from {len(series)} series {sorted(series)}; one is needed.")
     for ds in out.values():  # Type 2 patient/study attributes the input lacks: empty (unknown), as DICOM has it
+        if id(ds) in shared:
+            continue
         for key in _TYPE2_COPIED:
             if key not in ds:
                 setattr(ds, key, "")
@@ -291,7 +299,8 @@ def build_scan_sr(
         [*observer, findings_box, equipment, text("disclaimer", DISCLAIMER)]
     )
     evidence = [datasets[s["source"]] for s in used]
-    evidence += [datasets[t["source"]] for t in result.get("top_slices", []) if datasets[t["source"]] not in evidence]
+    evidence += [datasets[t["source"]] for t in result.get("top_slices", [])
+                 if not any(datasets[t["source"]] is e for e in evidence)]  # by identity: Dataset == compares all
     # highdicom's constructor deep-copies the content tree, parses the copy back and searches it for the images it
     # references (most of the time of a report). The tree here is made of highdicom's own (checked) content items
     # and references exactly the evidence, so the document is made around the root container alone and the tree

@@ -19,6 +19,7 @@ from monai.utils import TransformBackends
 
 from .dicom_folder import (
     DicomFolder,
+    SeriesGeometry,
     check_series_tags,
     dicom_series_headers,
     name_list,
@@ -415,39 +416,17 @@ class LoadCTSeries(Transform):
         uid, items = self._pick_series(found)
         notes = check_series_tags(items, folder, uid, self.allow_non_ct)
         unreadable = list(found.unreadable)
-        read = []  # (path, header, slice) of the files whose pixels could be read
-        for path, ds in items:
-            # the pixel data deferred by the folder reader: read from its place in the file, no second parse (a file
-            # without the DICOM preamble, which the folder reader forces, goes the single-slice loader's way)
-            parsed = "PixelData" in ds and getattr(ds, "preamble", None) is not None
-            try:
-                img = self.slice_loader.from_dicom_dataset(ds, path) if parsed else self.slice_loader(path)
-                read.append((path, ds, img))
-            except ValueError as e:  # cut short, no pixel data, a colour picture...: named, like unreadable headers
-                unreadable.append((path, read_error_reason(e, path)))
+        try:  # the usual series: its geometry from the headers, every slice read straight into its place
+            geo = series_geometry(items, folder)
+            fast = self._read_in_order(items, geo)
+        except ValueError:
+            fast = None
+        if fast is not None:
+            stack, (hu_lo, hu_hi) = fast
+            read = [(path, ds, None) for path, ds in items]
+        else:  # files whose pixels cannot be read, or a geometry to check on the readable files only
+            stack, read, geo, (hu_lo, hu_hi) = self._read_then_order(folder, uid, items, unreadable)
         unreadable.sort()
-        if not read:
-            raise ValueError(
-                f"CT series {uid!r} in {folder!r}: none of its {len(items)} files could be read: "
-                + "; ".join(f"{os.path.basename(p)} ({r})" for p, r in unreadable[:10])
-            )
-        geo = series_geometry([(p, ds) for p, ds, _ in read], folder)
-        slices, hu_lo, hu_hi, shape = [], np.inf, -np.inf, None
-        for i in geo.order:
-            path, _, img = read[i]
-            arr = img.as_tensor()[0].numpy()
-            done = list(img.meta.get("orientation_ops") or [])
-            if done != geo.orientation_ops:  # its own geometry missing: the reader fell back to another orientation
-                arr = reorient(arr, done, geo.orientation_ops)
-            if shape is None:
-                shape = arr.shape
-            elif arr.shape != shape:
-                raise ValueError(
-                    f"DICOM file {path!r} has a slice of shape {arr.shape}, the series {uid!r} in {folder!r} has {shape}."
-                )
-            lo, hi = img.meta.get("hu_range", (np.nan, np.nan))
-            hu_lo, hu_hi = min(hu_lo, float(lo)), max(hu_hi, float(hi))
-            slices.append(arr)
         if unreadable:
             for path, reason in unreadable:
                 logger.warning(f"CT scan {folder!r}: unreadable file {path!r} left out: {reason}")
@@ -475,6 +454,81 @@ class LoadCTSeries(Transform):
             "unreadable_files": unreadable,
             "skipped_files": list(found.skipped),
         }
-        return np.stack(slices)[:, None], meta
+        return stack, meta
+
+    def _slice(self, path: str, ds: Any) -> MetaTensor:
+        """One file of a series: the pixel data deferred by the folder reader is read from its place in the file, no
+        second parse (a file without the DICOM preamble, which the folder reader forces, goes the single-slice
+        loader's way)."""
+        parsed = "PixelData" in ds and getattr(ds, "preamble", None) is not None
+        return self.slice_loader.from_dicom_dataset(ds, path) if parsed else self.slice_loader(path)
+
+    def _read_in_order(
+        self, items: list[tuple[str, Any]], geo: SeriesGeometry
+    ) -> tuple[np.ndarray, tuple[float, float]] | None:
+        """The (N, 1, H, W) stack of a series whose files can all be read, each slice copied into its place as soon as
+        it is read (no list of slices and no second copy of them): ``(stack, hu_range)``. ``None`` at the first file
+        that cannot be read or a slice of another shape: :meth:`_read_then_order` then reads the series and names
+        what is wrong."""
+        stack, hu_lo, hu_hi = None, np.inf, -np.inf
+        for k, i in enumerate(geo.order):
+            path, ds = items[i]
+            try:
+                img = self._slice(path, ds)
+            except ValueError:
+                return None
+            arr = img.as_tensor()[0].numpy()
+            done = list(img.meta.get("orientation_ops") or [])
+            if done != geo.orientation_ops:  # its own geometry missing: the reader fell back to another orientation
+                arr = reorient(arr, done, geo.orientation_ops)
+            if stack is None:
+                stack = np.empty((len(geo.order), 1, *arr.shape), dtype=arr.dtype)
+            elif arr.shape != stack.shape[2:] or arr.dtype != stack.dtype:
+                return None
+            stack[k, 0] = arr
+            lo, hi = img.meta.get("hu_range", (np.nan, np.nan))
+            hu_lo, hu_hi = min(hu_lo, float(lo)), max(hu_hi, float(hi))
+        return stack, (hu_lo, hu_hi)
+
+    def _read_then_order(
+        self, folder: str, uid: str, items: list[tuple[str, Any]], unreadable: list[tuple[str, str]]
+    ) -> tuple[np.ndarray, list[tuple[str, Any, MetaTensor]], SeriesGeometry, tuple[float, float]]:
+        """Read every file of a series (the ones that cannot be read added to ``unreadable`` with their reason), take
+        the geometry of the readable ones and stack their slices in its order: ``(stack, read, geometry, hu_range)``,
+        ``read`` the ``(path, header, slice)`` of the readable files in file order.
+
+        Raises:
+            ValueError: no file can be read, the geometry is refused, or the slices differ in shape.
+        """
+        read = []  # (path, header, slice) of the files whose pixels could be read
+        for path, ds in items:
+            try:
+                read.append((path, ds, self._slice(path, ds)))
+            except ValueError as e:  # cut short, no pixel data, a colour picture...: named, like unreadable headers
+                unreadable.append((path, read_error_reason(e, path)))
+        unreadable.sort()
+        if not read:
+            raise ValueError(
+                f"CT series {uid!r} in {folder!r}: none of its {len(items)} files could be read: "
+                + "; ".join(f"{os.path.basename(p)} ({r})" for p, r in unreadable[:10])
+            )
+        geo = series_geometry([(p, ds) for p, ds, _ in read], folder)
+        slices, hu_lo, hu_hi, shape = [], np.inf, -np.inf, None
+        for i in geo.order:
+            path, _, img = read[i]
+            arr = img.as_tensor()[0].numpy()
+            done = list(img.meta.get("orientation_ops") or [])
+            if done != geo.orientation_ops:  # its own geometry missing: the reader fell back to another orientation
+                arr = reorient(arr, done, geo.orientation_ops)
+            if shape is None:
+                shape = arr.shape
+            elif arr.shape != shape:
+                raise ValueError(
+                    f"DICOM file {path!r} has a slice of shape {arr.shape}, the series {uid!r} in {folder!r} has {shape}."
+                )
+            lo, hi = img.meta.get("hu_range", (np.nan, np.nan))
+            hu_lo, hu_hi = min(hu_lo, float(lo)), max(hu_hi, float(hi))
+            slices.append(arr)
+        return np.stack(slices)[:, None], read, geo, (hu_lo, hu_hi)
 
     # -- NIfTI -----------------------------------------------------------------------------------------------------
