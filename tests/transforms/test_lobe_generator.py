@@ -194,6 +194,17 @@ class TestPaddingAndComponents(unittest.TestCase):
         self.assertEqual(content_box(torch.full((1, 20, 30), 0.3)), (0, 0, 30, 20))  # constant: all of it
         self.assertEqual(content_box(torch.rand(1, 20, 30)), (0, 0, 30, 20))
 
+    def test_lung_fraction_is_the_lung_labels_share(self):
+        gen = LungLobeGenerator()
+        for seed in range(4):
+            img, _ = make_lung_phantom(size=256, seed=seed, ggo=seed % 2 == 1)
+            t = torch.as_tensor(img)[None]
+            for x in (t, torch.full_like(t, 0.3)):  # a slice with lungs, a constant one (fallback)
+                _, fallback, info = gen.locate(x)
+                fraction, fell = gen.lung_fraction(x)
+                self.assertEqual(fell, fallback)
+                self.assertEqual(fraction, float((info["labels"] == LUNG).float().mean()))
+
     def test_integer_reduction(self):
         """An integer factor (a 512 x 512 slice located at 128) is reduced by strided sums: numpy (the per-image
         locator on the CPU) and torch (the batched locator, any device) give the same numbers, and for 512 -> 128

@@ -172,6 +172,19 @@ class LoadCTSlice(Transform):
         return arr, meta
 
     def _load_dicom(self, path: str, ds: Any = None) -> tuple[np.ndarray, dict]:
+        deferred = None
+        if ds is not None and "PixelData" in ds:
+            try:  # pydicom 3: the element as read, its value still in the file when deferred
+                deferred = ds.get_item("PixelData", keep_deferred=True)
+            except TypeError:  # pydicom 2 (the MONAI Label environment): no such option, the value stays once read
+                deferred = None
+        try:
+            return self._load_dicom_dataset(path, ds)
+        finally:  # a given header keeps its pixel data deferred (not held in memory once read)
+            if deferred is not None and deferred.value is None:
+                ds[deferred.tag] = deferred
+
+    def _load_dicom_dataset(self, path: str, ds: Any = None) -> tuple[np.ndarray, dict]:
         given = ds is not None
         if not given:
             ds = self._dicom.read(path)
