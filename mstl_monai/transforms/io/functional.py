@@ -218,10 +218,11 @@ def dicom_slice_array(ds) -> tuple[np.ndarray, np.ndarray] | None:
     metadata dictionary (the whole header converted to JSON, most of the time of reading a slice).
 
     The array is ``pixel_array``, rescaled with ``RescaleSlope``/``RescaleIntercept`` when the dataset has either
-    (16-bit stored values with an integer slope and intercept, the usual CT: in float32, which holds the reader's
-    values exactly; otherwise as the reader computes them); the affine is built from ``ImageOrientationPatient``, ``ImagePositionPatient`` and ``PixelSpacing``
-    (1, 1 without it). ``None`` where the reader's general path is needed: no or incomplete orientation or position,
-    a non-finite value in them, several frames or a segmentation.
+    (16-bit stored values with a small integer slope and intercept, the usual CT: in float32, which holds the
+    reader's float64 values exactly; otherwise as the reader computes them); the affine is built from
+    ``ImageOrientationPatient``, ``ImagePositionPatient`` and ``PixelSpacing`` (1, 1 without it). ``None`` where the
+    reader's general path is needed: no or incomplete orientation or position, a non-finite value in them, several
+    frames or a segmentation.
     """
     from monai.data.utils import orientation_ras_lps
 
@@ -245,10 +246,13 @@ def dicom_slice_array(ds) -> tuple[np.ndarray, np.ndarray] | None:
     if hasattr(ds, "RescaleSlope") or hasattr(ds, "RescaleIntercept"):
         slope = ds.RescaleSlope if hasattr(ds, "RescaleSlope") else 1.0
         offset = ds.RescaleIntercept if hasattr(ds, "RescaleIntercept") else 0.0
-        exact = data.dtype.itemsize <= 2 and data.dtype.kind in "iu" and all(
-            isinstance(v, (int, float)) and float(v).is_integer() and abs(v) < 2**15 for v in (slope, offset)
+        exact = (
+            data.dtype.itemsize <= 2
+            and data.dtype.kind in "iu"
+            and all(isinstance(v, (int, float)) and float(v).is_integer() for v in (slope, offset))
+            and abs(float(slope)) * 2**16 + abs(float(offset)) <= 2**24
         )
-        if exact:  # integers below 2**24 at every step: float32 holds the reader's float64 values exactly
+        if exact:  # integers of at most 2**24 at every step: float32 holds the reader's float64 values exactly
             data = data.astype(np.float32)
             if slope != 1:
                 data *= np.float32(slope)
