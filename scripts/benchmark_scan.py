@@ -15,7 +15,8 @@ CPU time (one thread: on a shared machine the CPU time is what an idle core woul
 - classifier-only slices/s = N / (time to classify all N slices);
 - whole-scan slices/s = N / (pipeline time), with and without the heat maps (Grad-CAM of the top slices and their
   PNG overlays: not needed for the SR, whose top slices are referenced by UID); ratio = whole-scan / classifier-only
-  (goal >= 0.8);
+  (goal >= 0.8 without the heat maps: the pipeline's time is then the whole run's, select, read, lung, classify,
+  aggregate, sr and csv, less gradcam and png; a line per scan and clock says so, with the ratio);
 - also the strict ratio: selected slices per second of pipeline time over classifier-only slices/s.
 
 Scans: the real 30-slice series (``../shared/data/ct-series/lung-pet-ct-dx-A0002``) and a synthetic ``--slices``
@@ -45,6 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("select", "read", "lung", "classify", "aggregate", "gradcam", "png", "sr", "csv")
 #: the stages of the heat maps (Grad-CAM of the top slices and their PNG overlays), which the SR does not need
 HEATMAP_STAGES = ("gradcam", "png")
+#: the stages the pipeline's ratio counts: all but the heat maps (its time is the whole run's, less the heat maps)
+PIPELINE_STAGES = tuple(s for s in STAGES if s not in HEATMAP_STAGES)
+#: the throughput goal: pipeline slices/s over classifier-only slices/s
+GOAL = 0.8
 
 
 def write_upsampled_series(src: Path, dst: Path, n: int) -> Path:
@@ -230,9 +235,18 @@ def _benchmark(args: argparse.Namespace, tmp: Path) -> int:
                 "ratio_strict_no_heatmaps": round(used / no_cam / rate_clf, 3),
             }
             q = r[clock]
+            q["pipeline_seconds"] = round(no_cam, 3)
+            q["goal_met"] = bool(q["ratio_no_heatmaps"] >= GOAL)
             print(f"{name + ' ' + clock:<24}{n:>5}{used:>5} | " + "".join(f"{med[k]:>10.2f}" for k in STAGES)
                   + f"{med['total']:>8.2f} | {rate_clf:>8.2f}{rate_scan:>7.2f}{rate_nocam:>7.2f} | {q['ratio']:>6.2f}"
                   f"{q['ratio_no_heatmaps']:>7.2f}{q['ratio_strict_no_heatmaps']:>7.2f}", flush=True)
+        for clock in ("wall", "cpu"):
+            q = r[clock]
+            print(f"  {name}, {'wall clock' if clock == 'wall' else 'CPU time'}: pipeline ({', '.join(PIPELINE_STAGES)}; "
+                  f"the whole run less {' and '.join(HEATMAP_STAGES)}) {q['pipeline_seconds']:.3f} s for {n} slices = "
+                  f"{q['whole_scan_no_heatmaps_slices_per_s']:.1f} slices/s; classifier-only (all {n} slices) "
+                  f"{q['classifier_only_slices_per_s']:.1f} slices/s; ratio {q['ratio_no_heatmaps']:.3f} "
+                  f"({'meets' if q['goal_met'] else 'below'} the goal >= {GOAL})", flush=True)
         rows.append(r)
     if args.profile:
         import cProfile
@@ -247,7 +261,12 @@ def _benchmark(args: argparse.Namespace, tmp: Path) -> int:
         "autocast": amp, "batch_size": args.batch_size, "load_average_at_start": load,
         "network": {k: s.get(k) for k in ("backbone", "n_attn", "image_size", "resize_size")},
         "checkpoint": "untrained (random weights)" if args.ckpt is None else args.ckpt,
-        "sr_import_s": round(sr_import_s, 3), "stages": list(STAGES), "scans": rows,
+        "sr_import_s": round(sr_import_s, 3), "stages": list(STAGES), "pipeline_stages": list(PIPELINE_STAGES),
+        "heatmap_stages": list(HEATMAP_STAGES), "goal": GOAL,
+        "ratio_definition": "ratio_no_heatmaps = (N / pipeline_seconds) / (N / clf_only seconds), pipeline_seconds = "
+                            "the whole DICOM-in, SR-out run (select, read, lung, classify, aggregate, sr, csv) less the "
+                            "heat maps (gradcam, png); clf_only = the same classifier over all N slices",
+        "scans": rows,
     })
     print(f"wrote {out}")
     return 0

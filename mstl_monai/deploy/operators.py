@@ -88,6 +88,7 @@ class SeriesSelector:
         self.all_matched = bool(all_matched)
         self.min_slices = int(min_slices)
         self.passed_over: list[tuple[str, str, str]] = []  # (folder, series UID, why)
+        self.folders: dict[str, Any] = {}  # folder -> its DicomFolder (headers) read by the last find_series
 
     @staticmethod
     def _load_rules(rules: str | os.PathLike | Mapping | None) -> dict[str, Any]:
@@ -118,22 +119,24 @@ class SeriesSelector:
         Raises:
             ValueError: ``input_dir`` is not a folder or holds no DICOM image (the message names it).
         """
-        from mstl_monai.transforms.io.dicom_folder import _is_dicom_file, dicom_series_headers
+        from mstl_monai.transforms.io.dicom_folder import _is_dicom_file, read_dicom_folder
 
         root = str(input_dir)
         if not os.path.isdir(root):
             raise ValueError(f"DICOM input {root!r} is not a folder.")
         found = []
+        self.folders = {}
         for folder, dirs, names in sorted(os.walk(root)):
             dirs.sort()
             if not any(_is_dicom_file(os.path.join(folder, n)) for n in names):
                 continue
             try:
-                series = dicom_series_headers(folder)
+                read = read_dicom_folder(folder)
             except ValueError as e:  # DICOM files but no readable image (an SR, a DICOMDIR, corrupt files)
                 self.passed_over.append((folder, "", str(e)))
                 continue
-            found += [(folder, uid, items) for uid, items in series.items()]
+            self.folders[folder] = read
+            found += [(folder, uid, items) for uid, items in read.series.items()]
         if not found:
             raise ValueError(f"DICOM input {root!r} holds no DICOM image series (its sub-folders searched too).")
         return found
@@ -233,20 +236,27 @@ class ScanReportPipeline:
         return chosen
 
     def volume(self, series: SelectedSeries) -> Any:
-        """The series as a (N, 1, H, W) stack (the bundle's loader, picking the series by its UID)."""
+        """The series as a (N, 1, H, W) stack (the bundle's loader, picking the series by its UID; the headers the
+        selection read are not read again)."""
         old = self.loader
         loader = type(old)(
             a_min=old.a_min, a_max=old.a_max, series_uid=series.series_uid, hu=old.hu, allow_non_ct=old.allow_non_ct
         )
-        return loader(series.folder)
+        return loader(series.folder, headers=self.selector.folders.get(series.folder))
 
     def classify(self, stack: Any, series: SelectedSeries) -> dict[str, Any]:
         """The scan result (:class:`~mstl_monai.engines.ScanClassifier`)."""
         return self.classifier(stack, name=series.folder)
 
     def report(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Write the CSV rows, heat maps and the SR of one result; returns its row (``sr_file``: the SR)."""
-        return self.writer.add(result)
+        """Write the CSV rows, heat maps and the SR of one result; returns its row (``sr_file``: the SR). The SR
+        references the slices by the headers the selection read."""
+        from .writer import SRScanWriter
+
+        found = self.selector.folders.get(str(result.get("scan")))
+        if found is None or not isinstance(self.writer, SRScanWriter):
+            return self.writer.add(result)
+        return self.writer.add(result, headers={p: ds for items in found.series.values() for p, ds in items})
 
     def run(self, input_dir: str | os.PathLike) -> list[dict[str, Any]]:
         """Select, load, classify and report every selected series under ``input_dir``; a series that fails gets

@@ -69,6 +69,10 @@ _LOCAL_CODES = {
 }
 
 
+#: the (7FE0,0010) Pixel Data tag: a header copied for the SR keeps the elements before it
+_PIXEL_DATA = 0x7FE00010
+
+
 def _local(key: str):
     import highdicom as hd
 
@@ -76,12 +80,17 @@ def _local(key: str):
     return hd.sr.CodedConcept(value=value, scheme_designator=LOCAL_SCHEME, meaning=meaning)
 
 
-def read_source_datasets(result: Mapping[str, Any]) -> dict[str, Any]:
+def read_source_datasets(result: Mapping[str, Any], headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The DICOM headers (no pixel data) of the slices a scan result uses, by file path.
 
     Args:
         result: a :class:`~mstl_monai.engines.ScanClassifier` result of a DICOM series (its ``slices`` name the
             files under ``source``).
+        headers: the datasets of (some of) these files by path, read already (e.g. by the series selection, with
+            the pixel data deferred), taken instead of reading the files again and never changed: the first used
+            slice's (whose patient and study attributes the report copies) as a copy without its pixel data and
+            with the Type 2 attributes it lacks, the others as they are (the report takes only their UIDs). The
+            files without one are read.
 
     Raises:
         ValueError: the scan is not a DICOM series, a source file is missing or unreadable, or the files belong to
@@ -99,11 +108,22 @@ def read_source_datasets(result: Mapping[str, Any]) -> dict[str, Any]:
     wanted += [t["source"] for t in result.get("top_slices", []) if t["source"] not in wanted]
     out: dict[str, Any] = {}
     series = set()
+    shared = set()  # ids of the given datasets returned as they are (no Type 2 attributes added to them)
     for path in wanted:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as e:  # InvalidDicomError, OSError, EOFError, ...
-            raise ValueError(f"cannot read the DICOM header of {path!r} for the SR of {scan!r}: {e}") from e
+        given = None if headers is None else headers.get(path)
+        if given is not None and out:
+            ds = given
+            shared.add(id(ds))
+        elif given is not None:  # the first: a new dataset without the pixel data (Type 2 attributes added below)
+            ds = pydicom.Dataset()
+            for tag in given.keys():
+                if tag < _PIXEL_DATA:
+                    ds[tag] = given[tag]
+        else:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception as e:  # InvalidDicomError, OSError, EOFError, ...
+                raise ValueError(f"cannot read the DICOM header of {path!r} for the SR of {scan!r}: {e}") from e
         for key in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
             if not ds.get(key):
                 raise ValueError(f"DICOM file {path!r} has no {key}: it cannot be referenced by a DICOM SR.")
@@ -112,6 +132,8 @@ def read_source_datasets(result: Mapping[str, Any]) -> dict[str, Any]:
     if len(series) > 1:
         raise ValueError(f"the slices of CT scan {scan!r} come from {len(series)} series {sorted(series)}; one is needed.")
     for ds in out.values():  # Type 2 patient/study attributes the input lacks: empty (unknown), as DICOM has it
+        if id(ds) in shared:
+            continue
         for key in _TYPE2_COPIED:
             if key not in ds:
                 setattr(ds, key, "")
@@ -277,10 +299,17 @@ def build_scan_sr(
         [*observer, findings_box, equipment, text("disclaimer", DISCLAIMER)]
     )
     evidence = [datasets[s["source"]] for s in used]
-    evidence += [datasets[t["source"]] for t in result.get("top_slices", []) if datasets[t["source"]] not in evidence]
-    return hd.sr.ComprehensiveSR(
+    evidence += [datasets[t["source"]] for t in result.get("top_slices", [])
+                 if not any(datasets[t["source"]] is e for e in evidence)]  # by identity: Dataset == compares all
+    # highdicom's constructor deep-copies the content tree, parses the copy back and searches it for the images it
+    # references (most of the time of a report). The tree here is made of highdicom's own (checked) content items
+    # and references exactly the evidence, so the document is made around the root container alone and the tree
+    # is set afterwards: the same dataset (highdicom's reader checks it in the tests).
+    shell = hd.sr.ContainerContentItem(name=codes.LN.DiagnosticImagingReport, template_id=None)
+    shell.ContentSequence = hd.sr.ContentSequence([])
+    sr = hd.sr.ComprehensiveSR(
         evidence=evidence,
-        content=root,
+        content=shell,
         series_instance_uid=hd.UID(),
         series_number=int(series_number),
         sop_instance_uid=hd.UID(),
@@ -298,6 +327,9 @@ def build_scan_sr(
             )
         ],
     )
+    sr.ContentSequence = root.ContentSequence
+    sr._content = hd.sr.ContentSequence([root], is_root=True)  # what ``sr.content`` returns, as the constructor sets it
+    return sr
 
 
 def write_scan_sr(

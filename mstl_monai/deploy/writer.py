@@ -81,15 +81,16 @@ class SRScanWriter(ScanWriter):
         self._names.add(name)
         return self.sr_dir / name
 
-    def write_report(self, result: Mapping[str, Any]) -> Path:
-        """Write the SR of one scan result; returns its path.
+    def write_report(self, result: Mapping[str, Any], headers: Mapping[str, Any] | None = None) -> Path:
+        """Write the SR of one scan result; returns its path. ``headers``: the source files' DICOM headers by path,
+        where a caller read them already (see :func:`~.sr.read_source_datasets`).
 
         Raises:
             ValueError: the scan is not a DICOM series or its files cannot be referenced (the message names it).
         """
         from .sr import read_source_datasets, write_scan_sr
 
-        datasets = read_source_datasets(result)  # raises before a file name is taken
+        datasets = read_source_datasets(result, headers)  # raises before a file name is taken
         return write_scan_sr(
             result,
             self.sr_path(str(result["scan"])),
@@ -100,13 +101,14 @@ class SRScanWriter(ScanWriter):
             datasets=datasets,
         )
 
-    def add(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Record a scan's result as :class:`~mstl_monai.engines.ScanWriter` does, then write its SR."""
+    def add(self, result: dict[str, Any], headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Record a scan's result as :class:`~mstl_monai.engines.ScanWriter` does, then write its SR (``headers``:
+        see :meth:`write_report`)."""
         row = super().add(result)
         if not self.write_sr:
             return row
         try:
-            path = self.write_report(result)
+            path = self.write_report(result, headers)
         except ValueError as e:
             row.update(sr_file=None, sr_message=str(e))
             print(f"{result['scan']}: no DICOM SR: {e}", flush=True)

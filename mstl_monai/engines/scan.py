@@ -119,7 +119,7 @@ def lung_fractions(stack: torch.Tensor, locate_size: int = 128) -> tuple[np.ndar
         ``locate_size`` px), and whether the locator found a lung box in the slice (``False``: it fell back to
         the whole image, and the fraction is set to 0).
     """
-    from mstl_monai.transforms.lobe import LUNG, LungLobeGenerator
+    from mstl_monai.transforms.lobe import LungLobeGenerator
     from mstl_monai.transforms.lobe.functional import cpu_single_thread
 
     locator = LungLobeGenerator(locate_size=locate_size)
@@ -128,9 +128,9 @@ def lung_fractions(stack: torch.Tensor, locate_size: int = 128) -> tuple[np.ndar
     found = np.zeros(t.shape[0], dtype=bool)
     with cpu_single_thread(t.device.type == "cpu"):
         for i in range(t.shape[0]):
-            _, fallback, info = locator.locate(t[i])
+            fraction, fallback = locator.lung_fraction(t[i])
             found[i] = not fallback
-            fractions[i] = float((info["labels"] == LUNG).float().mean()) if not fallback else 0.0
+            fractions[i] = fraction if not fallback else 0.0
     return fractions, found
 
 

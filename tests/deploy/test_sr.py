@@ -114,6 +114,37 @@ class TestScanSR(unittest.TestCase):
         }
         self.assertEqual(evidence, set(used) | set(top))
 
+    def test_headers_read_already_give_the_same_report(self):
+        """The series selection's headers (pixel data deferred) give the same SR as reading the files, and are not
+        changed (the Type 2 attributes go into a copy of the first used slice's header only)."""
+        from mstl_monai.transforms.io.dicom_folder import read_dicom_folder
+
+        found = read_dicom_folder(self.folder)
+        headers = {p: ds for items in found.series.values() for p, ds in items}
+        before = {p: sorted(ds.keys()) for p, ds in headers.items()}
+        model = model_description(self.ckpt)
+        a = build_scan_sr(self.result, read_source_datasets(self.result), model, 0.5)
+        given = read_source_datasets(self.result, headers)
+        b = build_scan_sr(self.result, given, model, 0.5)
+        self.assertEqual({p: sorted(ds.keys()) for p, ds in headers.items()}, before)
+        first = self.result["slices"][[s["used"] for s in self.result["slices"]].index(True)]["source"]
+        self.assertIsNot(given[first], headers[first])
+        self.assertNotIn("PixelData", given[first])
+
+        def plain(ds):  # the written dataset less its new UIDs and creation times
+            path = self.tmp / f"cmp{id(ds)}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            d = pydicom.dcmread(path)
+            for key in ("SOPInstanceUID", "SeriesInstanceUID", "ContentDate", "ContentTime", "InstanceCreationDate",
+                        "InstanceCreationTime", "ContributingEquipmentSequence"):
+                if key in d:
+                    delattr(d, key)
+            del d.file_meta.MediaStorageSOPInstanceUID
+            return str(d)
+
+        self.assertEqual(plain(a), plain(b))
+        self.assertIsInstance(hd.sr.srread(self.tmp / f"cmp{id(b)}.dcm"), hd.sr.ComprehensiveSR)
+
     def test_finding_probability_interval_model(self):
         sr = pydicom.dcmread(self.write(n_bootstrap=200))
         items = content_items(sr)

@@ -23,6 +23,53 @@ from tests.utils import require_real_data
 SERIES = "ct-series/lung-pet-ct-dx-A0002"
 
 
+class TestDicomReadOnce(unittest.TestCase):
+    """Each file of a series is parsed once: the headers (pixel data deferred) serve the loader, and a slice is read
+    without MONAI's metadata dictionary; the arrays are the same as the general path's."""
+
+    def test_headers_given_and_dataset_slices_are_the_same(self):
+        from mstl_monai.transforms.io.dicom_folder import read_dicom_folder
+
+        folder = require_real_data(self) / SERIES
+        ref = LoadCTSeries()(folder)
+        found = read_dicom_folder(folder)
+        got = LoadCTSeries()(folder, headers=found)
+        self.assertTrue(torch.equal(got.as_tensor(), ref.as_tensor()))
+        self.assertEqual(got.meta["slice_sources"], ref.meta["slice_sources"])
+        self.assertEqual(got.meta["hu_range"], ref.meta["hu_range"])
+        path, ds = next(iter(found.series.values()))[0]
+        self.assertIsNone(ds.get_item("PixelData", keep_deferred=True).value)  # still deferred: no pixels held
+        one, again = LoadCTSlice().from_dicom_dataset(ds, path), LoadCTSlice()(path)
+        self.assertTrue(torch.equal(one.as_tensor(), again.as_tensor()))
+        self.assertEqual(one.meta["orientation_ops"], again.meta["orientation_ops"])
+        np.testing.assert_array_equal(one.meta["original_affine"], again.meta["original_affine"])
+        with self.assertRaisesRegex(ValueError, "headers of folder"):
+            LoadCTSeries()(folder.parent, headers=found)
+
+    def test_slice_array_matches_the_reader(self):
+        import pydicom
+        from monai.data import PydicomReader
+
+        from mstl_monai.transforms.io.functional import _native_pixels, dicom_slice_array
+
+        folder = require_real_data(self) / SERIES
+        for path in sorted(folder.glob("*.dcm"))[:3]:
+            reader = PydicomReader(swap_ij=False, affine_lps_to_ras=True)
+            want, hdr = reader.get_data(reader.read(str(path)))
+            got, affine = dicom_slice_array(pydicom.dcmread(path))
+            np.testing.assert_array_equal(got, want)  # float32 here, the reader's float64: the same values
+            np.testing.assert_array_equal(affine, hdr["affine"])
+        ds = pydicom.dcmread(sorted(folder.glob("*.dcm"))[0])
+        rng = np.random.default_rng(0)
+        for signed, stored in ((0, 12), (1, 12), (0, 16), (1, 16), (1, 10)):
+            ds.PixelRepresentation, ds.BitsStored, ds.HighBit = signed, stored, stored - 1
+            ds.PixelData = rng.integers(0, 2**16, size=ds.Rows * ds.Columns, dtype=np.uint16).tobytes()
+            with self.subTest(signed=signed, stored=stored):
+                got, want = _native_pixels(ds), ds.pixel_array
+                self.assertEqual(got.dtype, want.dtype)
+                np.testing.assert_array_equal(got, want)
+
+
 class TestLoadCTSeriesReal(unittest.TestCase):
     def test_real_series_sorted_by_position(self):
         folder = require_real_data(self) / SERIES

@@ -28,7 +28,7 @@ from mstl_monai.transforms import (
     RandLungLobeGenerator,
     RandLungLobeGeneratord,
 )
-from mstl_monai.transforms.lobe.functional import LUNG, content_box
+from mstl_monai.transforms.lobe.functional import LUNG, content_box, reduce_slice, resample_slice
 from mstl_monai.transforms.lobe.functional_quantize import binary_open, filter_lung_components
 from tests.utils import require_real_data
 
@@ -193,6 +193,34 @@ class TestPaddingAndComponents(unittest.TestCase):
         self.assertEqual(content_box(img), (5, 10, 55, 30))
         self.assertEqual(content_box(torch.full((1, 20, 30), 0.3)), (0, 0, 30, 20))  # constant: all of it
         self.assertEqual(content_box(torch.rand(1, 20, 30)), (0, 0, 30, 20))
+
+    def test_lung_fraction_is_the_lung_labels_share(self):
+        gen = LungLobeGenerator()
+        for seed in range(4):
+            img, _ = make_lung_phantom(size=256, seed=seed, ggo=seed % 2 == 1)
+            t = torch.as_tensor(img)[None]
+            for x in (t, torch.full_like(t, 0.3)):  # a slice with lungs, a constant one (fallback)
+                _, fallback, info = gen.locate(x)
+                fraction, fell = gen.lung_fraction(x)
+                self.assertEqual(fell, fallback)
+                self.assertEqual(fraction, float((info["labels"] == LUNG).float().mean()))
+
+    def test_integer_reduction(self):
+        """An integer factor (a 512 x 512 slice located at 128) is reduced by strided sums: numpy (the per-image
+        locator on the CPU) and torch (the batched locator, any device) give the same numbers, and for 512 -> 128
+        the same as torch's bilinear kernel; an odd factor takes the block's centre pixel."""
+        x = torch.rand(1, 512, 512, generator=torch.Generator().manual_seed(0))
+        ref = torch.nn.functional.interpolate(x[None], size=(128, 128), mode="bilinear", align_corners=False)[0]
+        gray, cbox, scale = resample_slice(x, None, 128)
+        self.assertEqual((cbox, scale, gray.dtype), ((0, 0, 512, 512), (4.0, 4.0), np.float32))
+        np.testing.assert_array_equal(gray, ref[0].numpy())
+        for dev in DEVICES:
+            np.testing.assert_array_equal(reduce_slice(x.to(dev), 4)[0].cpu().numpy(), gray)
+        small = torch.rand(1, 96, 60)
+        out = reduce_slice(small.numpy(), 2)[0]
+        torch.testing.assert_close(torch.from_numpy(out), torch.nn.functional.avg_pool2d(small[None], 2)[0, 0])
+        np.testing.assert_array_equal(reduce_slice(small, 3)[0].numpy(), small[0, 1::3, 1::3].numpy())
+        self.assertEqual(resample_slice(small, None, 32)[0].shape, (32, 20))
 
     def test_padding_does_not_change_the_box(self):
         img, labels = make_lung_phantom(size=128, seed=4)

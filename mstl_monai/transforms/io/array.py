@@ -19,6 +19,7 @@ from monai.utils import TransformBackends
 
 from .dicom_folder import (
     DicomFolder,
+    SeriesGeometry,
     check_series_tags,
     dicom_series_headers,
     name_list,
@@ -32,6 +33,7 @@ from .functional import (
     DEFAULT_LUNG_WINDOW,
     canonical_axial,
     describe_series,
+    dicom_slice_array,
     dicom_to_hu,
     find_gaps,
     lung_window,
@@ -127,13 +129,21 @@ class LoadCTSlice(Transform):
             raise TypeError(f"LoadCTSlice expects a file path, got {type(filename).__name__}.")
         path = str(filename)
         fmt = sniff_ct_format(path)
+        loaders = {"dicom": self._load_dicom, "nifti": self._load_nifti}
+        return self._read(path, fmt, lambda: loaders.get(fmt, self._load_pil)(path))
+
+    def from_dicom_dataset(self, ds: Any, filename: PathLike) -> MetaTensor:
+        """The slice of the DICOM file ``filename`` whose dataset ``ds`` was read already, e.g. by a series reader
+        that read the headers with the pixel data deferred (``pydicom.dcmread(..., defer_size=...)``): the same as
+        ``self(filename)`` (the same array, metadata and errors), without parsing the file again."""
+        path = str(filename)
+        return self._read(path, "dicom", lambda: self._load_dicom(path, ds))
+
+    def _read(self, path: str, fmt: str, load) -> MetaTensor:
+        """``load()`` -> ``(array, meta)`` with every failure as one ``ValueError`` naming the file, then checked and
+        wrapped as the (1, H, W) MetaTensor."""
         try:
-            if fmt == "dicom":
-                arr, meta = self._load_dicom(path)
-            elif fmt == "nifti":
-                arr, meta = self._load_nifti(path)
-            else:
-                arr, meta = self._load_pil(path)
+            arr, meta = load()
         except (ValueError, FileNotFoundError, TypeError) as e:
             if path in str(e):
                 raise
@@ -161,8 +171,23 @@ class LoadCTSlice(Transform):
             img.close()
         return arr, meta
 
-    def _load_dicom(self, path: str) -> tuple[np.ndarray, dict]:
-        ds = self._dicom.read(path)
+    def _load_dicom(self, path: str, ds: Any = None) -> tuple[np.ndarray, dict]:
+        deferred = None
+        if ds is not None and "PixelData" in ds:
+            try:  # pydicom 3: the element as read, its value still in the file when deferred
+                deferred = ds.get_item("PixelData", keep_deferred=True)
+            except TypeError:  # pydicom 2 (the MONAI Label environment): no such option, the value stays once read
+                deferred = None
+        try:
+            return self._load_dicom_dataset(path, ds)
+        finally:  # a given header keeps its pixel data deferred (not held in memory once read)
+            if deferred is not None and deferred.value is None:
+                ds[deferred.tag] = deferred
+
+    def _load_dicom_dataset(self, path: str, ds: Any = None) -> tuple[np.ndarray, dict]:
+        given = ds is not None
+        if not given:
+            ds = self._dicom.read(path)
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             sop = ds.get("SOPClassUID", None)
             sop_name = getattr(sop, "name", sop)
@@ -172,8 +197,16 @@ class LoadCTSlice(Transform):
             raise ValueError(f"DICOM file {path!r} is a colour image ({photometric}), not a CT slice.")
         if photometric == "MONOCHROME1":
             raise ValueError(f"DICOM file {path!r} is MONOCHROME1 (inverted display), not a CT slice in HU.")
-        data, hdr = self._dicom.get_data(ds)  # rescaled to HU when the file has RescaleSlope/RescaleIntercept
-        data = np.asarray(data)
+        # rescaled to HU when the file has RescaleSlope/RescaleIntercept; a slice with its geometry without the
+        # reader's metadata dictionary (the same array and affine)
+        found = dicom_slice_array(ds)
+        if found is None:
+            if given:  # the reader's general path works on its own reading of the file
+                ds = self._dicom.read(path)
+            data, hdr = self._dicom.get_data(ds)
+            data, affine = np.asarray(data), np.asarray(hdr["affine"], dtype=float)
+        else:
+            data, affine = found
         full_shape = tuple(data.shape)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         meta: dict = {}
@@ -196,7 +229,6 @@ class LoadCTSlice(Transform):
             raise ValueError(f"DICOM file {path!r} has pixel data of shape {data.shape}, expected one 2D slice.")
         data, rescale = dicom_to_hu(ds, data, path, frame)
         meta.update(rescale)
-        affine = np.asarray(hdr["affine"], dtype=float)
         arr, ops = canonical_axial(data, affine[:3, 0], affine[:3, 1])
         if rescale["hu_rescale"] == "display":  # an 8-bit picture (secondary capture): shown as it is
             meta.update({"original_shape": full_shape, "orientation_ops": ops, "original_affine": affine})
@@ -210,7 +242,9 @@ class LoadCTSlice(Transform):
                 "original_affine": affine,
             }
         )
-        return lung_window(arr, self.a_min, self.a_max), meta
+        # HU rescaled into a new float32 array by dicom_slice_array: windowed in place (no second slice-sized array)
+        own = found is not None and rescale["hu_rescale"] == "dicom" and arr.dtype == np.float32 and arr.flags.writeable
+        return lung_window(arr, self.a_min, self.a_max, out=arr if own else None), meta
 
     def _load_nifti(self, path: str) -> tuple[np.ndarray, dict]:
         img = self._nifti.read(path)
@@ -323,13 +357,22 @@ class LoadCTSeries(Transform):
             raise TypeError(f"allow_non_ct must be true or false, got {allow_non_ct!r}.")
         self.allow_non_ct = bool(allow_non_ct)
 
-    def __call__(self, path: PathLike) -> MetaTensor:
-        """Load the scan at ``path`` (a DICOM series folder or a NIfTI file); see the class docstring."""
+    def __call__(self, path: PathLike, headers: DicomFolder | None = None) -> MetaTensor:
+        """Load the scan at ``path`` (a DICOM series folder or a NIfTI file); see the class docstring.
+
+        ``headers``: what :func:`~.dicom_folder.read_dicom_folder` found in the folder ``path``, when a caller read
+        it already (a series selector): taken instead of reading the headers again.
+
+        Raises:
+            ValueError: ``headers`` are those of another folder.
+        """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"LoadCTSeries expects a folder or file path, got {type(path).__name__}.")
         path = str(path)
+        if headers is not None and os.path.normpath(headers.folder) != os.path.normpath(path):
+            raise ValueError(f"LoadCTSeries got the headers of folder {headers.folder!r} for {path!r}.")
         if os.path.isdir(path):
-            stack, meta = self._load_dicom_series(path)
+            stack, meta = self._load_dicom_series(path, headers)
         elif os.path.isfile(path) and path.lower().endswith((".nii", ".nii.gz")):
             stack, meta = nifti_axial_stack(path, self.hu, self.a_min, self.a_max)
         elif os.path.isfile(path):
@@ -381,40 +424,22 @@ class LoadCTSeries(Transform):
         uid = next(iter(series))
         return uid, series[uid]
 
-    def _load_dicom_series(self, folder: str) -> tuple[np.ndarray, dict[str, Any]]:
-        found = read_dicom_folder(folder)
+    def _load_dicom_series(self, folder: str, headers: DicomFolder | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        found = read_dicom_folder(folder) if headers is None else headers
         uid, items = self._pick_series(found)
         notes = check_series_tags(items, folder, uid, self.allow_non_ct)
         unreadable = list(found.unreadable)
-        read = []  # (path, header, slice) of the files whose pixels could be read
-        for path, ds in items:
-            try:
-                read.append((path, ds, self.slice_loader(path)))
-            except ValueError as e:  # cut short, no pixel data, a colour picture...: named, like unreadable headers
-                unreadable.append((path, read_error_reason(e, path)))
+        try:  # the usual series: its geometry from the headers, every slice read straight into its place
+            geo = series_geometry(items, folder)
+            fast = self._read_in_order(items, geo)
+        except ValueError:
+            fast = None
+        if fast is not None:
+            stack, (hu_lo, hu_hi) = fast
+            read = [(path, ds, None) for path, ds in items]
+        else:  # files whose pixels cannot be read, or a geometry to check on the readable files only
+            stack, read, geo, (hu_lo, hu_hi) = self._read_then_order(folder, uid, items, unreadable)
         unreadable.sort()
-        if not read:
-            raise ValueError(
-                f"CT series {uid!r} in {folder!r}: none of its {len(items)} files could be read: "
-                + "; ".join(f"{os.path.basename(p)} ({r})" for p, r in unreadable[:10])
-            )
-        geo = series_geometry([(p, ds) for p, ds, _ in read], folder)
-        slices, hu_lo, hu_hi, shape = [], np.inf, -np.inf, None
-        for i in geo.order:
-            path, _, img = read[i]
-            arr = img.as_tensor()[0].numpy()
-            done = list(img.meta.get("orientation_ops") or [])
-            if done != geo.orientation_ops:  # its own geometry missing: the reader fell back to another orientation
-                arr = reorient(arr, done, geo.orientation_ops)
-            if shape is None:
-                shape = arr.shape
-            elif arr.shape != shape:
-                raise ValueError(
-                    f"DICOM file {path!r} has a slice of shape {arr.shape}, the series {uid!r} in {folder!r} has {shape}."
-                )
-            lo, hi = img.meta.get("hu_range", (np.nan, np.nan))
-            hu_lo, hu_hi = min(hu_lo, float(lo)), max(hu_hi, float(hi))
-            slices.append(arr)
         if unreadable:
             for path, reason in unreadable:
                 logger.warning(f"CT scan {folder!r}: unreadable file {path!r} left out: {reason}")
@@ -442,6 +467,81 @@ class LoadCTSeries(Transform):
             "unreadable_files": unreadable,
             "skipped_files": list(found.skipped),
         }
-        return np.stack(slices)[:, None], meta
+        return stack, meta
+
+    def _slice(self, path: str, ds: Any) -> MetaTensor:
+        """One file of a series: the pixel data deferred by the folder reader is read from its place in the file, no
+        second parse (a file without the DICOM preamble, which the folder reader forces, goes the single-slice
+        loader's way)."""
+        parsed = "PixelData" in ds and getattr(ds, "preamble", None) is not None
+        return self.slice_loader.from_dicom_dataset(ds, path) if parsed else self.slice_loader(path)
+
+    def _read_in_order(
+        self, items: list[tuple[str, Any]], geo: SeriesGeometry
+    ) -> tuple[np.ndarray, tuple[float, float]] | None:
+        """The (N, 1, H, W) stack of a series whose files can all be read, each slice copied into its place as soon as
+        it is read (no list of slices and no second copy of them): ``(stack, hu_range)``. ``None`` at the first file
+        that cannot be read or a slice of another shape: :meth:`_read_then_order` then reads the series and names
+        what is wrong."""
+        stack, hu_lo, hu_hi = None, np.inf, -np.inf
+        for k, i in enumerate(geo.order):
+            path, ds = items[i]
+            try:
+                img = self._slice(path, ds)
+            except ValueError:
+                return None
+            arr = img.as_tensor()[0].numpy()
+            done = list(img.meta.get("orientation_ops") or [])
+            if done != geo.orientation_ops:  # its own geometry missing: the reader fell back to another orientation
+                arr = reorient(arr, done, geo.orientation_ops)
+            if stack is None:
+                stack = np.empty((len(geo.order), 1, *arr.shape), dtype=arr.dtype)
+            elif arr.shape != stack.shape[2:] or arr.dtype != stack.dtype:
+                return None
+            stack[k, 0] = arr
+            lo, hi = img.meta.get("hu_range", (np.nan, np.nan))
+            hu_lo, hu_hi = min(hu_lo, float(lo)), max(hu_hi, float(hi))
+        return stack, (hu_lo, hu_hi)
+
+    def _read_then_order(
+        self, folder: str, uid: str, items: list[tuple[str, Any]], unreadable: list[tuple[str, str]]
+    ) -> tuple[np.ndarray, list[tuple[str, Any, MetaTensor]], SeriesGeometry, tuple[float, float]]:
+        """Read every file of a series (the ones that cannot be read added to ``unreadable`` with their reason), take
+        the geometry of the readable ones and stack their slices in its order: ``(stack, read, geometry, hu_range)``,
+        ``read`` the ``(path, header, slice)`` of the readable files in file order.
+
+        Raises:
+            ValueError: no file can be read, the geometry is refused, or the slices differ in shape.
+        """
+        read = []  # (path, header, slice) of the files whose pixels could be read
+        for path, ds in items:
+            try:
+                read.append((path, ds, self._slice(path, ds)))
+            except ValueError as e:  # cut short, no pixel data, a colour picture...: named, like unreadable headers
+                unreadable.append((path, read_error_reason(e, path)))
+        unreadable.sort()
+        if not read:
+            raise ValueError(
+                f"CT series {uid!r} in {folder!r}: none of its {len(items)} files could be read: "
+                + "; ".join(f"{os.path.basename(p)} ({r})" for p, r in unreadable[:10])
+            )
+        geo = series_geometry([(p, ds) for p, ds, _ in read], folder)
+        slices, hu_lo, hu_hi, shape = [], np.inf, -np.inf, None
+        for i in geo.order:
+            path, _, img = read[i]
+            arr = img.as_tensor()[0].numpy()
+            done = list(img.meta.get("orientation_ops") or [])
+            if done != geo.orientation_ops:  # its own geometry missing: the reader fell back to another orientation
+                arr = reorient(arr, done, geo.orientation_ops)
+            if shape is None:
+                shape = arr.shape
+            elif arr.shape != shape:
+                raise ValueError(
+                    f"DICOM file {path!r} has a slice of shape {arr.shape}, the series {uid!r} in {folder!r} has {shape}."
+                )
+            lo, hi = img.meta.get("hu_range", (np.nan, np.nan))
+            hu_lo, hu_hi = min(hu_lo, float(lo)), max(hu_hi, float(hi))
+            slices.append(arr)
+        return np.stack(slices)[:, None], read, geo, (hu_lo, hu_hi)
 
     # -- NIfTI -----------------------------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 #: how many file names a message lists before it says how many more there are
 MAX_NAMES = 10
+#: values longer than this (bytes; the pixel data) are not read with a header: pydicom reads them from their place
+#: in the file when they are used (after checking that the file has not changed), so a slice's file is parsed once
+DEFER_SIZE = 1 << 16
 
 
 def name_list(paths: Sequence[str], limit: int = MAX_NAMES) -> str:
@@ -93,7 +96,7 @@ def _classify(path: str) -> tuple[str, Any]:
     if fmt != "dicom":
         return "skipped", f"{fmt} image, not DICOM"
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE, force=True)
     except Exception as e:  # pydicom raises InvalidDicomError, EOFError, struct.error, ...
         return "unreadable", f"not a DICOM image: cannot read its header: {e}"
     if "Rows" in ds and "Columns" in ds:
@@ -105,8 +108,9 @@ def _classify(path: str) -> tuple[str, Any]:
 
 
 def read_dicom_folder(folder: PathLike) -> DicomFolder:
-    """Read the headers (no pixel data) of the files in ``folder`` (not searched recursively) and sort every
-    entry into a series, the unreadable files or the skipped ones.
+    """Read the headers of the files in ``folder`` (not searched recursively; values over :data:`DEFER_SIZE` bytes,
+    i.e. the pixel data, are deferred: read from the file when used) and sort every entry into a series, the
+    unreadable files or the skipped ones.
 
     Raises:
         ValueError: ``folder`` is not a folder or holds no DICOM image file (the message names it and lists the

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_LUNG_WINDOW",
     "canonical_axial",
     "dicom_to_hu",
+    "dicom_slice_array",
     "lung_window",
     "pil_to_unit",
     "png_sbit",
@@ -82,11 +83,13 @@ def sniff_ct_format(path: PathLike) -> str:
     )
 
 
-def lung_window(hu: np.ndarray, a_min: float, a_max: float) -> np.ndarray:
-    """Clip Hounsfield units to ``[a_min, a_max]`` and map them linearly to [0, 1] (float32)."""
+def lung_window(hu: np.ndarray, a_min: float, a_max: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Clip Hounsfield units to ``[a_min, a_max]`` and map them linearly to [0, 1] (float32); into ``out`` (a
+    float32 array of ``hu``'s shape, which may be ``hu`` itself) when given."""
     if not a_max > a_min:
         raise ValueError(f"lung window needs a_max > a_min, got a_min={a_min}, a_max={a_max}.")
-    out = (np.asarray(hu, dtype=np.float32) - np.float32(a_min)) / np.float32(a_max - a_min)
+    out = np.subtract(np.asarray(hu, dtype=np.float32), np.float32(a_min), out=out)
+    out /= np.float32(a_max - a_min)  # in place: one new array per slice at most
     return np.clip(out, 0.0, 1.0, out=out)
 
 
@@ -175,6 +178,88 @@ def _functional_group_rescale(ds, frame: int | None) -> tuple[float, float] | No
         if seq and "RescaleSlope" in seq[0] and "RescaleIntercept" in seq[0]:
             return float(seq[0].RescaleSlope), float(seq[0].RescaleIntercept)
     return None
+
+
+#: the uncompressed little-endian transfer syntaxes (implicit and explicit VR): the pixel data is the array's bytes
+_NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
+
+def _native_pixels(ds) -> np.ndarray | None:
+    """``ds.pixel_array`` of an uncompressed little-endian single-frame gray slice of 16-bit values (the usual CT
+    file), read straight from the pixel data bytes (pydicom's decoder setup costs more than the copy): the same
+    array, with the bits above ``BitsStored`` corrected as pydicom does (shifted out and back: zero for unsigned
+    values, the sign extended for signed ones). ``None`` for anything else (then ``pixel_array`` is used)."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or str(meta.get("TransferSyntaxUID", "")) not in _NATIVE_LITTLE_ENDIAN:
+        return None
+    try:
+        rows, cols, allocated = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+        stored, signed, samples = int(ds.BitsStored), int(ds.PixelRepresentation), int(ds.get("SamplesPerPixel", 1))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if allocated != 16 or not 1 <= stored <= 16 or signed not in (0, 1) or samples != 1 or "PixelData" not in ds:
+        return None
+    raw = ds.PixelData
+    if not isinstance(raw, bytes) or len(raw) != rows * cols * 2:  # pydicom's own checks and messages otherwise
+        return None
+    view = np.frombuffer(raw, dtype="<i2" if signed else "<u2").reshape(rows, cols)
+    if stored == 16:
+        return view.astype(view.dtype.newbyteorder("="))  # a copy, writeable, as pixel_array's
+    if not signed:  # shifting the unused bits out and back (logically) is masking them
+        return np.bitwise_and(view, np.uint16((1 << stored) - 1), dtype=np.uint16)
+    arr = np.left_shift(view, 16 - stored, dtype=np.int16)
+    np.right_shift(arr, 16 - stored, out=arr)  # arithmetic: the sign extended
+    return arr
+
+
+def dicom_slice_array(ds) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pixel array and the RAS affine of a single-slice DICOM dataset with its full geometry, as MONAI's
+    ``PydicomReader(swap_ij=False, affine_lps_to_ras=True).get_data`` gives them (the same numbers), without its
+    metadata dictionary (the whole header converted to JSON, most of the time of reading a slice).
+
+    The array is ``pixel_array``, rescaled with ``RescaleSlope``/``RescaleIntercept`` when the dataset has either
+    (16-bit stored values with a small integer slope and intercept, the usual CT: in float32, which holds the
+    reader's float64 values exactly; otherwise as the reader computes them); the affine is built from
+    ``ImageOrientationPatient``, ``ImagePositionPatient`` and ``PixelSpacing`` (1, 1 without it). ``None`` where the
+    reader's general path is needed: no or incomplete orientation or position, a non-finite value in them, several
+    frames or a segmentation.
+    """
+    from monai.data.utils import orientation_ras_lps
+
+    if "SegmentSequence" in ds or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return None
+    try:
+        rx, ry, rz, cx, cy, cz = (float(v) for v in ds.ImageOrientationPatient)
+        sx, sy, sz = (float(v) for v in ds.ImagePositionPatient)
+        dr, dc = (float(v) for v in (ds.PixelSpacing if "PixelSpacing" in ds else (1.0, 1.0)))
+    except (AttributeError, TypeError, ValueError):  # missing, empty or of another multiplicity
+        return None
+    affine = np.eye(4)
+    affine[:3, 0] = cx * dr, cy * dr, cz * dr
+    affine[:3, 1] = rx * dc, ry * dc, rz * dc
+    affine[:3, 3] = sx, sy, sz
+    if not np.isfinite(affine).all():
+        return None
+    data = _native_pixels(ds)
+    if data is None:
+        data = ds.pixel_array
+    if hasattr(ds, "RescaleSlope") or hasattr(ds, "RescaleIntercept"):
+        slope = ds.RescaleSlope if hasattr(ds, "RescaleSlope") else 1.0
+        offset = ds.RescaleIntercept if hasattr(ds, "RescaleIntercept") else 0.0
+        exact = (
+            data.dtype.itemsize <= 2
+            and data.dtype.kind in "iu"
+            and all(isinstance(v, (int, float)) and float(v).is_integer() for v in (slope, offset))
+            and abs(float(slope)) * 2**16 + abs(float(offset)) <= 2**24
+        )
+        if exact:  # integers of at most 2**24 at every step: float32 holds the reader's float64 values exactly
+            data = data.astype(np.float32)
+            if slope != 1:
+                data *= np.float32(slope)
+            data += np.float32(offset)
+        else:
+            data = data.astype(np.float32) * slope + offset
+    return np.ascontiguousarray(data), orientation_ras_lps(affine)
 
 
 def dicom_to_hu(ds, data: np.ndarray, path: str, frame: int | None) -> tuple[np.ndarray, dict]:

@@ -246,6 +246,18 @@ class LungLobeGenerator(Transform):
         info = {"labels": part_labels(parts, keep, gray.shape), "scale": scale, "content_box": cbox}
         return (*box_to_image(found, cbox, scale, self.fallback_box), info)
 
+    def lung_fraction(self, img: torch.Tensor) -> tuple[float, bool]:
+        """``(fraction, fallback)`` of a (C, H, W) slice: the share of the resampled slice's pixels that are lung and
+        whether the fallback box was used; the same numbers as ``locate``'s ``(labels == LUNG).float().mean()``
+        (the lung parts' areas counted, without making the label image)."""
+        check_slice(img, type(self).__name__)
+        gray, cbox, scale = resample_slice(img, None, self.locate_size, self.ignore_padding)
+        parts, keep, _, found = self._locate_parts(gray)
+        lung = 0 if parts is None else int(parts.area[keep].sum())
+        # float32, as the mean of the float labels: an exact count over an exact size, rounded once
+        fraction = float(np.float32(lung) / np.float32(gray.size))
+        return fraction, box_to_image(found, cbox, scale, self.fallback_box)[1]
+
     def locate_box(self, img: torch.Tensor) -> tuple[tuple[int, int, int, int], bool]:
         """:meth:`locate` without its ``info``: ``(box, fallback)`` of a (C, H, W) slice (what the crops need)."""
         gray, cbox, scale = resample_slice(img, None, self.locate_size, self.ignore_padding)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .functional import BODY, LUNG, boundary_map, window3
+from .functional import BODY, LUNG, boundary_map, integer_factor, reduce_slice, window3
 from .functional_locate import BODY_SHARE, WALL, box_or_none, part_levels, parts_box, select_parts
 from .functional_quantize import inside_along, threshold_bin, threshold_level
 
@@ -63,7 +63,8 @@ def batched_resample(
 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
     """Resample the ``boxes`` (x, y, w, h) of a (B, 1, H, W) batch to ``size`` pixels on their longest side.
 
-    Bilinear without antialiasing, one ``interpolate`` call per image (exactly as the per-image locator), written
+    Bilinear without antialiasing, per image exactly as the per-image locator (:func:`~.functional.reduce_slice` for
+    an integer factor, else one ``interpolate`` call), written
     into the top-left corner of a zero (B, 1, S, S) canvas (``S``: the largest resampled side).
 
     Returns:
@@ -80,7 +81,10 @@ def batched_resample(
     canvas = gray.new_zeros((gray.shape[0], 1, s, s))
     for i, ((cx, cy, cw, ch), (hs, ws)) in enumerate(zip(boxes, sizes)):
         crop = gray[i : i + 1, :, cy : cy + ch, cx : cx + cw]
-        if (hs, ws) != (ch, cw):
+        f = integer_factor(ch, cw, hs, ws)
+        if f:
+            crop = reduce_slice(crop, f)
+        elif (hs, ws) != (ch, cw):
             crop = F.interpolate(crop, size=(hs, ws), mode="bilinear", align_corners=False)
         canvas[i, :, :hs, :ws] = crop[0]
     hw = torch.tensor(sizes, dtype=torch.int64, device=gray.device)

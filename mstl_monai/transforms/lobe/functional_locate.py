@@ -201,7 +201,7 @@ def find_parts(
         body = walls == int(np.argmax(sizes))
         sides = int(body[0].any()) + int(body[-1].any()) + int(body[:, 0].any()) + int(body[:, -1].any())
         if sizes.max() < BODY_SHARE * sizes.sum() or sides > 2:
-            body = walls > 0
+            body = opened  # all the bright parts
     # everything below lies inside the body's bounding box: work on that window (x0, y0) .. (x1, y1)
     rows_any, cols_any = body.any(1), body.any(0)
     y0, x0 = int(rows_any.argmax()), int(cols_any.argmax())
@@ -221,13 +221,16 @@ def find_parts(
     win_labels, n = ndi.label(dark, _S8)
     labels = np.zeros(q.shape, dtype=win_labels.dtype)
     labels[win] = win_labels
-    # the dark pixels: their part (0-based), level and whether against the wall
-    part, q_dark, wall = win_labels[dark] - 1, q[win][dark], ~deep[dark]
+    # the dark pixels (flat indices into the window, found once): their part (0-based), level and whether against
+    # the wall
+    at = np.flatnonzero(dark)
+    part = win_labels.ravel().take(at) - 1
+    q_dark = np.ascontiguousarray(q[win]).ravel().take(at)
     air, gas = part_levels(hist - hist_body - np.bincount(q_dark, minlength=256), hist_body, hist)
     area = np.bincount(part, minlength=n)
     n_air = np.bincount(part[q_dark <= gas], minlength=n)
     sum_q = np.bincount(part, q_dark, minlength=n).round().astype(np.int64)
-    n_wall = np.bincount(part[wall], minlength=n)
+    n_wall = np.bincount(part[~deep.ravel().take(at)], minlength=n)
     bbox = np.array(
         [(sx.start, sy.start, sx.stop, sy.stop) for sy, sx in ndi.find_objects(win_labels)], dtype=np.int64
     ).reshape(n, 4) + np.array([x0, y0, x0, y0])

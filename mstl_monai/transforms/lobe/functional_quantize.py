@@ -209,6 +209,10 @@ def threshold_level(lo: float, hi: float, threshold: float) -> int:
     return int(min(max((threshold - lo) / (hi - lo) * 256.0, 0.0), 255.0)) if hi > lo else 0
 
 
+#: the bin centres of a 256-level histogram (:func:`threshold_bin`)
+_CENTRES_256 = (np.arange(256) + 0.5) / 256
+
+
 def threshold_bin(hist: np.ndarray, method: str = "otsu") -> int:
     """The level ``k`` (pixels with level > ``k`` are bright) from a 256-level histogram: Otsu's threshold, or for
     ``"multiotsu"`` the lower threshold of a 3-class Otsu on 64 levels."""
@@ -216,7 +220,7 @@ def threshold_bin(hist: np.ndarray, method: str = "otsu") -> int:
     if method == "multiotsu":
         h = h.reshape(64, 4).sum(1)
     bins = len(h)
-    centres = (np.arange(bins) + 0.5) / bins
+    centres = _CENTRES_256 if bins == 256 else (np.arange(bins) + 0.5) / bins
     p, s = np.cumsum(h), np.cumsum(h * centres)
     if method == "multiotsu":
         tot_p, tot_s = p[-1], s[-1]
