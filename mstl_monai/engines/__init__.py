@@ -26,7 +26,7 @@ from .inferers import AutocastInferer, FlipTTAInferer, resolve_amp_dtype
 from .mixup import BatchMixUp, MixUpPrepareBatch, mixup_label_postprocessing
 from .schedules import LR_SCHEDULES, build_lr_scheduler
 # the bundle configs' and users' names from before the pieces went to their families (networks/, data/, ...)
-from mstl_monai.data import check_datalist, readable_datalist, require_file, split_datalist
+from mstl_monai.data import check_datalist, require_file, split_datalist
 from mstl_monai.networks import BACKBONES, build_network, load_pretrained
 from .sstl import (
     SSTL_METHODS,
@@ -78,7 +78,6 @@ __all__ = [
     "ClassificationReport",
     "PredictionWriter",
     "lung_fields",
-    "readable_datalist",
     "EpochSeedHandler",
     "ResumeFromLatest",
     "latest_checkpoint",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mstl_monai.metrics.classification import thresholded_index
+from mstl_monai.metrics.io import prediction_fields, prediction_header
 
 from .checkpoint import decision_threshold
 
@@ -68,7 +68,7 @@ class PredictionWriter:
     file is moved onto ``filename`` (``os.replace``, atomic). So a crash later in the run keeps the rows already
     written (in the ``.partial`` file, which the log names), and an earlier ``predictions.csv`` in the folder is
     replaced only by a complete new one, never truncated. Files that could not be read were removed from the
-    datalist beforehand (see :func:`mstl_monai.engines.readable_datalist`) and are listed in ``skipped.csv``.
+    dataset as it reads them (:class:`mstl_monai.data.SkippingDataset`) and are listed in ``skipped.csv``.
 
     Columns: ``file, pred, pred_class, prob_<class>...``, then ``threshold`` (the decision threshold on the
     positive class's probability that made ``pred``; a binary task only, argmax otherwise), ``lung_found`` (``False``: the lobe Generator's
@@ -138,9 +138,8 @@ class PredictionWriter:
 
     def _start(self, engine: Engine) -> None:
         os.makedirs(self.output_dir, exist_ok=True)
-        header = ["file", "pred", "pred_class"] + [f"prob_{c}" for c in self.class_names]
         with open(self.partial_path, "w") as f:
-            f.write(",".join(header + ["threshold", "lung_found", "lung_box_fraction"]) + "\n")
+            f.write(",".join(prediction_header(self.class_names)) + "\n")
         self.rows, self.per_class, self.no_lung, self.lung_unknown = 0, [0] * len(self.class_names), 0, 0
         where = os.path.abspath(self.partial_path)
         self.logger.info(f"writing predictions to {where} (it becomes {self.filename} when the run completes)")
@@ -152,13 +151,11 @@ class PredictionWriter:
             p = torch.as_tensor(out["pred"]).detach().float().cpu().reshape(-1).numpy()
             item = batch[i] if i < len(batch) else {}
             name = str(item.get(self.name_key, f"item_{self.rows + i}"))
-            k = thresholded_index(p, self.threshold["value"], self.positive_class)
-            t = f"{self.threshold['value']:.6g}" if p.size == 2 else ""
             lung = lung_fields(item, self.lung_found_key, self.lung_fraction_key)
-            found = "" if lung["lung_found"] is None else str(lung["lung_found"])
-            frac = "" if lung["lung_box_fraction"] is None else f"{lung['lung_box_fraction']:.4f}"
-            fields = [_csv_field(name), str(k), _csv_field(self.class_names[k])] + [f"{v:.6f}" for v in p] + [t]
-            lines.append(",".join(fields + [found, frac]))
+            k, fields = prediction_fields(
+                name, p, self.class_names, self.threshold["value"], self.positive_class, **lung
+            )
+            lines.append(",".join(fields))
             self.per_class[k] += 1
             self.no_lung += lung["lung_found"] is False
             self.lung_unknown += lung["lung_found"] is None
@@ -213,6 +210,3 @@ class PredictionWriter:
         )
         raise e
 
-
-def _csv_field(s: str) -> str:
-    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s

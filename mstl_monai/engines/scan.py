@@ -86,25 +86,18 @@ def autocast_helps(device: str | torch.device) -> bool:
 
 
 def load_classifier_weights(network: torch.nn.Module, ckpt_path: str, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load a classifier checkpoint (the bundle's ``models/model.pt`` or any file
-    :func:`~mstl_monai.networks.weights.extract_state_dict` reads) strictly into ``network``; returns it in eval mode.
+    """Load a classifier checkpoint (the bundle's ``models/model.pt`` or a training checkpoint) strictly into
+    ``network`` (:func:`~mstl_monai.networks.checkpoint.load_weights`); returns it in eval mode.
 
     Raises:
         FileNotFoundError: ``ckpt_path`` does not exist.
         ValueError: the weights do not fit the network (the message names the file).
     """
-    from mstl_monai.networks.weights import extract_state_dict, read_checkpoint
+    from mstl_monai.networks.checkpoint import load_weights
 
     if not os.path.isfile(str(ckpt_path)):
         raise FileNotFoundError(f"model checkpoint (ckpt_path) {str(ckpt_path)!r} does not exist.")
-    state = extract_state_dict(read_checkpoint(ckpt_path), str(ckpt_path))
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(
-            f"checkpoint {str(ckpt_path)!r} does not fit the configured network (backbone/n_attn/num_classes "
-            f"settings): {str(e).splitlines()[0]}"
-        ) from e
+    load_weights(network, ckpt_path)
     return network.to(device).eval()
 
 

@@ -28,7 +28,8 @@ def inference_preprocessing(size: int = 32):
     """The bundle's own inference preprocessing, small."""
     parser = ConfigParser()
     parser.read_config(str(REPO_ROOT / "bundle" / "configs" / "inference.yaml"))
-    parser.update({"image_size": size, "resize_size": size + 4})
+    # the normalisation is the checkpoint's (the shipped model's settings file)
+    parser.update({"bundle_root": str(REPO_ROOT / "bundle"), "image_size": size, "resize_size": size + 4})
     return parser.get_parsed_content("preprocessing")
 
 
