@@ -57,7 +57,7 @@ def measure(name: str, net, settings: dict, x, batch: int, passes: int, tmp: Pat
     import torch
 
     from mstl_monai.deploy import OnnxClassifier, export_onnx, max_abs_diff
-    from mstl_monai.engines import autocast_helps
+    from mstl_monai.inferers import autocast_helps
 
     t0 = time.perf_counter()
     path = export_onnx(net, tmp / f"{name}.onnx", settings["image_size"], settings.get("in_channels", 1))

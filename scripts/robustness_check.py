@@ -55,7 +55,7 @@ _BLUR = _blur_transform()
 
 def score(ckpt: str, split: str, data_root: Path, batch_size: int = 32, n_bootstrap: int = 500, **fallback) -> dict:
     from mstl_monai.data import covid_ct_datalist
-    from mstl_monai.engines import AutocastInferer, FlipTTAInferer
+    from mstl_monai.inferers import AutocastInferer, FlipTTAInferer
     from mstl_monai.networks.checkpoint import load_network
     from mstl_monai.metrics import bootstrap_classification_metrics
     from mstl_monai.visualize.explain import build_preprocessing

@@ -18,7 +18,7 @@ from monai.transforms import InvertibleTransform
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
-from mstl_monai.engines.predictions import lung_fields
+from mstl_monai.handlers.predictions import lung_fields
 from mstl_monai.metrics.classification import thresholded_class
 from mstl_monai.transforms import LoadCTSlice, LocateLungd
 

@@ -49,7 +49,7 @@ DEFAULT_MODEL_NAME = "mstl_covid_classification"
 #: training settings for ``/train`` (a few labelled images, finetuning an already trained classifier), unless
 #: ``overrides`` says otherwise: the bundle's own defaults are the paper's large-batch from-scratch recipe. BatchNorm
 #: keeps the served model's statistics (``freeze_bn``): a batch of a few images gives none worth having, and two
-#: images on a 1x1 res5 map make the finetune diverge (:mod:`mstl_monai.engines.batch_norm`)
+#: images on a 1x1 res5 map make the finetune diverge (:mod:`mstl_monai.handlers.batch_norm`)
 TRAIN_DEFAULTS = {
     "learning_rate": 0.01,
     "batch_size": 16,

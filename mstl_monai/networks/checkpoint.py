@@ -43,6 +43,7 @@ __all__ = [
     "checkpoint_settings",
     "decision_threshold",
     "export_ckpt_file",
+    "given_threshold",
     "load_network",
     "load_weights",
     "operating_threshold",
@@ -50,8 +51,7 @@ __all__ = [
     "read_network_state",
 ]
 
-# the engines' logger name, as before the move (users filter on it)
-logger = logging.getLogger("mstl_monai.engines.checkpoint")
+logger = logging.getLogger(__name__)
 
 #: the last checkpoint read for its settings, until :func:`load_weights` takes it: ``(identity, object)``
 _PENDING: dict[str, tuple[tuple[int, int, int], Any]] = {}
@@ -219,6 +219,14 @@ def decision_threshold(threshold: Any, settings: Mapping[str, Any] | None = None
                 source = f"checkpoint ({name})"
                 break
     return {"value": value, "source": source}
+
+
+def given_threshold(threshold: float | Mapping | None) -> dict:
+    """``{"value", "source"}`` of a threshold given as a number, such a dict, or None (0.5, ``default``)."""
+    if isinstance(threshold, Mapping):
+        return {"value": float(threshold["value"]), "source": str(threshold.get("source", "given"))}
+    used = decision_threshold(threshold)
+    return used if used["source"] == "default" else {**used, "source": "given"}
 
 
 def operating_threshold(settings: Mapping[str, Any] | None, operating_point: str = "youden") -> float | None:

@@ -55,8 +55,7 @@ __all__ = [
     "write_checkpoint_info",
 ]
 
-# the engines' logger name, as before the move (users filter on it)
-logger = logging.getLogger("mstl_monai.engines.checkpoint")
+logger = logging.getLogger(__name__)
 
 #: the sidecar's format tag
 INFO_FORMAT = "mstl_monai.checkpoint/1"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mstl_monai.engines import build_network
+from mstl_monai.networks import build_network
 from tests.bundle._bundle_utils import BUNDLE, CONFIGS, TINY, phantom_dataset, run_bundle
 
 

@@ -94,7 +94,7 @@ class TestReadOnce(unittest.TestCase):
         unit = shipped * NORMALIZE["divisor"] + NORMALIZE["subtrahend"]  # both undo to the same [0, 1] slice
         torch.testing.assert_close(changed * other["divisor"] + other["subtrahend"], unit, atol=1e-5, rtol=0)
         # a settings file that records none: the package's, with a warning that says so
-        with self.assertLogs("mstl_monai.engines.checkpoint", "WARNING") as logs:
+        with self.assertLogs("mstl_monai.networks.checkpoint", "WARNING") as logs:
             _, settings = load_network(copy_model(self.tmp / "c", normalize=None))
         self.assertEqual(settings["normalize"], NORMALIZE)
         self.assertIn("records no normalize", "\n".join(logs.output))

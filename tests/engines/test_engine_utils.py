@@ -10,13 +10,9 @@ from pathlib import Path
 import torch
 from parameterized import parameterized
 
-from mstl_monai.engines import (
-    AutocastInferer,
-    check_datalist,
-    latest_checkpoint,
-    resolve_amp_dtype,
-    split_datalist,
-)
+from mstl_monai.data import check_datalist, split_datalist
+from mstl_monai.handlers import latest_checkpoint
+from mstl_monai.inferers import AutocastInferer, resolve_amp_dtype
 
 
 class TestCheckDatalist(unittest.TestCase):

@@ -17,7 +17,7 @@ from monai.transforms import Activationsd, Compose
 from parameterized import parameterized
 
 from mstl_monai.data import meta_safe_collate
-from mstl_monai.engines import PredictionWriter, lung_fields
+from mstl_monai.handlers import PredictionWriter, lung_fields
 from tests.mixed_slices import make_mixed_slices
 from tests.utils import REPO_ROOT, require_real_data
 

@@ -50,7 +50,7 @@ def write_classification_report(
 
     The top-level metrics of a binary task are those at 0.5 (argmax), as always; ``at_threshold`` holds the same
     metrics at the decision threshold used (``threshold``: a number, or ``{"value", "source"}`` as
-    :func:`~mstl_monai.engines.decision_threshold` gives; None: 0.5) and ``decision_threshold`` records it.
+    :func:`~mstl_monai.networks.checkpoint.decision_threshold` gives; None: 0.5) and ``decision_threshold`` records it.
     """
     from mstl_monai.metrics import bootstrap_classification_metrics, save_roc_curve
     from mstl_monai.metrics.io import write_metrics_json, write_predictions_csv
@@ -119,7 +119,7 @@ class ClassificationReport:
         split: name of the data split scored (e.g. ``"test"``): the log line names the images and metrics with it
             (``evaluation on 203 test images: test accuracy ...``).
         threshold: the decision threshold on the positive class's probability (a number, or ``{"value",
-            "source"}`` from :func:`~mstl_monai.engines.decision_threshold`); the metrics at it go to
+            "source"}`` from :func:`~mstl_monai.networks.checkpoint.decision_threshold`); the metrics at it go to
             ``metrics.json`` as ``at_threshold`` beside those at 0.5. None: 0.5.
     """
 

@@ -1,7 +1,7 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
 """The bundle's checkpoint loader handler. Reading checkpoints and their settings files is
-:mod:`mstl_monai.networks.checkpoint` and :mod:`mstl_monai.networks.sidecar` (re-exported here for older code)."""
+:mod:`mstl_monai.networks.checkpoint` and :mod:`mstl_monai.networks.sidecar`."""
 
 from __future__ import annotations
 
@@ -10,42 +10,12 @@ from typing import TYPE_CHECKING
 
 from monai.handlers import CheckpointLoader
 
-from mstl_monai.networks.checkpoint import (
-    check_checkpoint_settings,
-    checkpoint_network,
-    checkpoint_settings,
-    decision_threshold,
-    export_ckpt_file,
-    load_weights,
-    operating_threshold,
-    read_network_state,
-)
-from mstl_monai.networks.sidecar import (
-    INFO_FORMAT,
-    checkpoint_info,
-    info_path,
-    read_checkpoint_info,
-    write_checkpoint_info,
-)
+from mstl_monai.networks.checkpoint import load_weights
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = [
-    "INFO_FORMAT",
-    "CheckpointNetworkLoader",
-    "check_checkpoint_settings",
-    "checkpoint_info",
-    "checkpoint_network",
-    "checkpoint_settings",
-    "decision_threshold",
-    "export_ckpt_file",
-    "info_path",
-    "operating_threshold",
-    "read_checkpoint_info",
-    "read_network_state",
-    "write_checkpoint_info",
-]
+__all__ = ["CheckpointNetworkLoader"]
 
 
 class CheckpointNetworkLoader(CheckpointLoader):

@@ -25,12 +25,12 @@ through three steps:
    slices. Neighbouring slices are correlated, so it is a lower bound on the uncertainty, and it is not a
    calibration of the network. With fewer than 3 used slices, ``n_bootstrap`` 0 or no spread to resample there
    is no interval (empty, and the scan's message says why), never one of zero width. The options are checked
-   when the classifier is made (:func:`~mstl_monai.engines.scan_aggregate.check_scan_options`, beside the
+   when the classifier is made (:func:`~mstl_monai.inferers.scan_aggregate.check_scan_options`, beside the
    selection and aggregation rules).
 
 The ``n_top`` slices with the highest probability come with Grad-CAM heat maps (:func:`~mstl_monai.visualize.grad_cam`)
 on the slice's own grid. Finding the scans among the inputs and writing ``scans.csv``/``slices.csv``:
-:mod:`mstl_monai.engines.scan_inference`.
+:mod:`mstl_monai.inferers.scan_inference`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from monai.transforms import Compose, InvertibleTransform
 
 from mstl_monai.metrics.calibration import calibrated_softmax
 
-from .inferers import AutocastInferer
+from .inferer import AutocastInferer
 from .scan_aggregate import aggregate_slice_probabilities, check_scan_options, select_lung_slices
 
 __all__ = [

@@ -16,12 +16,12 @@ import torch
 
 from mstl_monai.metrics.io import prediction_fields, prediction_header
 
-from .checkpoint import decision_threshold
+from mstl_monai.networks.checkpoint import given_threshold
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["PredictionWriter", "given_threshold", "lung_fields"]
+__all__ = ["PredictionWriter", "lung_fields"]
 
 
 def _items(engine: Engine) -> tuple[list[dict], list[dict]]:
@@ -32,14 +32,6 @@ def _items(engine: Engine) -> tuple[list[dict], list[dict]]:
     if isinstance(batch, dict):
         batch = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
     return list(outputs), list(batch or [])
-
-
-def given_threshold(threshold: float | Mapping | None) -> dict:
-    """``{"value", "source"}`` of a threshold given as a number, such a dict, or None (0.5, ``default``)."""
-    if isinstance(threshold, Mapping):
-        return {"value": float(threshold["value"]), "source": str(threshold.get("source", "given"))}
-    used = decision_threshold(threshold)
-    return used if used["source"] == "default" else {**used, "source": "given"}
 
 
 def lung_fields(item: Mapping, found_key: str = "lung_found", fraction_key: str = "lung_box_fraction") -> dict:
@@ -87,7 +79,7 @@ class PredictionWriter:
         lung_found_key: batch key of the lung flag.
         lung_fraction_key: batch key of the lung-box fraction.
         threshold: decision threshold of a binary task (a number, or ``{"value", "source"}`` from
-            :func:`~mstl_monai.engines.decision_threshold`); None: 0.5 (argmax).
+            :func:`~mstl_monai.networks.checkpoint.decision_threshold`); None: 0.5 (argmax).
         positive_class: the class whose probability is thresholded (COVID = 1).
     """
 
