@@ -58,7 +58,7 @@ def load_slices(root: Path, resize: int, n: int) -> torch.Tensor:
     """``n`` real SSTL-M training slices (COVID19-CT train + LUNA16, cycled) as the loader gives them."""
     from monai.transforms import Compose, Resized, SpatialPadd
 
-    from mstl_monai.engines import sstl_datalist
+    from mstl_monai.data import sstl_datalist
     from mstl_monai.transforms import LoadCTSliced
 
     items = sstl_datalist(root / "covid-ct", use_luna16=True, luna16_dir=root / "luna16")
@@ -76,7 +76,9 @@ def load_slices(root: Path, resize: int, n: int) -> torch.Tensor:
 
 def sstl_step(device: torch.device, batch: int, image_size: int, region_size: int, n_attn: int):
     """A closure running one SSTL-M training step on random views and crops of the given sizes."""
-    from mstl_monai.engines import SSTLLoss, SSTLNetwork, build_network
+    from mstl_monai.losses import SSTLLoss
+    from mstl_monai.networks import build_network
+    from mstl_monai.networks.nets import SSTLNetwork
 
     torch.manual_seed(0)
     backbone = build_network("resnet18", n_attn=n_attn, n_input_channels=1, num_classes=2)

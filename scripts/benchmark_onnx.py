@@ -57,7 +57,7 @@ def measure(name: str, net, settings: dict, x, batch: int, passes: int, tmp: Pat
     import torch
 
     from mstl_monai.deploy import OnnxClassifier, export_onnx, max_abs_diff
-    from mstl_monai.engines import autocast_helps
+    from mstl_monai.inferers import autocast_helps
 
     t0 = time.perf_counter()
     path = export_onnx(net, tmp / f"{name}.onnx", settings["image_size"], settings.get("in_channels", 1))
@@ -125,13 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     paths = test_slice_paths(args.data, args.slices)
     jobs = []
     if args.ckpt:
-        from mstl_monai.engines import checkpoint_network, checkpoint_settings, load_classifier_weights
+        from mstl_monai.networks.checkpoint import load_network
 
-        s = checkpoint_settings(args.ckpt)
-        net = checkpoint_network(args.ckpt, s["backbone"], s["n_attn"], n_input_channels=s["in_channels"],
-                                 num_classes=s["num_classes"], img_size=s["image_size"], num_layers=s.get("num_layers"),
-                                 patch_size=s.get("patch_size"))
-        jobs.append((Path(args.ckpt).stem, load_classifier_weights(net, args.ckpt), s, s["resize_size"]))
+        net, s = load_network(args.ckpt)
+        jobs.append((Path(args.ckpt).stem, net, s, s["resize_size"]))
     else:
         for key in args.networks:
             backbone, n_attn = NETWORKS[key]

@@ -110,7 +110,7 @@ class StageTimer:
 
 def run_pipeline(pipeline, folder: Path) -> dict:
     """One DICOM-in, SR-out run with its stages timed; returns seconds per stage, total, N and slices used."""
-    import mstl_monai.engines.scan as scan_mod
+    import mstl_monai.inferers.scan as scan_mod
 
     timer = StageTimer()
     clf = pipeline.classifier
@@ -180,7 +180,9 @@ def _benchmark(args: argparse.Namespace, tmp: Path) -> int:
     import torch
 
     from mstl_monai.deploy import ScanReportPipeline
-    from mstl_monai.engines import autocast_helps, checkpoint_info, checkpoint_settings, write_checkpoint_info
+    from mstl_monai.inferers import autocast_helps
+    from mstl_monai.networks.checkpoint import checkpoint_settings
+    from mstl_monai.networks.sidecar import checkpoint_info, write_checkpoint_info
     from mstl_monai.metrics.io import write_metrics_json
     from mstl_monai.networks import build_network
 

@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     from monai.transforms import Compose
     from monai.utils import set_determinism
 
-    from mstl_monai.engines import SSTL_METHODS, SSTLLoss
-    from mstl_monai.engines.inferers import AutocastInferer
+    from mstl_monai.losses import SSTLLoss
+    from mstl_monai.networks.nets import SSTL_METHODS
+    from mstl_monai.inferers import AutocastInferer
 
     set_determinism(seed=0)
     print(

@@ -35,7 +35,7 @@ def run_worker(cfg: dict) -> dict:
     import torch
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    from mstl_monai.engines import build_network
+    from mstl_monai.networks import build_network
     from mstl_monai.networks import count_macs, count_parameters
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         studies.mkdir()
         ids = {}
         for i, r in enumerate(rows):
-            src = files[(Path(r["name"]).stem, int(r["label"]))]
+            src = files[(Path(r.get("file") or r["name"]).stem, int(r["label"]))]  # evaluate.yaml's columns, or earlier ones
             image_id = f"img{i:04d}"
             os.symlink(src, studies / f"{image_id}{src.suffix.lower()}")
             ids[image_id] = r

@@ -28,14 +28,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def _model(path: str, image_size: int | None, resize_size: int | None):
-    from mstl_monai.engines import build_network, checkpoint_settings, load_pretrained
+    from mstl_monai.networks.checkpoint import load_network
 
-    fb = {k: v for k, v in (("image_size", image_size), ("resize_size", resize_size)) if v is not None}
-    s = checkpoint_settings(path, **fb)
-    net = build_network(s["backbone"], n_attn=s["n_attn"], n_input_channels=s["in_channels"], num_classes=s["num_classes"],
-                        img_size=s["image_size"], **({"num_layers": s["num_layers"]} if s.get("num_layers") else {}))
-    load_pretrained(net, path, exclude_prefixes=())
-    return net.eval(), s
+    return load_network(path, image_size=image_size, resize_size=resize_size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, f in enumerate(a.input):
         col = 0
         for label, net, s in models:
-            display, normalize = build_preprocessing(s["image_size"], s["resize_size"])
+            display, normalize = build_preprocessing(s["image_size"], s["resize_size"], s["normalize"])
             img = torch.as_tensor(display(f)).float()
             x = normalize(img.clone())[None]
             with torch.no_grad():

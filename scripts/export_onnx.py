@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mstl_monai.deploy import OnnxClassifier, export_checkpoint_onnx, load_slices, max_abs_diff
-    from mstl_monai.engines import checkpoint_network, checkpoint_settings, load_classifier_weights
+    from mstl_monai.networks.checkpoint import checkpoint_settings, load_network
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     try:
@@ -60,10 +60,8 @@ def main(argv: list[str] | None = None) -> int:
           f"input (batch, {s['in_channels']}, {s['image_size']}, {s['image_size']}), opset {args.opset}")
     if args.check_slices <= 0:
         return 0
-    net = checkpoint_network(args.ckpt, s["backbone"], s["n_attn"], n_input_channels=s["in_channels"], num_classes=s["num_classes"],
-                             img_size=s["image_size"], num_layers=s.get("num_layers"), patch_size=s.get("patch_size"))
-    net = load_classifier_weights(net, args.ckpt)
-    x = load_slices(test_slice_paths(args.data, args.check_slices), s["image_size"], s["resize_size"], s.get("normalize"))
+    net, s = load_network(args.ckpt)
+    x = load_slices(test_slice_paths(args.data, args.check_slices), s["image_size"], s["resize_size"], s["normalize"])
     diff = max_abs_diff(net, OnnxClassifier(path), x)
     ok = diff["logits"] <= args.tolerance
     print(f"onnxruntime vs PyTorch (CPU, float32) on {diff['n']} COVID19-CT test slices: max |logit diff| "

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from mstl_monai.data import covid_ct_datalist
-from mstl_monai.engines import build_network
+from mstl_monai.networks import build_network
 from mstl_monai.metrics.transferability import leep_of_checkpoint
 
 

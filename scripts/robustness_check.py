@@ -55,22 +55,17 @@ _BLUR = _blur_transform()
 
 def score(ckpt: str, split: str, data_root: Path, batch_size: int = 32, n_bootstrap: int = 500, **fallback) -> dict:
     from mstl_monai.data import covid_ct_datalist
-    from mstl_monai.engines import AutocastInferer, FlipTTAInferer, checkpoint_network, checkpoint_settings, read_network_state
+    from mstl_monai.inferers import AutocastInferer, FlipTTAInferer
+    from mstl_monai.networks.checkpoint import load_network
     from mstl_monai.metrics import bootstrap_classification_metrics
     from mstl_monai.visualize.explain import build_preprocessing
 
-    s = checkpoint_settings(ckpt, **{k: v for k, v in fallback.items() if v is not None})
-    net = checkpoint_network(ckpt, name=s["backbone"], n_attn=s["n_attn"], image_size=s["image_size"],
-                             resize_size=s["resize_size"], n_input_channels=s["in_channels"], num_classes=s["num_classes"],
-                             img_size=s["image_size"])
-    state, _ = read_network_state(ckpt)
-    net.load_state_dict(state)
-    net.eval()
+    net, s = load_network(ckpt, **fallback)
     thr = s.get("decision_threshold") or 0.5
     # the threshold was chosen on calibrated probabilities: apply the stored temperature as inference does
     temperature = float(s.get("temperature") or 1.0)
     # the bundle's evaluation preprocessing: lung window, resize, pad, centre crop ([0, 1]), then normalise
-    display, normalize = build_preprocessing(s["image_size"], s["resize_size"])
+    display, normalize = build_preprocessing(s["image_size"], s["resize_size"], s["normalize"])
     inferer = FlipTTAInferer(AutocastInferer(enabled=True), enabled=bool(s.get("tta")))
     items = covid_ct_datalist(data_root / "covid-ct", split)
     base = [torch.as_tensor(display(it["image"]), dtype=torch.float32) for it in items]

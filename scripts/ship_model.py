@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mstl_monai.utils.io import atomic_write  # noqa: E402
-from mstl_monai.networks.sidecar import info_path, read_checkpoint_info, read_network_state  # noqa: E402
+from mstl_monai.networks.checkpoint import read_network_state  # noqa: E402
+from mstl_monai.networks.sidecar import info_path, read_checkpoint_info  # noqa: E402
 
 LIMIT_MB = 60.0
 

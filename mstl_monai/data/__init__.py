@@ -23,10 +23,12 @@ from .datalists import (
 from .subsets import label_fraction_subset
 from .phantom import PHANTOM_LABELS, make_lung_phantom, write_phantom_dataset
 from .series import dicom_series_to_nifti, read_dicom_series_hu
+from .skipping import SkippingDataset
 from .sstl import sstl_datalist
-from .utils import check_datalist, collect_files, readable_datalist, require_file
+from .utils import check_datalist, collect_files, require_file
 
 __all__ = [
+    "SkippingDataset",
     "label_fraction_subset",
     "COVID_CT_CLASSES",
     "CXR_CLASSES",
@@ -43,7 +45,6 @@ __all__ = [
     "make_lung_phantom",
     "meta_safe_collate",
     "natural_image_classes",
-    "readable_datalist",
     "require_file",
     "natural_image_datalist",
     "read_dicom_series_hu",

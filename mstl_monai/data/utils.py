@@ -1,6 +1,6 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Datalist checks and inference inputs: fail before training on a bad datalist, skip unreadable inference files."""
+"""Datalist checks and inference inputs: fail before training on a bad datalist; the files of a list of inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from mstl_monai.data.datalists import IMAGE_EXTENSIONS
 
-__all__ = ["check_datalist", "collect_files", "readable_datalist", "require_file"]
+__all__ = ["check_datalist", "collect_files", "require_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,46 +113,3 @@ def collect_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
         else:
             files.append(entry)
     return files
-
-
-def readable_datalist(
-    inputs: str | os.PathLike | Sequence[str | os.PathLike],
-    loader: Any,
-    skipped_csv: str | None = None,
-    key: str = "image",
-) -> list[dict]:
-    """Turn files and/or folders into an inference datalist, leaving out (and reporting) unreadable files.
-
-    Every candidate is loaded once with ``loader`` (e.g. ``LoadCTSlice()``); a file that raises is logged with
-    its reason, written to ``skipped_csv`` if given, and skipped, so one bad file never ends an inference run.
-
-    Args:
-        inputs: a file, a folder (searched recursively for image files) or a list of them.
-        loader: callable that loads one path (raises on unreadable input).
-        skipped_csv: optional CSV ``file,reason`` of the skipped inputs.
-        key: the datalist key of the path.
-    """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    files = collect_files(inputs)
-    good, skipped = [], []
-    for f in files:
-        try:
-            if not os.path.isfile(f):
-                raise FileNotFoundError("no such file")
-            loader(f)
-        except Exception as e:  # report and go on: one unreadable file must not end the run
-            reason = f"{type(e).__name__}: {e}".replace("\n", " ")
-            logger.warning(f"skipping {f}: {reason}")
-            skipped.append((f, reason))
-            continue
-        good.append({key: f, f"{key}_path": f})
-    if skipped_csv is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(skipped_csv)), exist_ok=True)
-        with open(skipped_csv, "w") as fh:
-            fh.write("file,reason\n")
-            for f, r in skipped:
-                fh.write(f'"{f}","{r.replace(chr(34), chr(39))}"\n')
-    if not good:
-        raise ValueError(f"none of the {len(files)} inputs could be read (inputs: {list(inputs)}).")
-    return good

@@ -108,23 +108,12 @@ def export_checkpoint_onnx(ckpt_path: str | os.PathLike, path: str | os.PathLike
     Raises:
         FileNotFoundError, ValueError: the checkpoint is missing or unreadable (the message names it).
     """
-    from mstl_monai.engines import checkpoint_network, checkpoint_settings, load_classifier_weights
     from mstl_monai.metrics.io import write_metrics_json
+    from mstl_monai.networks.checkpoint import load_network
 
     from .provenance import file_sha256
 
-    settings = checkpoint_settings(ckpt_path)
-    net = checkpoint_network(
-        ckpt_path,
-        settings["backbone"],
-        settings["n_attn"],
-        n_input_channels=settings["in_channels"],
-        num_classes=settings["num_classes"],
-        img_size=settings["image_size"],
-        num_layers=settings.get("num_layers"),
-        patch_size=settings.get("patch_size"),
-    )
-    net = load_classifier_weights(net, str(ckpt_path))
+    net, settings = load_network(ckpt_path)
     out = export_onnx(net, path, settings["image_size"], settings["in_channels"], opset=opset)
     meta = {k: v for k, v in settings.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
     meta["onnx"] = {
@@ -201,10 +190,13 @@ def max_abs_diff(network: torch.nn.Module, onnx_model: OnnxClassifier, batch: to
 def slice_preprocessing(image_size: int, resize_size: int, normalize: Mapping[str, float] | None = None) -> Any:
     """The bundle's slice preprocessing (``configs/inference_scan.yaml``'s ``slice_preprocessing``): one (1, H, W)
     slice in [0, 1] -> resize the longest side to ``resize_size`` (area), pad square, centre-crop ``image_size``,
-    normalise (``normalize``: ``subtrahend``/``divisor``, default the bundle's 0.449/0.226)."""
+    normalise (``normalize``: the checkpoint's ``subtrahend``/``divisor``, default
+    :data:`~mstl_monai.networks.sidecar.NORMALIZE`)."""
     from monai.transforms import CenterSpatialCrop, Compose, NormalizeIntensity, Resize, SpatialPad
 
-    norm = {"subtrahend": 0.449, "divisor": 0.226, **dict(normalize or {})}
+    from mstl_monai.networks.sidecar import NORMALIZE
+
+    norm = {**NORMALIZE, **dict(normalize or {})}
     return Compose(
         [
             Resize(spatial_size=int(resize_size), size_mode="longest", mode="area"),

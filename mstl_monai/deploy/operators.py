@@ -213,7 +213,7 @@ class ScanReportPipeline:
     ) -> None:
         from monai.bundle import ConfigParser
 
-        from mstl_monai.engines import require_file
+        from mstl_monai.data import require_file
 
         config = bundle_config(bundle_dir)
         require_file(ckpt_path, "model checkpoint (ckpt_path)")
@@ -245,7 +245,7 @@ class ScanReportPipeline:
         return loader(series.folder, headers=self.selector.folders.get(series.folder))
 
     def classify(self, stack: Any, series: SelectedSeries) -> dict[str, Any]:
-        """The scan result (:class:`~mstl_monai.engines.ScanClassifier`)."""
+        """The scan result (:class:`~mstl_monai.inferers.scan.ScanClassifier`)."""
         return self.classifier(stack, name=series.folder)
 
     def report(self, result: dict[str, Any]) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def model_description(ckpt_path: str | os.PathLike, settings: Mapping[str, Any] 
 
     Args:
         ckpt_path: the checkpoint (``model.pt``); its bytes are hashed.
-        settings: its settings (:func:`~mstl_monai.engines.checkpoint_settings`); read from ``<ckpt_path>.json``
+        settings: its settings (:func:`~mstl_monai.networks.checkpoint.checkpoint_settings`); read from ``<ckpt_path>.json``
             (or the weights) when not given.
 
     Returns:
@@ -85,7 +85,8 @@ def model_description(ckpt_path: str | os.PathLike, settings: Mapping[str, Any] 
         FileNotFoundError, ValueError: the checkpoint is missing or unreadable (the message names it).
     """
     import mstl_monai
-    from mstl_monai.networks.sidecar import checkpoint_settings, info_path
+    from mstl_monai.networks.checkpoint import checkpoint_settings
+    from mstl_monai.networks.sidecar import info_path
 
     path = os.fspath(ckpt_path)
     if settings is None:

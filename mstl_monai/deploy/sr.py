@@ -84,7 +84,7 @@ def read_source_datasets(result: Mapping[str, Any], headers: Mapping[str, Any] |
     """The DICOM headers (no pixel data) of the slices a scan result uses, by file path.
 
     Args:
-        result: a :class:`~mstl_monai.engines.ScanClassifier` result of a DICOM series (its ``slices`` name the
+        result: a :class:`~mstl_monai.inferers.scan.ScanClassifier` result of a DICOM series (its ``slices`` name the
             files under ``source``).
         headers: the datasets of (some of) these files by path, read already (e.g. by the series selection, with
             the pixel data deferred), taken instead of reading the files again and never changed: the first used
@@ -177,11 +177,11 @@ def build_scan_sr(
     """Build the Comprehensive SR of one scan result (see the module docstring for its content).
 
     Args:
-        result: a :class:`~mstl_monai.engines.ScanClassifier` result of a DICOM series.
+        result: a :class:`~mstl_monai.inferers.scan.ScanClassifier` result of a DICOM series.
         datasets: the headers of its source files (:func:`read_source_datasets`).
         model: the model (:func:`~mstl_monai.deploy.model_description`).
         threshold: the decision threshold: a number or ``{"value", "source"}``
-            (:func:`~mstl_monai.engines.decision_threshold`).
+            (:func:`~mstl_monai.networks.checkpoint.decision_threshold`).
         n_bootstrap: the bootstrap resamples behind the interval (to say why there is none; None: unknown).
         positive_name: the positive class's name (the checkpoint's ``class_names[positive_class]``).
         series_number: Series Number of the report.
@@ -196,7 +196,7 @@ def build_scan_sr(
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
-    from mstl_monai.engines.predictions import given_threshold
+    from mstl_monai.networks.checkpoint import given_threshold
 
     thr = given_threshold(threshold)
     rel = hd.sr.RelationshipTypeValues

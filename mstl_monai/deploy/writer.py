@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mstl_monai.engines.scan_inference import ScanWriter, _safe_name
+from mstl_monai.inferers.scan_inference import ScanWriter, _safe_name
 
 __all__ = ["SRScanWriter"]
 
@@ -18,11 +18,11 @@ logger = logging.getLogger(__name__)
 
 
 class SRScanWriter(ScanWriter):
-    """:class:`~mstl_monai.engines.ScanWriter` that also writes each DICOM series' answer as a DICOM Comprehensive
+    """:class:`~mstl_monai.inferers.scan_inference.ScanWriter` that also writes each DICOM series' answer as a DICOM Comprehensive
     SR (:func:`~mstl_monai.deploy.write_scan_sr`) to ``<output_dir>/sr/<series folder>-<hash of its path>.dcm``
     (named as the heat maps) when ``write_sr``.
 
-    With ``write_sr=False`` it is the plain :class:`~mstl_monai.engines.ScanWriter`. A scan that has no DICOM
+    With ``write_sr=False`` it is the plain :class:`~mstl_monai.inferers.scan_inference.ScanWriter`. A scan that has no DICOM
     series behind it (a NIfTI volume) or whose files cannot be referenced gets no SR: one line naming the scan
     and the reason is printed (and logged), and the others go on. The row returned by :meth:`add` holds the
     SR's path under ``sr_file`` (None without one) and the reason under ``sr_message``.
@@ -31,10 +31,10 @@ class SRScanWriter(ScanWriter):
         output_dir: the output folder.
         write_sr: write the SRs.
         ckpt_path: the checkpoint, for the model description (name, version, weights SHA-256, training data).
-        ckpt_settings: its settings (:func:`~mstl_monai.engines.checkpoint_settings`); read when not given.
+        ckpt_settings: its settings (:func:`~mstl_monai.networks.checkpoint.checkpoint_settings`); read when not given.
         n_bootstrap: the bootstrap resamples behind the intervals (the SR says so when there is no interval).
         sr_dir: where the SRs go (default ``<output_dir>/sr``).
-        kwargs: :class:`~mstl_monai.engines.ScanWriter`'s (``threshold``, ``class_names``, ``positive_class``,
+        kwargs: :class:`~mstl_monai.inferers.scan_inference.ScanWriter`'s (``threshold``, ``class_names``, ``positive_class``,
             ``save_heatmaps``).
 
     Raises:
@@ -102,8 +102,8 @@ class SRScanWriter(ScanWriter):
         )
 
     def add(self, result: dict[str, Any], headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Record a scan's result as :class:`~mstl_monai.engines.ScanWriter` does, then write its SR (``headers``:
-        see :meth:`write_report`)."""
+        """Record a scan's result as :class:`~mstl_monai.inferers.scan_inference.ScanWriter` does, then write its SR
+        (``headers``: see :meth:`write_report`)."""
         row = super().add(result)
         if not self.write_sr:
             return row

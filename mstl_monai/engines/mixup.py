@@ -5,7 +5,7 @@
 MONAI's :class:`monai.transforms.MixUp` mixes a batch of a fixed size with its own ``RandomState``; a training
 loader's last batch is smaller and a resumed run must draw the same mixes as an unbroken one, so this subclass
 samples the weights and the pairing per batch from torch's global generator (reseeded each epoch by
-:class:`~mstl_monai.engines.EpochSeedHandler`) and mixes on the batch's own device. The labels become soft
+:class:`~mstl_monai.handlers.training.EpochSeedHandler`) and mixes on the batch's own device. The labels become soft
 one-hot targets, which ``torch.nn.CrossEntropyLoss`` takes as class probabilities.
 """
 

@@ -7,7 +7,8 @@ lobe-region head on one backbone), the loss :class:`~mstl_monai.losses.SSTLLoss`
 ``L = alpha1 * Lcons + alpha2 * (Lra + sum_i Lra^i)``), the views :func:`~mstl_monai.transforms.moco_v2_augmentations`
 and the lobe crops :class:`~mstl_monai.transforms.RandLungLobeGeneratord`, the datalist
 :func:`~mstl_monai.data.sstl_datalist`, the keys :class:`~mstl_monai.utils.enums.SSTLKeys`. Here: the trainer that
-runs them, the stats of an iteration and the handler that hands the backbone to the next stage.
+runs them and the stats of an iteration; the handler that hands the backbone to the next stage is
+:class:`~mstl_monai.handlers.BackboneSaver`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
 from monai.utils import optional_import
 
-from mstl_monai.data.sstl import sstl_datalist
 from mstl_monai.losses.sstl import SSTLLoss
 from mstl_monai.networks.nets.simclr import simclr_logits
 from mstl_monai.networks.nets.sstl import SSTL_METHODS, SSTLNetwork
-from mstl_monai.transforms.views import moco_v2_augmentations
 from mstl_monai.utils.enums import SSTLKeys
 
 if TYPE_CHECKING:
@@ -40,19 +39,7 @@ else:
     Events, _ = optional_import("ignite.engine", name="Events")
     Average, _ = optional_import("ignite.metrics", name="Average")
 
-__all__ = [
-    "SSTLTrainer",
-    "BackboneSaver",
-    "sstl_scalar_terms",
-    # re-exported from their families (the names the bundle configs and users know from here)
-    "SSTL_METHODS",
-    "SSTLKeys",
-    "SSTLLoss",
-    "SSTLNetwork",
-    "moco_v2_augmentations",
-    "sstl_datalist",
-    "simclr_logits",
-]
+__all__ = ["SSTLTrainer", "sstl_scalar_terms"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +81,7 @@ class SSTLTrainer(Trainer):
     """
     MONAI trainer of the self-supervised stage SSTL-M (an ignite ``Engine``; only ``_iteration`` differs from a
     MONAI ``Trainer``). Each iteration: the two augmented views (and, for ``"ours"``, the five lobe crops of every
-    image) go through :class:`SSTLNetwork` under the inferer (e.g. :class:`~mstl_monai.engines.AutocastInferer`
+    image) go through :class:`SSTLNetwork` under the inferer (e.g. :class:`~mstl_monai.inferers.inferer.AutocastInferer`
     for bf16 autocast on any device), :class:`SSTLLoss` gives Eq. 6, then backward and the optimiser step.
 
     ``engine.state.output`` holds the scalar terms ``loss``, ``loss_cons``, and for ``"ours"`` ``loss_region``,
@@ -277,52 +264,3 @@ def _term_getter(term: str) -> Callable[[dict], torch.Tensor]:
         return torch.tensor(output[term], dtype=torch.float64)
 
     return get
-
-
-# ---------------------------------------------------------------------------------------------------- handlers
-
-
-class BackboneSaver:
-    """Write the trained backbone of an :class:`SSTLNetwork` (the query encoder, without projection or region head)
-    as a plain state dict (``conv1.weight``, ``layer1.0...``, ``attn....``) when training completes, atomically
-    (temporary file in the same folder, then rename), on the first process only. This is the ``pretrained`` of
-    the next stage (``load_pretrained`` / ``load_stage_checkpoint``).
-
-    Args:
-        network: the :class:`SSTLNetwork` (or a module with a ``backbone`` attribute, or the backbone itself).
-        filepath: output file, e.g. ``<run_dir>/models/model.pt``.
-        info: what the backbone is (:func:`~mstl_monai.engines.checkpoint_info`), written beside it as
-            ``<filepath>.json`` (None: no sidecar).
-    """
-
-    def __init__(self, network: nn.Module, filepath: str | os.PathLike, info: dict | None = None) -> None:
-        self.network = network
-        self.filepath = str(filepath)
-        self.info = dict(info) if info else None
-        self.logger = logger
-
-    def attach(self, engine: Engine) -> None:
-        self.logger = engine.logger
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
-        net = _unwrap(self.network)
-        bb = getattr(net, "backbone", net)
-        return {k: v.detach().cpu().clone() for k, v in bb.state_dict().items()}
-
-    def save(self) -> str:
-        """Write the backbone state dict now (rank 0 only) and return the path."""
-        if _world_size() > 1 and int(idist.get_rank()) != 0:
-            return self.filepath
-        from mstl_monai.engines.checkpoint import write_checkpoint_info
-        from mstl_monai.utils.io import atomic_write
-
-        if self.info is not None:
-            write_checkpoint_info(self.filepath, self.info)
-        with atomic_write(self.filepath, "wb") as f:
-            torch.save(self.backbone_state_dict(), f)
-        return self.filepath
-
-    def __call__(self, engine: Engine) -> None:
-        path = self.save()
-        self.logger.info(f"SSTL-M backbone written to {path}")

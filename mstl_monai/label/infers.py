@@ -18,7 +18,7 @@ from monai.transforms import InvertibleTransform
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
-from mstl_monai.engines.predictions import lung_fields
+from mstl_monai.handlers.predictions import lung_fields
 from mstl_monai.metrics.classification import thresholded_class
 from mstl_monai.transforms import LoadCTSlice, LocateLungd
 
@@ -126,7 +126,8 @@ class MSTLInferTask(BundleInferTask):
     def _threshold(self, data: dict[str, Any]) -> dict[str, Any]:
         """The decision threshold of a request: its ``threshold`` parameter, else the app's ``--conf threshold``,
         else the one stored with the served checkpoint (``models/model.pt.json``), else 0.5."""
-        from mstl_monai.engines.checkpoint import decision_threshold, read_checkpoint_info
+        from mstl_monai.networks.checkpoint import decision_threshold
+        from mstl_monai.networks.sidecar import read_checkpoint_info
 
         try:
             settings = read_checkpoint_info(self._model_file) or {}

@@ -29,6 +29,7 @@ import torch
 import yaml
 
 from mstl_monai.networks.factory import network_config_from_state_dict  # noqa: F401  (re-exported, in __all__)
+from mstl_monai.networks.sidecar import ARCH_KEYS
 from mstl_monai.utils.bundle import find_bundle
 from mstl_monai.utils.io import atomic_write
 
@@ -48,7 +49,7 @@ DEFAULT_MODEL_NAME = "mstl_covid_classification"
 #: training settings for ``/train`` (a few labelled images, finetuning an already trained classifier), unless
 #: ``overrides`` says otherwise: the bundle's own defaults are the paper's large-batch from-scratch recipe. BatchNorm
 #: keeps the served model's statistics (``freeze_bn``): a batch of a few images gives none worth having, and two
-#: images on a 1x1 res5 map make the finetune diverge (:mod:`mstl_monai.engines.batch_norm`)
+#: images on a 1x1 res5 map make the finetune diverge (:mod:`mstl_monai.handlers.batch_norm`)
 TRAIN_DEFAULTS = {
     "learning_rate": 0.01,
     "batch_size": 16,
@@ -194,9 +195,9 @@ def prepare_app(
     Args:
         app_dir: the app folder to write (``main.py`` and ``model/<name>/``).
         checkpoint: a finetuned classifier checkpoint (the bundle's ``models/model.pt`` or any file
-            :func:`~mstl_monai.networks.weights.extract_state_dict` reads). Its settings (backbone, ATTN count,
+            :func:`~mstl_monai.networks.checkpoint.load_network` reads). Its settings (backbone, ATTN count,
             channels, classes, input size) are read from its settings file ``<checkpoint>.json``
-            (:func:`~mstl_monai.engines.checkpoint_settings`), or for an older checkpoint without one, the
+            (:func:`~mstl_monai.networks.checkpoint.checkpoint_settings`), or for an older checkpoint without one, the
             architecture from its keys. ``None``: start from a randomly initialised ``backbone``/``n_attn``
             network (default ``resnet18`` +5; train with ``/train`` before trusting its answers).
         bundle_dir: the bundle to copy (None: ``$MSTL_BUNDLE_DIR``, else ``bundle/`` in the current folder;
@@ -221,25 +222,23 @@ def prepare_app(
             ``MSTL_BUNDLE_DIR``).
         ValueError: the checkpoint is unreadable or does not fit the network it describes.
     """
+    from mstl_monai.networks.checkpoint import load_network
     from mstl_monai.networks.factory import build_network
-    from mstl_monai.networks.weights import extract_state_dict, read_checkpoint
 
     app_dir = Path(app_dir)
     _check_free(app_dir, app_dir / "model" / name, force)
     needed = [f"configs/{f}" for f in ("inference.yaml", "train.yaml", "metadata.json", "logging.conf")]
     bundle_dir = find_bundle(bundle_dir, needed, option="--bundle")
     configs = bundle_dir / "configs"
-    from mstl_monai.engines.checkpoint import check_checkpoint_settings
-
-    if checkpoint is not None:
-        ckpt_settings = check_checkpoint_settings(
+    if checkpoint is not None:  # read once: settings checked against the given ones, weights loaded strictly
+        net, ckpt_settings = load_network(
             checkpoint, backbone=backbone, n_attn=n_attn, image_size=image_size, resize_size=resize_size
         )
-        state = extract_state_dict(read_checkpoint(checkpoint), str(checkpoint))
-        net_cfg = network_config_from_state_dict(state, str(checkpoint))
+        net_cfg = {k: ckpt_settings[k] for k in ARCH_KEYS}
         image_size, resize_size = ckpt_settings["image_size"], ckpt_settings["resize_size"]
+        vit = {k: ckpt_settings[k] for k in ("patch_size",) if ckpt_settings.get(k) is not None}
     else:
-        state, ckpt_settings = None, {}
+        ckpt_settings = {}
         net_cfg = {
             "backbone": backbone or "resnet18",
             # default without a checkpoint: 5 ATTNs for a ResNet, none for a ViT (ATTN blocks are ResNet-only)
@@ -247,26 +246,14 @@ def prepare_app(
             "in_channels": 1,
             "num_classes": 2,
         }
-        image_size, resize_size = image_size or 224, resize_size or 256
-    vit = {k: net_cfg[k] for k in ("patch_size", "image_size") if k in net_cfg}  # a ViT's grid is in its weights
-    if vit.get("image_size", image_size) != image_size:
-        logger.info(f"checkpoint {checkpoint} is a ViT for {vit['image_size']}-px crops: image_size {image_size} -> {vit['image_size']}.")
-        image_size = vit["image_size"]
-    net = build_network(
-        net_cfg["backbone"],
-        n_attn=net_cfg["n_attn"],
-        n_input_channels=net_cfg["in_channels"],
-        num_classes=net_cfg["num_classes"],
-        img_size=int(image_size),
-        patch_size=vit.get("patch_size"),
-        num_layers=net_cfg.get("num_layers"),
-        attention_maps=net_cfg.get("attention_maps", 0),
-    )
-    if state is not None:
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"checkpoint {checkpoint} does not fit a {net_cfg} network: {str(e).splitlines()[0]}") from e
+        image_size, resize_size, vit = image_size or 224, resize_size or 256, {}
+        net = build_network(
+            net_cfg["backbone"],
+            n_attn=net_cfg["n_attn"],
+            n_input_channels=net_cfg["in_channels"],
+            num_classes=net_cfg["num_classes"],
+            img_size=int(image_size),
+        )
     with open(configs / "metadata.json") as f:
         metadata = json.load(f)
     class_names = [v for _, v in sorted(metadata["network_data_format"]["outputs"]["pred"]["channel_def"].items(), key=lambda kv: int(kv[0]))]
@@ -305,7 +292,7 @@ def _write_bundle(
 ) -> None:
     """Write the app's bundle folder ``bundle`` (configs with the network's settings, ``models/model.pt`` and its
     settings file, ``app_settings.json``) for :func:`prepare_app`."""
-    from mstl_monai.engines.checkpoint import checkpoint_info, write_checkpoint_info
+    from mstl_monai.networks.sidecar import NORMALIZE, checkpoint_info, write_checkpoint_info
 
     bundle.chmod(0o755)  # mkdtemp makes it private
     (bundle / "configs").mkdir()
@@ -344,7 +331,7 @@ def _write_bundle(
         stage=ckpt_settings.get("stage"),
         dropout=ckpt_settings.get("dropout"),
         decision_threshold=ckpt_settings.get("decision_threshold"),
-        normalize=ckpt_settings.get("normalize"),
+        normalize=ckpt_settings.get("normalize") or NORMALIZE,
     )
     write_checkpoint_info(model_pt, info)  # the settings file first, as the training stages write them
     save_state_dict_atomic(net.state_dict(), model_pt)

@@ -35,7 +35,7 @@ def load_failure_message(path: str | os.PathLike, shown: str, error: BaseExcepti
     """One line ``cannot load <shown>: <cause>`` for a checkpoint ``path`` that did not load.
 
     The cause is the file's own (empty, truncated, corrupt, not a PyTorch file: as
-    :func:`~mstl_monai.networks.sidecar.read_network_state` words it), or for readable weights of another network
+    :func:`~mstl_monai.networks.checkpoint.read_network_state` words it), or for readable weights of another network
     than ``network``, both architectures; else the innermost error that loading raised.
 
     Args:
@@ -44,7 +44,8 @@ def load_failure_message(path: str | os.PathLike, shown: str, error: BaseExcepti
         error: what loading raised.
         network: the network the weights were loaded into (``torch.nn.Module``), if there is one.
     """
-    from mstl_monai.networks.sidecar import _architecture, _describe, read_network_state
+    from mstl_monai.networks.checkpoint import read_network_state
+    from mstl_monai.networks.sidecar import _architecture, _describe
 
     inner = error
     while inner.__cause__ is not None:  # MONAI's config parser wraps what the expression raised

@@ -91,11 +91,11 @@ class MSTLTrainTask(BundleTrainTask):
         best = os.path.join(self._run_dir or "", "models", "model.pt")
         if not os.path.isfile(best):
             raise RuntimeError(f"training finished without a best checkpoint {best}; see the log above.")
-        from mstl_monai.networks.weights import extract_state_dict, read_checkpoint
+        from mstl_monai.networks.checkpoint import read_network_state
+        from mstl_monai.networks.sidecar import read_checkpoint_info, write_checkpoint_info
 
-        state = extract_state_dict(read_checkpoint(best), best)
+        state, _ = read_network_state(best)
         target = os.path.join(self.bundle_path, "models", self.const.model_pytorch())
-        from mstl_monai.engines.checkpoint import read_checkpoint_info, write_checkpoint_info
 
         chosen, served = read_checkpoint_info(best), read_checkpoint_info(target)
         if chosen is not None and served is not None:  # the new weights' val threshold replaces the old one

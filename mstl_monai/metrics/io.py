@@ -23,7 +23,14 @@ from mstl_monai.metrics.leep import labels_to_indices
 from mstl_monai.utils import io as _io
 from mstl_monai.utils.type_conversion import to_numpy
 
-__all__ = ["write_metrics_json", "write_predictions_csv", "read_predictions_csv"]
+__all__ = [
+    "PREDICTION_COLUMNS",
+    "prediction_fields",
+    "prediction_header",
+    "read_predictions_csv",
+    "write_metrics_json",
+    "write_predictions_csv",
+]
 
 
 def write_metrics_json(path: PathLike, metrics: Mapping[str, Any], indent: int = 2) -> Path:
@@ -41,14 +48,65 @@ def write_metrics_json(path: PathLike, metrics: Mapping[str, Any], indent: int =
     return Path(path)
 
 
+#: the columns of ``predictions.csv`` before the probabilities and after them (an evaluation adds ``label``)
+PREDICTION_COLUMNS = (("file", "pred", "pred_class"), ("threshold", "lung_found", "lung_box_fraction"))
+
+
+def prediction_header(class_names: Sequence[str], label: bool = False) -> list[str]:
+    """The header of ``predictions.csv``: ``file, pred, pred_class, prob_<class>..., threshold, lung_found,
+    lung_box_fraction`` (inference and evaluation), then ``label`` (evaluation)."""
+    head, tail = PREDICTION_COLUMNS
+    return [*head, *(f"prob_{c}" for c in class_names), *tail, *(["label"] if label else [])]
+
+
+def _csv_field(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
+
+
+def prediction_fields(
+    name: str,
+    probs: Sequence[float] | np.ndarray,
+    class_names: Sequence[str],
+    threshold: float = 0.5,
+    positive_class: int = 1,
+    lung_found: bool | None = None,
+    lung_box_fraction: float | None = None,
+    label: int | None = None,
+    exact: bool = False,
+) -> tuple[int, list[str]]:
+    """One row of ``predictions.csv`` (:func:`prediction_header`): the decision and the fields as CSV text.
+
+    ``pred`` is the positive class when its probability exceeds ``threshold`` in a binary task, the argmax
+    otherwise (:func:`~mstl_monai.metrics.classification.thresholded_index`); ``threshold`` is written for a binary
+    task only. ``label`` (an evaluation's true class) is added when given. Probabilities have 6 decimals, or with
+    ``exact`` every digit of the float (an evaluation's, read back for its statistics).
+
+    Returns:
+        ``(pred, fields)``.
+    """
+    from mstl_monai.metrics.classification import thresholded_index
+
+    p = np.asarray(probs).reshape(-1)  # its own dtype: float32 scores are decided in float32, as the writer always did
+    k = thresholded_index(p, threshold, positive_class)
+    t = f"{threshold:.6g}" if p.size == 2 else ""
+    found = "" if lung_found is None else str(bool(lung_found))
+    frac = "" if lung_box_fraction is None else f"{lung_box_fraction:.4f}"
+    fields = [_csv_field(str(name)), str(k), _csv_field(str(class_names[k]))] + [repr(float(v)) if exact else f"{v:.6f}" for v in p]
+    fields += [t, found, frac] + ([] if label is None else [str(int(label))])
+    return k, fields
+
+
 def write_predictions_csv(
     path: PathLike,
     names: Sequence[str],
     y_true: NdarrayOrTensor,
     probs: NdarrayOrTensor,
     class_names: Sequence[str] | None = None,
+    threshold: float = 0.5,
+    positive_class: int = 1,
 ) -> Path:
-    """Write one row per image: ``name, label, pred, prob_<class>...``, atomically.
+    """Write an evaluation's predictions, one row per image, atomically: the columns of an inference run's
+    ``predictions.csv`` (:func:`prediction_header`; ``pred`` decided at ``threshold``) and ``label``.
 
     Args:
         path: the CSV file.
@@ -56,6 +114,8 @@ def write_predictions_csv(
         y_true: ``(n,)`` true class indices (or one-hot ``(n, C)``).
         probs: ``(n, C)`` class probabilities, or ``(n,)`` probabilities of class 1 of a binary task.
         class_names: column suffixes for the probabilities; default ``0..C-1``.
+        threshold: the decision threshold on the ``positive_class`` probability of a binary task (argmax otherwise).
+        positive_class: the class whose probability is thresholded.
 
     Returns:
         the path written.
@@ -75,24 +135,28 @@ def write_predictions_csv(
         class_names = [str(c) for c in range(pr.shape[1])]
     if len(class_names) != pr.shape[1]:
         raise ValueError(f"class_names has {len(class_names)} entries but probs has {pr.shape[1]} columns.")
-    pred = np.argmax(pr, axis=1)
     with _io.atomic_write(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["name", "label", "pred"] + [f"prob_{c}" for c in class_names])
+        f.write(",".join(prediction_header(class_names, label=True)) + "\n")
         for i, name in enumerate(names):
-            writer.writerow([name, int(y[i]), int(pred[i])] + [repr(float(v)) for v in pr[i]])
+            _, fields = prediction_fields(
+                name, pr[i], class_names, threshold, positive_class, label=int(y[i]), exact=True
+            )
+            f.write(",".join(fields) + "\n")
     return Path(path)
 
 
 def read_predictions_csv(path: PathLike) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """Read a file written by :func:`write_predictions_csv`.
+    """Read an evaluation's ``predictions.csv``: the columns :func:`write_predictions_csv` writes (``file, pred,
+    pred_class, prob_<class>..., threshold, lung_found, lung_box_fraction, label``) or those of earlier releases
+    (``name, label, pred, prob_<class>...``, e.g. the published results).
 
     Returns:
         ``(names, y_true (n,) int64, probs (n, C) float64, class_names)``.
 
     Raises:
-        ValueError: an empty file, another header, a row with another number of fields, a label that is not an
-            integer or a probability that is not a number; one line naming the file (and the line).
+        ValueError: an empty file, another header (an inference run's file has no ``label``), a row with another
+            number of fields, a label that is not an integer or a probability that is not a number; one line naming
+            the file (and the line).
     """
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
@@ -101,17 +165,28 @@ def read_predictions_csv(path: PathLike) -> tuple[list[str], np.ndarray, np.ndar
         raise ValueError(f"predictions file {path} is empty.")
     header = rows[0]
     prob_cols = [i for i, h in enumerate(header) if h.startswith("prob_")]
-    if header[:2] != ["name", "label"] or not prob_cols:
-        raise ValueError(f"predictions file {path} has header {header}; expected name,label,pred,prob_<class>...")
+    if header[:2] == ["name", "label"]:  # earlier releases
+        name_col, label_col = 0, 1
+    elif header[:1] == ["file"] and "label" in header:
+        name_col, label_col = 0, header.index("label")
+    else:
+        name_col = label_col = None
+    if label_col is None or not prob_cols:
+        raise ValueError(
+            f"predictions file {path} has header {header}; expected an evaluation's "
+            f"{','.join(prediction_header(['<class>'], label=True))} (or name,label,pred,prob_<class>...)."
+        )
     names, labels, probs = [], [], []
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise ValueError(f"predictions file {path} line {line} has {len(row)} fields, expected {len(header)}.")
-        names.append(row[0])
+        names.append(row[name_col])
         try:
-            labels.append(int(row[1]))
+            labels.append(int(row[label_col]))
         except ValueError:
-            raise ValueError(f"predictions file {path} line {line}: label {row[1]!r} is not an integer class index.") from None
+            raise ValueError(
+                f"predictions file {path} line {line}: label {row[label_col]!r} is not an integer class index."
+            ) from None
         values = []
         for i in prob_cols:
             try:

@@ -1,10 +1,19 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
-"""Reading a self-describing checkpoint: its weights, its settings file (``<file>.json``) and what they say together.
+"""A checkpoint's settings file (``<file>.json``): its fields, their checks, reading and writing it.
 
-The writers and the bundle's loader are in :mod:`mstl_monai.engines.checkpoint` (which re-exports these); this
-module sits beside the networks so that any layer (``visualize``, ``label``, ``engines``) can read a checkpoint's
-settings without importing the engines.
+Every checkpoint the stages write (``model.pt``, ``model_final.pt``, ``checkpoint_epoch=N.pt``) gets a settings
+file beside it (``models/model.pt`` -> ``models/model.pt.json``), written atomically before the checkpoint itself:
+
+.. code-block:: json
+
+    {"format": "mstl_monai.checkpoint/1", "stage": "finetune", "backbone": "resnet18", "n_attn": 5,
+     "in_channels": 1, "num_classes": 2, "image_size": 128, "resize_size": 146,
+     "class_names": ["non-COVID", "COVID"], "decision_threshold": null, "dropout": 0.2,
+     "state_dict_key": null, "normalize": {"subtrahend": ..., "divisor": ...}}
+
+The checkpoint files stay plain state dicts (``torch.load`` + ``load_state_dict`` read them). Reading a checkpoint
+together with its settings (and checking one against the other) is :mod:`mstl_monai.networks.checkpoint`.
 
 Every reader goes through :func:`read_checkpoint_info`, which checks the file against :data:`SIDECAR_FIELDS`
 (each field's type and range; the required fields present; no unknown field) and fills the optional fields'
@@ -23,7 +32,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,17 +45,17 @@ __all__ = [
     "CHECKED_KEYS",
     "FALLBACK",
     "INFO_FORMAT",
+    "NORMALIZE",
     "SIDECAR_FIELDS",
     "SidecarField",
-    "checkpoint_settings",
+    "checkpoint_info",
     "info_path",
     "read_checkpoint_info",
-    "read_network_state",
     "validate_checkpoint_info",
+    "write_checkpoint_info",
 ]
 
-# the engines' logger name, as before the move (users filter on it)
-logger = logging.getLogger("mstl_monai.engines.checkpoint")
+logger = logging.getLogger(__name__)
 
 #: the sidecar's format tag
 INFO_FORMAT = "mstl_monai.checkpoint/1"
@@ -56,6 +65,9 @@ ARCH_KEYS = ("backbone", "n_attn", "in_channels", "num_classes")
 CHECKED_KEYS = ARCH_KEYS + ("image_size", "resize_size", "class_names")
 #: used for a checkpoint without a sidecar when no explicit value is given (the bundle's defaults)
 FALLBACK = {"image_size": 224, "resize_size": 256, "class_names": ["non-COVID", "COVID"]}
+#: the intensity normalisation after scaling a slice to [0, 1] (``NormalizeIntensity`` arguments): what the training
+#: stages write to the settings file, and what readers use for a checkpoint whose settings do not record one
+NORMALIZE = {"subtrahend": 0.449, "divisor": 0.226}
 
 
 class _Invalid(Exception):
@@ -269,34 +281,6 @@ def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any] | None:
     return validate_checkpoint_info(info, str(side))
 
 
-def read_network_state(path: str | os.PathLike, key: str | None = None) -> tuple[dict[str, torch.Tensor], str | None]:
-    """The network weights in checkpoint ``path`` and the entry they came from.
-
-    A plain state dict is returned as it is; a training checkpoint (``model_final.pt``,
-    ``checkpoint_epoch=N.pt``: ``{"network": ..., "optimizer": ..., ...}``) gives its ``key`` entry or its
-    ``network``/``model``/``state_dict``/``net`` entry. Files are read with ``weights_only=True``.
-
-    Raises:
-        FileNotFoundError: ``path`` is not a file.
-        ValueError: an empty, truncated, corrupt or non-PyTorch file, or one holding no tensors; one line that
-            names the file.
-    """
-    from mstl_monai.networks.weights import WRAPPER_KEYS, extract_state_dict, read_checkpoint
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist.")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"checkpoint {os.fspath(path)} is an empty file (0 bytes).")
-    obj = read_checkpoint(path)
-    entry = None
-    if isinstance(obj, Mapping):
-        for k in ([key] if key else []) + list(WRAPPER_KEYS):
-            if k in obj and isinstance(obj[k], Mapping):
-                obj, entry = obj[k], k
-                break
-    return extract_state_dict(obj, os.fspath(path)), entry
-
-
 def _describe(cfg: Mapping[str, Any]) -> str:
     attn = f" +{cfg['n_attn']} ATTN" if cfg.get("n_attn") else ""
     attn += f" with {cfg['attention_maps']} MAG-SD attention maps" if cfg.get("attention_maps") else ""
@@ -307,45 +291,6 @@ def _architecture(state: Mapping[str, torch.Tensor], source: str) -> dict[str, A
     from mstl_monai.networks.factory import network_config_from_state_dict
 
     return network_config_from_state_dict(state, source)
-
-
-def checkpoint_settings(path: str | os.PathLike, **fallback: Any) -> dict[str, Any]:
-    """Everything a reader needs to use checkpoint ``path``: architecture, input size, class names, threshold.
-
-    From the sidecar when there is one (checked against the weights); otherwise the architecture is read from the
-    weights and ``image_size``/``resize_size``/``class_names`` come from ``fallback`` (else the bundle's defaults),
-    with a warning that says so. The result has ``settings_source``: ``"sidecar"`` or ``"weights+defaults"``.
-
-    Raises:
-        FileNotFoundError, ValueError: unreadable checkpoint, not an (attentive) ResNet or ViT classifier, an invalid
-            sidecar (:func:`validate_checkpoint_info`), or one that describes another network (architecture, number
-            of classes, input channels, MAG-SD maps, a ViT's input size); one line naming the file.
-    """
-    path = os.fspath(path)
-    state, _ = read_network_state(path)
-    arch = _architecture(state, path)
-    info = read_checkpoint_info(path)
-    if info is not None:
-        _check_against_weights(info, arch, path)
-        settings = {**{k: v for k, v in info.items() if k != "format"}, **arch, "settings_source": "sidecar"}
-        if settings["class_names"] is None:
-            names = fallback.get("class_names")
-            ok = names is not None and len(names) == arch["num_classes"]
-            settings["class_names"] = list(names) if ok else _default_names(arch["num_classes"])
-        return settings
-    settings = dict(arch)
-    settings["image_size"] = int(fallback.get("image_size", FALLBACK["image_size"]))
-    settings["resize_size"] = int(fallback.get("resize_size", FALLBACK["resize_size"]))
-    names = fallback.get("class_names") or FALLBACK["class_names"]
-    settings["class_names"] = list(names) if len(names) == arch["num_classes"] else _default_names(arch["num_classes"])
-    settings.update(decision_threshold=None, tta=False, settings_source="weights+defaults")
-    logger.warning(
-        f"checkpoint {path} has no settings file ({info_path(path).name}): architecture {_describe(arch)} read from "
-        f"its weights; its input size and class names are not known, so the configured ones are used (the defaults "
-        f"image_size {settings['image_size']}, resize_size {settings['resize_size']}, class names "
-        f"{settings['class_names']} unless --image_size/--resize_size/--class_names are given)."
-    )
-    return settings
 
 
 def _check_against_weights(info: Mapping[str, Any], arch: Mapping[str, Any], path: str) -> None:
@@ -372,3 +317,73 @@ def _check_against_weights(info: Mapping[str, Any], arch: Mapping[str, Any], pat
 
 def _default_names(n: int) -> list[str]:
     return FALLBACK["class_names"] if n == 2 else [f"class_{i}" for i in range(n)]
+
+
+def checkpoint_info(
+    backbone: str,
+    n_attn: int,
+    in_channels: int,
+    num_classes: int | None,
+    image_size: int,
+    resize_size: int,
+    class_names: Sequence[str] | None = None,
+    stage: str | None = None,
+    dropout: float | None = None,
+    decision_threshold: float | None = None,
+    state_dict_key: str | None = None,
+    normalize: Mapping[str, float] | None = None,
+    tta: bool | None = None,
+    attention_maps: int = 0,
+) -> dict[str, Any]:
+    """What a checkpoint is, as plain JSON types (e.g. built in a bundle config and given to the savers).
+
+    Args:
+        backbone: ``resnet18`` ... ``resnet152``.
+        n_attn: number of non-local blocks.
+        in_channels: input channels.
+        num_classes: classifier outputs (None for a backbone without head, e.g. SSTL-M's ``model.pt``).
+        image_size: the network's input size (the crop).
+        resize_size: the longest-side resize before padding and cropping.
+        class_names: names of the outputs, in order.
+        stage: the stage that wrote it (``finetune``, ``stl_m``, ...).
+        dropout: dropout before the head.
+        decision_threshold: the chosen threshold on the positive class's probability (None: not chosen, argmax).
+        state_dict_key: the entry that holds the network's weights (None: the file is the state dict).
+        normalize: intensity normalisation (``subtrahend``, ``divisor``) after scaling to [0, 1].
+        tta: whether the model was selected (and its threshold chosen) with flip test-time augmentation; readers
+            then average the image and its mirror too (the bundle's ``tta`` setting).
+        attention_maps: MAG-SD attention maps of the network (0: a plain classifier; recorded only when > 0).
+    """
+    names = None if class_names is None else [str(c) for c in class_names]
+    if names is not None and num_classes is not None and len(names) != int(num_classes):
+        logger.warning(f"class_names {names[:5]}... do not name the {num_classes} classes: not recorded.")
+        names = None
+    extra = {"attention_maps": int(attention_maps)} if attention_maps else {}
+    return {
+        "format": INFO_FORMAT,
+        "stage": None if stage is None else str(stage),
+        "backbone": _backbone_name(backbone),
+        "n_attn": int(n_attn),
+        "in_channels": int(in_channels),
+        "num_classes": None if num_classes is None else int(num_classes),
+        "image_size": int(image_size),
+        "resize_size": int(resize_size),
+        "class_names": names,
+        "decision_threshold": None if decision_threshold is None else float(decision_threshold),
+        "dropout": None if dropout is None else float(dropout),
+        "state_dict_key": state_dict_key,
+        "normalize": None if normalize is None else {k: float(v) for k, v in normalize.items()},
+        "tta": None if tta is None else bool(tta),
+        **extra,
+    }
+
+
+def write_checkpoint_info(path: str | os.PathLike, info: Mapping[str, Any], **changes: Any) -> Path:
+    """Write ``info`` (updated with ``changes``) beside checkpoint ``path`` as ``<path>.json``, atomically."""
+    from mstl_monai.utils.io import atomic_write, to_jsonable
+
+    target = info_path(path)
+    with atomic_write(target, "w") as f:
+        json.dump(to_jsonable({**dict(info), **changes}), f, indent=2, allow_nan=False)
+        f.write("\n")
+    return target

@@ -348,7 +348,7 @@ def bundle_command_line(argv: Sequence[str]) -> tuple[Any, dict[str, Any], dict[
 def check_overrides(argv: Sequence[str] | None = None) -> None:
     """Bundle hook: stop a ``python -m monai.bundle run`` whose overrides do not fit its config files.
 
-    Put it first in a config's ``initialize`` list (``"$mstl_monai.engines.check_overrides()"``): it runs before
+    Put it first in a config's ``initialize`` list (``"$mstl_monai.utils.settings.check_overrides()"``): it runs before
     anything is built or read. It reads the run's config files and overrides from the command line of this process
     (``argv``, default ``sys.argv``: ``python -m monai.bundle run ...``, also under torchrun;
     :func:`bundle_command_line`), checks them with :func:`check_settings`, and on a problem exits with one line naming

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,18 @@ __all__ = ["build_preprocessing", "explain_files", "main"]
 logger = logging.getLogger(__name__)
 
 
-def build_preprocessing(image_size: int = 224, resize_size: int = 256):
-    """The inference preprocessing of the bundle, split in two: ``display`` ([0, 1] crop) and ``normalize``."""
+def build_preprocessing(image_size: int = 224, resize_size: int = 256, normalize: Mapping[str, float] | None = None):
+    """The inference preprocessing of the bundle, split in two: ``display`` ([0, 1] crop) and ``normalize``.
+
+    Args:
+        image_size: the crop (the checkpoint's ``image_size``).
+        resize_size: the longest-side resize before the crop (its ``resize_size``).
+        normalize: ``{"subtrahend", "divisor"}``, the checkpoint's ``normalize`` (default:
+            :data:`~mstl_monai.networks.sidecar.NORMALIZE`).
+    """
     from monai.transforms import CenterSpatialCrop, Compose, NormalizeIntensity, Resize, SpatialPad
 
+    from mstl_monai.networks.sidecar import NORMALIZE
     from mstl_monai.transforms import LoadCTSlice
 
     display = Compose(
@@ -46,7 +55,8 @@ def build_preprocessing(image_size: int = 224, resize_size: int = 256):
             CenterSpatialCrop(roi_size=(image_size, image_size)),
         ]
     )
-    normalize = NormalizeIntensity(subtrahend=0.449, divisor=0.226)
+    norm = dict(normalize or NORMALIZE)
+    normalize = NormalizeIntensity(subtrahend=float(norm["subtrahend"]), divisor=float(norm["divisor"]))
     return display, normalize
 
 
@@ -59,8 +69,10 @@ def explain_files(
     class_idx: int | None = 1,
     class_names: tuple[str, ...] = ("non-COVID", "COVID"),
     figures: bool = True,
+    normalize: Mapping[str, float] | None = None,
 ) -> dict:
-    """Write explanation figures and the localisation table for ``files``; return the summary."""
+    """Write explanation figures and the localisation table for ``files``; return the summary (``normalize``: the
+    checkpoint's intensity normalisation, see :func:`build_preprocessing`)."""
     from mstl_monai.transforms import LungLobeGenerator
     from mstl_monai.visualize import (
         attention_heatmap,
@@ -72,7 +84,7 @@ def explain_files(
     )
 
     os.makedirs(output_dir, exist_ok=True)
-    display, normalize = build_preprocessing(image_size, resize_size)
+    display, normalize = build_preprocessing(image_size, resize_size, normalize)
     locate = LungLobeGenerator(spatial_size=8)
     device = next(net.parameters()).device
     has_attn = bool(getattr(net, "attention_blocks", {}))
@@ -182,8 +194,7 @@ def _mass(heatmap: np.ndarray | None, box: list[int]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mstl_monai.networks.sidecar import checkpoint_settings  # the CLI reads the checkpoint's settings sidecar
-    from mstl_monai.networks import build_network, load_pretrained
+    from mstl_monai.networks.checkpoint import load_network  # the checkpoint says what it is (its settings file)
 
     p = argparse.ArgumentParser(description="Grad-CAM / attention overlays and a lung localisation check.", allow_abbrev=False)
     p.add_argument("--ckpt", required=True, help="finetuned checkpoint (models/model.pt)")
@@ -201,37 +212,18 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     # the checkpoint says what it is; a given setting that contradicts its weights or settings file is an error
-    fallback = {k: v for k, v in (("image_size", a.image_size), ("resize_size", a.resize_size)) if v is not None}
-    s = checkpoint_settings(a.ckpt, **fallback)
-    given = {"backbone": a.backbone, "n_attn": a.n_attn, "in_channels": a.in_channels, "num_classes": a.num_classes,
-             "image_size": a.image_size, "resize_size": a.resize_size}
-    wrong = [f"--{k.replace('_', '-')} {v!r} (the checkpoint's: {s[k]!r})" for k, v in given.items()
-             if v is not None and s.get(k) is not None and str(v).replace("-", "_") != str(s[k])]
-    if wrong:
-        raise ValueError(f"checkpoint {a.ckpt} is not what the settings say: {'; '.join(wrong)}.")
-    a.backbone, a.n_attn, a.in_channels, a.num_classes = s["backbone"], s["n_attn"], s["in_channels"], s["num_classes"]
-    a.image_size, a.resize_size = s["image_size"], s["resize_size"]
-    maps = int(s.get("attention_maps") or 0)
-    net = build_network(
-        a.backbone, n_attn=a.n_attn, n_input_channels=a.in_channels, num_classes=a.num_classes, img_size=a.image_size,
-        attention_maps=maps,  # MAG-SD: its attention head, from the checkpoint's weights
-        **({"num_layers": s["num_layers"]} if s.get("num_layers") else {}),
+    net, s = load_network(
+        a.ckpt, backbone=a.backbone, n_attn=a.n_attn, in_channels=a.in_channels, num_classes=a.num_classes,
+        image_size=a.image_size, resize_size=a.resize_size,
     )
-    if maps:  # a MAG-SD checkpoint: backbone and attention head, loaded strictly
-        from mstl_monai.networks.sidecar import read_network_state
-
-        net.load_state_dict(read_network_state(a.ckpt)[0])
-    else:
-        report = load_pretrained(net, a.ckpt, exclude_prefixes=())
-        if report is not None and report.get("new"):
-            raise ValueError(f"checkpoint {a.ckpt} does not hold the whole network: missing {report['new'][:5]} ...")
     from mstl_monai.data.utils import collect_files
 
     files = collect_files(a.input)
     if a.max_files:
         files = files[: a.max_files]
     summary = explain_files(
-        net, files, a.output_dir, a.image_size, a.resize_size, class_idx=a.class_idx, figures=not a.no_figures
+        net, files, a.output_dir, s["image_size"], s["resize_size"], class_idx=a.class_idx,
+        class_names=tuple(s["class_names"]), figures=not a.no_figures, normalize=s["normalize"],
     )
     print(json.dumps({k: v for k, v in summary.items() if k != "skipped"}, indent=2))
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from mstl_monai.engines import build_network
+from mstl_monai.networks import build_network
 from tests.bundle._bundle_utils import run_bundle
 from tests.mixed_slices import make_mixed_slices
 from tests.utils import require_real_data

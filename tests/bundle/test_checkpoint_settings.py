@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mstl_monai.engines import build_network
+from mstl_monai.networks import build_network
 from tests.bundle._bundle_utils import BUNDLE, CONFIGS, TINY, phantom_dataset, run_bundle
 
 
@@ -134,6 +134,19 @@ class TestCheckpointSettings(unittest.TestCase):
         run_bundle(["train.yaml", "evaluate.yaml"], dict(dataset_dir=str(self.data), run_dir=str(self.run_dir), n_bootstrap=50, num_workers=0))
         metrics = json.loads((self.run_dir / "eval_test" / "metrics.json").read_text())
         self.assertIn("auc", metrics)
+        # evaluate writes inference's predictions.csv columns, and the label; pred is decided at the stored threshold
+        self.infer(self.best, "schema")
+        with open(self.tmp / "schema" / "predictions.csv", newline="") as f:
+            inferred = csv.reader(f).__next__()
+        with open(self.run_dir / "eval_test" / "predictions.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(list(rows[0]), inferred + ["label"])
+        stored = metrics["decision_threshold"]["value"]
+        self.assertEqual(stored, json.loads(Path(f"{self.best}.json").read_text())["decision_threshold"] or 0.5)
+        for r in rows:
+            self.assertEqual(int(r["pred"]), int(float(r["prob_COVID"]) > stored), r)
+            self.assertAlmostEqual(float(r["threshold"]), stored, places=5)
+        self.assertIn("at_threshold", metrics)  # metrics at the stored threshold beside those at 0.5
         ts = self.tmp / "model.ts"
         cmd = [
             sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",

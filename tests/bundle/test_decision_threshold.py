@@ -100,7 +100,7 @@ class TestDecisionThreshold(unittest.TestCase):
     def test_scan_classifier_applies_the_temperature(self):
         import torch
 
-        from mstl_monai.engines import ScanClassifier
+        from mstl_monai.inferers import ScanClassifier
 
         net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
         stack = torch.randn(6, 1, 2, 2)

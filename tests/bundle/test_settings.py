@@ -112,7 +112,7 @@ class TestCheckSettings(unittest.TestCase):
                 check_settings({"alpha": 1}, [Path(d) / "missing.yaml"])
 
     def test_build_network_names_n_attn(self):
-        from mstl_monai.engines import build_network
+        from mstl_monai.networks import build_network
 
         with self.assertRaisesRegex(ValueError, r"n_attn.*'five'"):
             build_network("resnet18", n_attn="five")

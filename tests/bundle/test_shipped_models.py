@@ -44,7 +44,8 @@ class TestShippedModels(unittest.TestCase):
         self.assertEqual(on_disk, listed, "every shipped .pt is listed, and nothing else")
 
     def test_settings_file_fits_the_weights(self):
-        from mstl_monai.engines import checkpoint_network, read_checkpoint_info
+        from mstl_monai.networks.checkpoint import checkpoint_network
+        from mstl_monai.networks.sidecar import read_checkpoint_info
 
         for e in _entries():
             path = BUNDLE / e["path"]

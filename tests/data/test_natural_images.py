@@ -105,7 +105,7 @@ class TestTinySTLN(unittest.TestCase):
         sd = sd.get("network", sd)
         self.assertEqual(tuple(sd["fc.weight"].shape)[0], 202)
         self.assertEqual(tuple(sd["conv1.weight"].shape)[1], 3)
-        from mstl_monai.engines import build_network
+        from mstl_monai.networks import build_network
         from mstl_monai.networks import load_stage_checkpoint
 
         ct = build_network("resnet18", n_attn=1, n_input_channels=1, num_classes=2)

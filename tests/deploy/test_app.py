@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 
 from mstl_monai.deploy import ScanReportPipeline, SeriesSelector
 from mstl_monai.deploy.operators import bundle_config
-from mstl_monai.engines.scan_inference import _safe_name
+from mstl_monai.inferers.scan_inference import _safe_name
 from tests.deploy.test_sr import by_code, content_items, make_checkpoint
 from tests.scan._series import write_series
 from tests.scan.test_scan_inference import SERIES

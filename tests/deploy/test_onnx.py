@@ -17,7 +17,7 @@ from parameterized import parameterized
 
 from mstl_monai.data import covid_ct_datalist
 from mstl_monai.deploy import OnnxClassifier, export_checkpoint_onnx, export_onnx, load_slices, max_abs_diff
-from mstl_monai.engines import checkpoint_info, write_checkpoint_info
+from mstl_monai.networks.sidecar import checkpoint_info, write_checkpoint_info
 from mstl_monai.networks import build_network
 from tests.utils import require_real_data
 

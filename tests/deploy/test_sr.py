@@ -19,8 +19,9 @@ from monai.bundle import ConfigParser
 
 from mstl_monai.data import dicom_series_to_nifti
 from mstl_monai.deploy import DISCLAIMER, SRScanWriter, build_scan_sr, model_description, read_source_datasets, write_scan_sr
-from mstl_monai.engines import ScanClassifier, checkpoint_info, write_checkpoint_info
-from mstl_monai.engines.scan_inference import _safe_name
+from mstl_monai.inferers import ScanClassifier
+from mstl_monai.networks.sidecar import checkpoint_info, write_checkpoint_info
+from mstl_monai.inferers.scan_inference import _safe_name
 from mstl_monai.transforms import LoadCTSeries
 from tests.bundle._bundle_utils import CONFIGS, run_bundle
 from tests.scan.test_scan_inference import SERIES, slice_preprocessing, small_net

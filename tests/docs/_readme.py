@@ -90,7 +90,7 @@ def stand_in_checkpoint(tmp: Path, decision_threshold: float | None = 0.42, imag
     """A small stand-in for the main job's model: R-18 +5 trained one epoch on phantom slices by the bundle (with
     its ``model.pt.json``), the stored decision threshold set to ``decision_threshold`` so that readers can be seen
     to use it."""
-    from mstl_monai.engines import read_checkpoint_info, write_checkpoint_info
+    from mstl_monai.networks.sidecar import read_checkpoint_info, write_checkpoint_info
 
     ov = dict(TINY, dataset_dir=str(phantom_dataset(tmp, n_per_class=4)), n_attn=5, epochs=1, run_dir=str(tmp / "ft"))
     ov.update(image_size=image_size, resize_size=image_size + image_size // 8)

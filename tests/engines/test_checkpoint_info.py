@@ -13,15 +13,10 @@ import torch
 from ignite.engine import Engine
 from parameterized import parameterized
 
-from mstl_monai.engines import (
-    CheckpointNetworkLoader,
-    build_network,
-    check_checkpoint_settings,
-    checkpoint_info,
-    checkpoint_settings,
-    read_checkpoint_info,
-    write_checkpoint_info,
-)
+from mstl_monai.handlers import CheckpointNetworkLoader
+from mstl_monai.networks import build_network
+from mstl_monai.networks.checkpoint import check_checkpoint_settings, checkpoint_settings
+from mstl_monai.networks.sidecar import checkpoint_info, read_checkpoint_info, write_checkpoint_info
 from mstl_monai.networks.sidecar import SIDECAR_FIELDS
 from mstl_monai.utils import _cause_hook, root_cause
 
@@ -54,7 +49,7 @@ class TestSettings(unittest.TestCase):
             check_checkpoint_settings(self.ckpt, n_attn=5, image_size=224)
 
     def test_bare_checkpoint_architecture_from_weights(self):
-        with self.assertLogs("mstl_monai.engines.checkpoint", "WARNING") as logs:
+        with self.assertLogs("mstl_monai.networks.checkpoint", "WARNING") as logs:
             s = checkpoint_settings(self.ckpt, image_size=96)
         self.assertEqual((s["backbone"], s["n_attn"], s["image_size"], s["resize_size"]), ("resnet18", 1, 96, 256))
         self.assertIn("no settings file", logs.output[0])

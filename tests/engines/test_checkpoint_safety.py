@@ -15,7 +15,7 @@ from unittest import mock
 import torch
 from ignite.engine import Engine, Events
 
-from mstl_monai.engines import AtomicCheckpointSaver, ResumeFromLatest
+from mstl_monai.handlers import AtomicCheckpointSaver, ResumeFromLatest
 from tests.bundle._bundle_utils import TINY, bundle_cmd, phantom_dataset
 from tests.utils import REPO_ROOT
 

@@ -10,14 +10,9 @@ from pathlib import Path
 import torch
 from parameterized import parameterized
 
-from mstl_monai.engines import (
-    AutocastInferer,
-    check_datalist,
-    latest_checkpoint,
-    readable_datalist,
-    resolve_amp_dtype,
-    split_datalist,
-)
+from mstl_monai.data import check_datalist, split_datalist
+from mstl_monai.handlers import latest_checkpoint
+from mstl_monai.inferers import AutocastInferer, resolve_amp_dtype
 
 
 class TestCheckDatalist(unittest.TestCase):
@@ -107,9 +102,16 @@ class TestAutocastInferer(unittest.TestCase):
             resolve_amp_dtype("int8")
 
 
-class TestReadableDatalist(unittest.TestCase):
+class TestSkippingDataset(unittest.TestCase):
     def test_skips_and_reports(self):
-        def loader(path):
+        from monai.transforms import Compose, Lambdad
+
+        from mstl_monai.data import SkippingDataset
+
+        calls = []
+
+        def load(path):
+            calls.append(os.path.basename(path))
             if "bad" in path:
                 raise ValueError(f"cannot read {path}")
             return 1
@@ -118,13 +120,34 @@ class TestReadableDatalist(unittest.TestCase):
             for n in ("a.png", "bad.png", "c.dcm"):
                 Path(d, n).write_bytes(b"x")
             csv_path = os.path.join(d, "out", "skipped.csv")
-            dl = readable_datalist([d, os.path.join(d, "missing.png")], loader, csv_path)
-            self.assertEqual(sorted(os.path.basename(x["image"]) for x in dl), ["a.png", "c.dcm"])
+            tf = Compose([Lambdad("image", load), Lambdad("image", lambda x: x + 1)])
+            ds = SkippingDataset([d, os.path.join(d, "missing.png")], tf, csv_path)
+            self.assertEqual(Path(csv_path).read_text(), "file,reason\n")  # written before any file is read
+            items = list(ds)
+            self.assertEqual(sorted(os.path.basename(x["image_path"]) for x in items), ["a.png", "c.dcm"])
+            self.assertEqual([x["image"] for x in items], [2, 2])
+            self.assertEqual(sorted(calls), ["a.png", "bad.png", "c.dcm"])  # each existing file read once
             text = Path(csv_path).read_text()
-            self.assertIn("bad.png", text)
-            self.assertIn("missing.png", text)
-            with self.assertRaises(ValueError):
-                readable_datalist([os.path.join(d, "bad.png")], loader)
+            self.assertIn(f'"{os.path.join(d, "bad.png")}","ValueError: cannot read', text)
+            self.assertIn('missing.png","FileNotFoundError: no such file"', text)
+            with self.assertRaisesRegex(ValueError, "none of the 1 inputs could be read"):
+                list(SkippingDataset([os.path.join(d, "bad.png")], tf))
+            with self.assertRaisesRegex(ValueError, "none of the 0 inputs could be read"):
+                SkippingDataset([], tf)
+
+    def test_failure_after_loading_is_an_error(self):
+        from monai.transforms import Compose, Lambdad
+
+        from mstl_monai.data import SkippingDataset
+
+        def broken(x):
+            raise KeyError("a bug, not an unreadable file")
+
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "a.png").write_bytes(b"x")
+            ds = SkippingDataset(d, Compose([Lambdad("image", lambda p: 1), Lambdad("image", broken)]))
+            with self.assertRaises(RuntimeError):
+                list(ds)
 
 
 if __name__ == "__main__":

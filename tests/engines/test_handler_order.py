@@ -16,7 +16,7 @@ import yaml
 from ignite.engine import Events
 
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from mstl_monai.engines import AtomicCheckpointSaver, DecisionThresholdHandler, ResumeFromLatest
+from mstl_monai.handlers import AtomicCheckpointSaver, DecisionThresholdHandler, ResumeFromLatest
 from tests.utils import REPO_ROOT
 
 
@@ -69,11 +69,11 @@ class TestHandlerOrder(unittest.TestCase):
         for name in ("train.yaml", "sstl_m.yaml"):
             cfg = yaml.safe_load((REPO_ROOT / "bundle" / "configs" / name).read_text())
             targets = [h.get("_target_", h) if isinstance(h, dict) else h for h in cfg["train"]["handlers"]]
-            self.assertEqual(targets[:2], ["mstl_monai.engines.ResumeFromLatest", "mstl_monai.engines.NonFiniteGuard"],
+            self.assertEqual(targets[:2], ["mstl_monai.handlers.ResumeFromLatest", "mstl_monai.handlers.NonFiniteGuard"],
                              name)
         val = yaml.safe_load((REPO_ROOT / "bundle" / "configs" / "train.yaml").read_text())["validate"]["handlers"]
         targets = [h.get("_target_", h) if isinstance(h, dict) else h for h in val]
-        self.assertLess(targets.index("mstl_monai.engines.DecisionThresholdHandler"), targets.index("@validate#saver"))
+        self.assertLess(targets.index("mstl_monai.handlers.DecisionThresholdHandler"), targets.index("@validate#saver"))
 
 
 if __name__ == "__main__":

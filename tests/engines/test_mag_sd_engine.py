@@ -7,7 +7,9 @@ import unittest
 import torch
 from monai.engines import SupervisedTrainer
 
-from mstl_monai.engines import MAGSD_TERMS, AutocastInferer, MAGSDIteration, build_network, mag_sd_metrics
+from mstl_monai.engines import MAGSD_TERMS, MAGSDIteration, mag_sd_metrics
+from mstl_monai.inferers import AutocastInferer
+from mstl_monai.networks import build_network
 from mstl_monai.losses import SoftDistanceLoss
 from mstl_monai.transforms import AttentionAugment
 

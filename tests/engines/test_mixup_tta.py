@@ -7,7 +7,8 @@ import unittest
 import torch
 
 from mstl_monai.data import label_fraction_subset
-from mstl_monai.engines import BatchMixUp, FlipTTAInferer, MixUpPrepareBatch, mixup_label_postprocessing
+from mstl_monai.engines import BatchMixUp, MixUpPrepareBatch, mixup_label_postprocessing
+from mstl_monai.inferers import FlipTTAInferer
 
 
 class TestMixUp(unittest.TestCase):

@@ -21,7 +21,7 @@ from ignite.engine import Engine, Events
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import ValidationHandler
 
-from mstl_monai.engines import (
+from mstl_monai.handlers import (
     AtomicCheckpointSaver,
     FreezeBatchNorm,
     NonFiniteError,
@@ -29,7 +29,7 @@ from mstl_monai.engines import (
     ResumeFromLatest,
     freeze_batch_norm,
 )
-from mstl_monai.engines.handlers import _SaveThenRemove
+from mstl_monai.handlers.training import _SaveThenRemove
 from tests.bundle._bundle_utils import TINY, phantom_dataset, run_bundle
 
 BATCHES = 4  # iterations per epoch

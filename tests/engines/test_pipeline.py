@@ -408,7 +408,7 @@ class TestGrid(unittest.TestCase):
                 load_pipeline_config(p)
 
     def test_methods_match_the_engine(self):
-        from mstl_monai.engines.sstl import SSTL_METHODS as ENGINE_METHODS
+        from mstl_monai.networks.nets import SSTL_METHODS as ENGINE_METHODS
 
         self.assertEqual(tuple(SSTL_METHODS), tuple(ENGINE_METHODS))
 

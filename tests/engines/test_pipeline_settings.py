@@ -99,7 +99,7 @@ class TestSettingsCheckedFirst(unittest.TestCase):
                 _main("--config", str(cfg), "--repo-root", d, "--dry-run")
 
     def test_constants_match_the_networks(self):
-        from mstl_monai.engines import BACKBONES as ENGINE_BACKBONES
+        from mstl_monai.networks import BACKBONES as ENGINE_BACKBONES
         from mstl_monai.networks.nets.attentive_resnet import ATTN_STAGE_COUNTS
         from mstl_monai.pipeline import ATTN_COUNTS, BACKBONES
 

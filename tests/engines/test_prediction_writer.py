@@ -17,7 +17,7 @@ from monai.transforms import Activationsd, Compose
 from parameterized import parameterized
 
 from mstl_monai.data import meta_safe_collate
-from mstl_monai.engines import PredictionWriter, lung_fields
+from mstl_monai.handlers import PredictionWriter, lung_fields
 from tests.mixed_slices import make_mixed_slices
 from tests.utils import REPO_ROOT, require_real_data
 
@@ -28,7 +28,8 @@ def inference_preprocessing(size: int = 32):
     """The bundle's own inference preprocessing, small."""
     parser = ConfigParser()
     parser.read_config(str(REPO_ROOT / "bundle" / "configs" / "inference.yaml"))
-    parser.update({"image_size": size, "resize_size": size + 4})
+    # the normalisation is the checkpoint's (the shipped model's settings file)
+    parser.update({"bundle_root": str(REPO_ROOT / "bundle"), "image_size": size, "resize_size": size + 4})
     return parser.get_parsed_content("preprocessing")
 
 

@@ -194,7 +194,7 @@ class TestLabelServerSecurity(unittest.TestCase):
         self.assertEqual(code, 404, res)
 
     def test_unloadable_checkpoint_is_named(self) -> None:
-        from mstl_monai.engines import build_network
+        from mstl_monai.networks import build_network
 
         good = self.model_pt.read_bytes()
         self.addCleanup(self.model_pt.write_bytes, good)

@@ -16,7 +16,7 @@ import torch
 import yaml
 from parameterized import parameterized
 
-from mstl_monai.engines import build_network
+from mstl_monai.networks import build_network
 from mstl_monai.label import network_config_from_state_dict, parse_class_label, prepare_app
 from mstl_monai.label.__main__ import main
 from mstl_monai.label.prepare import MAIN_PY
@@ -90,7 +90,7 @@ class TestPrepareApp(unittest.TestCase):
     def test_settings_from_checkpoint(self):
         """init reads image/resize size and architecture from the checkpoint's settings file; a contradicting
         option is an error naming both values."""
-        from mstl_monai.engines import checkpoint_info, read_checkpoint_info, write_checkpoint_info
+        from mstl_monai.networks.sidecar import checkpoint_info, read_checkpoint_info, write_checkpoint_info
 
         net = build_network("resnet18", n_attn=5, n_input_channels=1, num_classes=2)
         with tempfile.TemporaryDirectory() as d:

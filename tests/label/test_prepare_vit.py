@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from mstl_monai.engines import build_network
+from mstl_monai.networks import build_network
 from mstl_monai.label import network_config_from_state_dict, prepare_app
 
 
@@ -32,7 +32,7 @@ class TestPrepareViT(unittest.TestCase):
 
     def test_vit_depth_from_weights(self):
         """A ViT of another depth is read with its depth, and the bundle's checkpoint reader builds it to fit."""
-        from mstl_monai.engines import checkpoint_network
+        from mstl_monai.networks.checkpoint import checkpoint_network
 
         net = build_network("vit_tiny", num_layers=2, num_classes=2, img_size=32)
         self.assertEqual(network_config_from_state_dict(net.state_dict(), "v.pt")["num_layers"], 2)

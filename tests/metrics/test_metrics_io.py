@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import csv
 import os
 import stat
 import tempfile
@@ -83,7 +84,10 @@ class TestPredictionsCsv(unittest.TestCase):
             )
             names, y, pr, classes = read_predictions_csv(path)
             header = path.read_text().splitlines()[0]
-        self.assertEqual(header, "name,label,pred,prob_noncovid,prob_covid")
+        # an inference run's columns (pred decided at the threshold), then the label
+        self.assertEqual(
+            header, "file,pred,pred_class,prob_noncovid,prob_covid,threshold,lung_found,lung_box_fraction,label"
+        )
         self.assertEqual(names, ["a.png", "b,c.png", "d.png"])
         np.testing.assert_array_equal(y, [0, 1, 1])
         np.testing.assert_array_equal(pr, probs)  # repr() keeps every digit
@@ -98,8 +102,36 @@ class TestPredictionsCsv(unittest.TestCase):
             rows = path.read_text().splitlines()
         np.testing.assert_allclose(pr, [[0.3, 0.7], [0.6, 0.4]], atol=1e-7)
         self.assertEqual(classes, ["0", "1"])
-        self.assertTrue(rows[1].startswith("x,1,1,"))
-        self.assertTrue(rows[2].startswith("y,0,0,"))
+        self.assertTrue(rows[1].startswith("x,1,1,") and rows[1].endswith(",0.5,,,1"))
+        self.assertTrue(rows[2].startswith("y,0,0,") and rows[2].endswith(",0.5,,,0"))
+
+    def test_decided_at_the_threshold(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = write_predictions_csv(
+                os.path.join(d, "p.csv"), ["x", "y"], [1, 0], [[0.6, 0.4], [0.8, 0.2]], ["a", "b"], threshold=0.3
+            )
+            rows = list(csv.DictReader(open(path)))
+        self.assertEqual([(r["pred"], r["pred_class"], r["threshold"]) for r in rows], [("1", "b", "0.3"), ("0", "a", "0.3")])
+
+    def test_reads_earlier_files(self):
+        """The published results (results/) keep the columns of earlier releases: they are read as they are."""
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "old.csv"
+            path.write_text("name,label,pred,prob_non-COVID,prob_COVID\na.png,1,0,0.6872103214263916,0.3127896785736084\n")
+            names, y, pr, classes = read_predictions_csv(path)
+        self.assertEqual((names, y.tolist(), classes), (["a.png"], [1], ["non-COVID", "COVID"]))
+        np.testing.assert_array_equal(pr, [[0.6872103214263916, 0.3127896785736084]])
+        published = sorted(Path(__file__).resolve().parents[2].glob("results/*/*/predictions.csv"))
+        self.assertTrue(published)
+        for f in published[:3]:
+            self.assertGreater(len(read_predictions_csv(f)[0]), 0)
+
+    def test_inference_file_has_no_label(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "inf.csv"
+            path.write_text("file,pred,pred_class,prob_a,prob_b,threshold,lung_found,lung_box_fraction\nx,0,a,0.9,0.1,0.5,True,0.5\n")
+            with self.assertRaisesRegex(ValueError, "inf.csv has header"):
+                read_predictions_csv(path)
 
     def test_length_mismatch(self):
         with tempfile.TemporaryDirectory() as d:

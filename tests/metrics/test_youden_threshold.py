@@ -6,7 +6,7 @@ import unittest
 
 import numpy as np
 
-from mstl_monai.engines import decision_threshold
+from mstl_monai.networks.checkpoint import decision_threshold
 from mstl_monai.metrics import thresholded_class
 from mstl_monai.metrics import classification_metrics, youden_threshold
 

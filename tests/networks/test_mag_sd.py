@@ -7,7 +7,7 @@ import unittest
 import torch
 from monai.networks import eval_mode
 
-from mstl_monai.engines import build_network, load_pretrained
+from mstl_monai.networks import build_network, load_pretrained
 from mstl_monai.label.prepare import network_config_from_state_dict
 from mstl_monai.networks.nets import MultiscaleAttentionHead, MultiscaleAttentionNet
 from mstl_monai.transforms import AttentionAugment

@@ -71,7 +71,7 @@ class _TorchvisionViTReference(nn.Module):
 class TestBuildNetwork(unittest.TestCase):
     @parameterized.expand([["vit_tiny", 192, 3, {}], ["vit_small", 384, 6, {"num_layers": 1}], ["vit_base", 768, 12, {"num_layers": 1}], ["ViT-Tiny", 192, 3, {"num_layers": 1}]])
     def test_names(self, name, width, heads, extra):
-        from mstl_monai.engines import build_network
+        from mstl_monai.networks import build_network
         from mstl_monai.networks.nets import VisionTransformer
 
         net = build_network(name, n_attn=0, n_input_channels=1, num_classes=2, dropout=0.2, img_size=64, **extra)
@@ -85,7 +85,7 @@ class TestBuildNetwork(unittest.TestCase):
         self.assertEqual(net.dropout.p, 0.2)
 
     def test_settings_and_resnet_ignores_them(self):
-        from mstl_monai.engines import build_network
+        from mstl_monai.networks import build_network
 
         net = build_network("vit_tiny", img_size=32, patch_size=8, num_layers=3, num_heads=4, hidden_size=64)
         self.assertEqual((net.grid_size, net.num_layers, net.num_heads, net.hidden_size), ((4, 4), 3, 4, 64))
@@ -93,7 +93,7 @@ class TestBuildNetwork(unittest.TestCase):
         self.assertEqual(tuple(res(torch.zeros(1, 1, 32, 32)).shape), (1, 2))
 
     def test_n_attn_refused(self):
-        from mstl_monai.engines import build_network
+        from mstl_monai.networks import build_network
 
         with self.assertRaisesRegex(ValueError, "n_attn"):
             build_network("vit_tiny", n_attn=5)
@@ -223,7 +223,7 @@ class TestViTImport(unittest.TestCase):
             resample_position_embeddings(torch.zeros(1, 15, 3), (4, 4))
 
     def test_load_pretrained_detects_format_from_file(self):
-        from mstl_monai.engines import build_network, load_pretrained
+        from mstl_monai.networks import build_network, load_pretrained
 
         with tempfile.TemporaryDirectory() as tmp:
             for fixture, fmt in ((TIMM_FIXTURE, "timm"), (TV_FIXTURE, "torchvision")):
@@ -243,7 +243,7 @@ class TestViTImport(unittest.TestCase):
     def test_stage_checkpoint_transfer(self):
         """An SSTL-M-style checkpoint (backbone under encoder_q.backbone.) into the next stage: backbone loaded,
         head new; a depth mismatch raises naming the file."""
-        from mstl_monai.engines import load_pretrained
+        from mstl_monai.networks import load_pretrained
 
         src = _tiny_vit(n_input_channels=1, num_classes=3)
         with tempfile.TemporaryDirectory() as tmp:

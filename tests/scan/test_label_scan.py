@@ -60,7 +60,7 @@ class TestScanInferRunner(unittest.TestCase):
         # new weights in models/model.pt are picked up by the next call
         p0 = ans["probability"]
         torch.manual_seed(123)
-        from mstl_monai.engines import build_network
+        from mstl_monai.networks import build_network
 
         net = build_network("resnet18", n_attn=0, num_classes=2, n_input_channels=1)
         torch.save(net.state_dict(), model_dir / "models" / "model.pt")

@@ -17,16 +17,15 @@ from monai.bundle import ConfigParser
 from monai.transforms import CenterSpatialCrop, Compose, NormalizeIntensity, Resize, SpatialPad
 
 from mstl_monai.data import dicom_series_to_nifti
-from mstl_monai.engines import (
+from mstl_monai.inferers import (
     ScanClassifier,
     ScanWriter,
     aggregate_slice_probabilities,
-    build_network,
-    checkpoint_info,
     collect_scans,
     select_lung_slices,
-    write_checkpoint_info,
 )
+from mstl_monai.networks import build_network
+from mstl_monai.networks.sidecar import checkpoint_info, write_checkpoint_info
 from mstl_monai.transforms import LoadCTSeries
 from mstl_monai.utils import root_cause
 from tests.bundle._bundle_utils import CONFIGS, run_bundle

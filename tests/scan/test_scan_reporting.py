@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mstl_monai.engines import ScanClassifier, ScanWriter, aggregate_slice_probabilities, run_scan_inference
+from mstl_monai.inferers import ScanClassifier, ScanWriter, aggregate_slice_probabilities, run_scan_inference
 from mstl_monai.transforms import LoadCTSeries
 from mstl_monai.utils import root_cause
 from tests.scan._series import REAL_SERIES, broken_dicom, copy_series, edit_slice, write_series

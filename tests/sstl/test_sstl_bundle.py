@@ -100,7 +100,7 @@ class TestSSTLBundle(unittest.TestCase):
             cls.root = mini_covid_ct(cls.tmp / "data")
         cls.base = dict(TINY, data_root=str(cls.tmp / "data"))
         # an STL-M-like checkpoint (3-way CXR head) as the incoming weights of the `ours` run
-        from mstl_monai.engines import build_network
+        from mstl_monai.networks import build_network
 
         torch.manual_seed(3)
         cls.stl_m = build_network("resnet18", n_attn=1, n_input_channels=1, num_classes=3)
@@ -141,7 +141,7 @@ class TestSSTLBundle(unittest.TestCase):
         self.assertTrue(any(k.startswith("attn.") for k in sd), "the non-local block is part of the backbone")
         heads = ("encoder_", "moco.", "simclr.", "region_head.", "fc.", "module.")
         self.assertFalse(any(k.startswith(heads) for k in sd))
-        from mstl_monai.engines import build_network, load_pretrained
+        from mstl_monai.networks import build_network, load_pretrained
 
         ft = build_network("resnet18", n_attn=1, n_input_channels=1, num_classes=2)
         report = load_pretrained(ft, str(model))

@@ -12,22 +12,13 @@ import torch.nn.functional as F
 from monai.losses import ContrastiveLoss
 from parameterized import parameterized
 
-from mstl_monai.engines import (
-    SSTL_METHODS,
-    AutocastInferer,
-    BackboneSaver,
-    ProbeHandler,
-    SSTLLoss,
-    SSTLNetwork,
-    SSTLTrainer,
-    build_network,
-    knn_probe,
-    knn_scores,
-    load_pretrained,
-    simclr_logits,
-    sstl_datalist,
-    sstl_scalar_terms,
-)
+from mstl_monai.data import sstl_datalist
+from mstl_monai.engines import SSTLTrainer, sstl_scalar_terms
+from mstl_monai.handlers import BackboneSaver, ProbeHandler, knn_probe, knn_scores
+from mstl_monai.inferers import AutocastInferer
+from mstl_monai.losses import SSTLLoss
+from mstl_monai.networks import build_network, load_pretrained
+from mstl_monai.networks.nets import SSTL_METHODS, SSTLNetwork, simclr_logits
 from tests.utils import DATA_ROOT, require_real_data
 
 

@@ -17,7 +17,7 @@ from tests.utils import DATA_ROOT, require_real_data
 
 
 def _vit(**kw):
-    from mstl_monai.engines import build_network
+    from mstl_monai.networks import build_network
 
     return build_network("vit_tiny", img_size=32, num_layers=2, n_input_channels=1, num_classes=3, **kw)
 
@@ -39,7 +39,7 @@ class TestSSTLViTUnits(unittest.TestCase):
         self.assertFalse(moco.has_batchnorm)
 
     def test_sstl_network_cls_feature_and_lobe_crops(self):
-        from mstl_monai.engines import SSTLNetwork
+        from mstl_monai.networks.nets import SSTLNetwork
 
         torch.manual_seed(0)
         net = SSTLNetwork(_vit(), method="ours", queue_size=16)
@@ -82,7 +82,7 @@ class TestSSTLViTBundle(unittest.TestCase):
         sd = torch.load(run_dir / "models" / "model.pt", map_location="cpu", weights_only=True)
         self.assertIn("patch_embedding.position_embeddings", sd)
         # the backbone goes on to a finetune ViT
-        from mstl_monai.engines import build_network, load_pretrained
+        from mstl_monai.networks import build_network, load_pretrained
 
         ft = build_network("vit_tiny", img_size=32, num_layers=2, n_input_channels=1, num_classes=2)
         report = load_pretrained(ft, str(run_dir / "models" / "model.pt"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from mstl_monai.engines import build_network
+from mstl_monai.networks import build_network
 from mstl_monai.visualize.explain import main
 from tests.utils import require_real_data
 
@@ -54,7 +54,7 @@ class TestExplainCommand(unittest.TestCase):
             ckpt = Path(d, "model.pt")
             torch.save(net.state_dict(), ckpt)
             argv = ["--ckpt", str(ckpt), "--backbone", "resnet34", "--output-dir", d, "--input", d]
-            with self.assertRaisesRegex(ValueError, "--backbone 'resnet34' \\(the checkpoint's: 'resnet18'\\)"):
+            with self.assertRaisesRegex(ValueError, "backbone='resnet34' \\(checkpoint: 'resnet18'\\)"):
                 main(argv)
 
 

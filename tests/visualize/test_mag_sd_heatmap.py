@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mstl_monai.engines import build_network
+from mstl_monai.networks import build_network
 from mstl_monai.visualize import grad_cam, mag_sd_heatmap, minmax_normalize
 from mstl_monai.visualize.explain import main
 from tests.utils import require_real_data

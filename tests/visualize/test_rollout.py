@@ -15,7 +15,7 @@ from tests.utils import require_real_data
 
 
 def _tiny_vit(**kw):
-    from mstl_monai.engines import build_network
+    from mstl_monai.networks import build_network
 
     cfg = dict(img_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, n_input_channels=1, num_classes=2)
     cfg.update(kw)
@@ -95,7 +95,7 @@ class TestAttentionRollout(unittest.TestCase):
         self.assertEqual((peak[0] // 8, peak[1] // 8), (1, 2))
 
     def test_not_a_vit(self):
-        from mstl_monai.engines import build_network
+        from mstl_monai.networks import build_network
 
         with self.assertRaisesRegex(ValueError, "not a Vision Transformer"):
             attention_rollout(build_network("resnet18", n_input_channels=1, num_classes=2), torch.zeros(1, 1, 32, 32))
@@ -110,7 +110,7 @@ class TestExplainViT(unittest.TestCase):
         files = sorted((root / "covid-ct" / "CT_COVID").glob("*.png"))[:2]
         with tempfile.TemporaryDirectory() as d:
             torch.manual_seed(0)
-            from mstl_monai.engines import build_network
+            from mstl_monai.networks import build_network
 
             net = build_network("vit_tiny", n_input_channels=1, num_classes=2, img_size=64)
             ckpt = Path(d, "model.pt")

@@ -85,7 +85,7 @@ class MultiscaleAttentionHead(nn.Module):
 class MultiscaleAttentionNet(nn.Module):
     """
     A classifier with MAG-SD's multiscale attention maps, around an attentive ResNet of
-    :func:`~mstl_monai.engines.build_network` (Li et al. 2021, "Multiscale Attention Guided deep network with Soft
+    :func:`~mstl_monai.networks.build_network` (Li et al. 2021, "Multiscale Attention Guided deep network with Soft
     Distance regularization"; reference code JasonLeeGHub/MAG-SD).
 
     The attention head (:class:`MultiscaleAttentionHead`) reads the outputs of the backbone's last two stages

@@ -226,7 +226,7 @@ class SSTLProbe:
         amp_dtype: str | torch.dtype = "bf16",
         lobes: bool = True,
     ) -> None:
-        from mstl_monai.engines.inferers import resolve_amp_dtype
+        from mstl_monai.inferers.inferer import resolve_amp_dtype
 
         if len(train_dataset) == 0 or len(val_dataset) == 0:
             raise ValueError(

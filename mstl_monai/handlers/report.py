@@ -41,13 +41,16 @@ def write_classification_report(
 ) -> dict:
     """Write ``metrics.json``, ``predictions.csv`` and ``roc.png`` into ``output_dir`` and return the metrics.
 
+    ``predictions.csv`` has the columns of an inference run's (``file, pred, pred_class, prob_<class>...,
+    threshold, lung_found, lung_box_fraction``; ``pred`` decided at the decision threshold) and ``label``.
+
     Binary tasks get accuracy, F1 of ``positive_class`` (COVID), ROC AUC, sensitivity and specificity with
     95% percentile-bootstrap intervals; tasks with more classes get accuracy with its interval and
     one-vs-rest AUC of ``positive_class``.
 
     The top-level metrics of a binary task are those at 0.5 (argmax), as always; ``at_threshold`` holds the same
     metrics at the decision threshold used (``threshold``: a number, or ``{"value", "source"}`` as
-    :func:`~mstl_monai.engines.decision_threshold` gives; None: 0.5) and ``decision_threshold`` records it.
+    :func:`~mstl_monai.networks.checkpoint.decision_threshold` gives; None: 0.5) and ``decision_threshold`` records it.
     """
     from mstl_monai.metrics import bootstrap_classification_metrics, save_roc_curve
     from mstl_monai.metrics.io import write_metrics_json, write_predictions_csv
@@ -88,7 +91,11 @@ def write_classification_report(
     if extra:
         metrics.update(extra)
     write_metrics_json(os.path.join(output_dir, "metrics.json"), metrics)
-    write_predictions_csv(os.path.join(output_dir, "predictions.csv"), names, labels, probs, class_names=class_names)
+    decided_at = metrics["decision_threshold"]["value"] if "decision_threshold" in metrics else 0.5
+    write_predictions_csv(
+        os.path.join(output_dir, "predictions.csv"), names, labels, probs, class_names=class_names,
+        threshold=decided_at, positive_class=positive_class,
+    )
     if 0 < y_pos.sum() < len(y_pos):
         save_roc_curve({title or "test": (y_pos, p_pos)}, os.path.join(output_dir, "roc.png"), title=title)
     return metrics
@@ -112,7 +119,7 @@ class ClassificationReport:
         split: name of the data split scored (e.g. ``"test"``): the log line names the images and metrics with it
             (``evaluation on 203 test images: test accuracy ...``).
         threshold: the decision threshold on the positive class's probability (a number, or ``{"value",
-            "source"}`` from :func:`~mstl_monai.engines.decision_threshold`); the metrics at it go to
+            "source"}`` from :func:`~mstl_monai.networks.checkpoint.decision_threshold`); the metrics at it go to
             ``metrics.json`` as ``at_threshold`` beside those at 0.5. None: 0.5.
     """
 

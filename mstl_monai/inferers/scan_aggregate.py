@@ -1,7 +1,7 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
 """The rules of scan-level diagnosis that need no network: which slices to classify, how their probabilities make
-one, the interval around it, and the check of these options (see :mod:`mstl_monai.engines.scan` for why)."""
+one, the interval around it, and the check of these options (see :mod:`mstl_monai.inferers.scan` for why)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def select_lung_slices(
     fractions: np.ndarray, found: np.ndarray | None = None, min_lung_share: float = 0.25, min_lung_fraction: float = 0.01
 ) -> np.ndarray:
     """The slices to classify: lung found, lung fraction >= ``min_lung_share`` x the scan's largest and
-    >= ``min_lung_fraction`` (see :mod:`mstl_monai.engines.scan` for why). Returns a bool mask (all ``False``:
+    >= ``min_lung_fraction`` (see :mod:`mstl_monai.inferers.scan` for why). Returns a bool mask (all ``False``:
     no lung).
 
     Raises:

@@ -25,12 +25,12 @@ through three steps:
    slices. Neighbouring slices are correlated, so it is a lower bound on the uncertainty, and it is not a
    calibration of the network. With fewer than 3 used slices, ``n_bootstrap`` 0 or no spread to resample there
    is no interval (empty, and the scan's message says why), never one of zero width. The options are checked
-   when the classifier is made (:func:`~mstl_monai.engines.scan_aggregate.check_scan_options`, beside the
+   when the classifier is made (:func:`~mstl_monai.inferers.scan_aggregate.check_scan_options`, beside the
    selection and aggregation rules).
 
 The ``n_top`` slices with the highest probability come with Grad-CAM heat maps (:func:`~mstl_monai.visualize.grad_cam`)
 on the slice's own grid. Finding the scans among the inputs and writing ``scans.csv``/``slices.csv``:
-:mod:`mstl_monai.engines.scan_inference`.
+:mod:`mstl_monai.inferers.scan_inference`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from monai.transforms import Compose, InvertibleTransform
 
 from mstl_monai.metrics.calibration import calibrated_softmax
 
-from .inferers import AutocastInferer
+from .inferer import AutocastInferer
 from .scan_aggregate import aggregate_slice_probabilities, check_scan_options, select_lung_slices
 
 __all__ = [
@@ -86,25 +86,18 @@ def autocast_helps(device: str | torch.device) -> bool:
 
 
 def load_classifier_weights(network: torch.nn.Module, ckpt_path: str, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load a classifier checkpoint (the bundle's ``models/model.pt`` or any file
-    :func:`~mstl_monai.networks.weights.extract_state_dict` reads) strictly into ``network``; returns it in eval mode.
+    """Load a classifier checkpoint (the bundle's ``models/model.pt`` or a training checkpoint) strictly into
+    ``network`` (:func:`~mstl_monai.networks.checkpoint.load_weights`); returns it in eval mode.
 
     Raises:
         FileNotFoundError: ``ckpt_path`` does not exist.
         ValueError: the weights do not fit the network (the message names the file).
     """
-    from mstl_monai.networks.weights import extract_state_dict, read_checkpoint
+    from mstl_monai.networks.checkpoint import load_weights
 
     if not os.path.isfile(str(ckpt_path)):
         raise FileNotFoundError(f"model checkpoint (ckpt_path) {str(ckpt_path)!r} does not exist.")
-    state = extract_state_dict(read_checkpoint(ckpt_path), str(ckpt_path))
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(
-            f"checkpoint {str(ckpt_path)!r} does not fit the configured network (backbone/n_attn/num_classes "
-            f"settings): {str(e).splitlines()[0]}"
-        ) from e
+    load_weights(network, ckpt_path)
     return network.to(device).eval()
 
 

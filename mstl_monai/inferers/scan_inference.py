@@ -1,7 +1,7 @@
 # Copyright (c) mstl-monai contributors
 # Licensed under the Apache License, Version 2.0 (see bundle/LICENSE).
 """Scan inference over files: find the scans among the inputs, classify each with
-:class:`~mstl_monai.engines.ScanClassifier`, write ``scans.csv``, ``slices.csv`` and the heat maps."""
+:class:`~mstl_monai.inferers.scan.ScanClassifier`, write ``scans.csv``, ``slices.csv`` and the heat maps."""
 
 from __future__ import annotations
 
@@ -98,9 +98,9 @@ class ScanWriter:
     Args:
         output_dir: the output folder.
         threshold: decision threshold on the scan probability: a number, or ``{"value", "source"}`` as
-            :func:`~mstl_monai.engines.decision_threshold` gives (the bundle passes the checkpoint's); None: 0.5.
+            :func:`~mstl_monai.networks.checkpoint.decision_threshold` gives (the bundle passes the checkpoint's); None: 0.5.
         class_names: class names, in output order; the decision is ``class_names[positive_class]`` when the
-            probability is above ``threshold`` (as for single slices, :class:`~mstl_monai.engines.PredictionWriter`).
+            probability is above ``threshold`` (as for single slices, :class:`~mstl_monai.handlers.predictions.PredictionWriter`).
         positive_class: index of the class whose probability is reported.
         save_heatmaps: write the overlays.
     """
@@ -113,7 +113,7 @@ class ScanWriter:
         positive_class: int = 1,
         save_heatmaps: bool = True,
     ) -> None:
-        from .predictions import given_threshold
+        from mstl_monai.networks.checkpoint import given_threshold
 
         used = given_threshold(threshold)  # ValueError naming the setting for a value outside (0, 1)
         self.output_dir = str(output_dir)

@@ -14,7 +14,7 @@ folder, the epoch and iteration and the likely remedies. It checks
 - the network's weights at the end of every epoch, before validation and the checkpoint savers run.
 
 So the run stops before a NaN reaches the weights, and the checkpoints on disk stay those of the last good epoch;
-:class:`~mstl_monai.engines.AtomicCheckpointSaver` also refuses to write non-finite tensors (and writes no
+:class:`~mstl_monai.handlers.training.AtomicCheckpointSaver` also refuses to write non-finite tensors (and writes no
 ``model_final.pt`` when the run stops on this error).
 """
 

@@ -47,7 +47,7 @@ class ProbeHandler:
 
     Args:
         probe: the probe to run (``probe(backbone, region_head) -> dict``).
-        network: an :class:`~mstl_monai.engines.SSTLNetwork` (``backbone``, ``region_head``), or a backbone.
+        network: an :class:`~mstl_monai.networks.nets.SSTLNetwork` (``backbone``, ``region_head``), or a backbone.
         output_file: the JSON file, e.g. ``<run_dir>/probe.json``.
         interval: probe every ``interval`` epochs during training (0: only before and after).
         enabled: switch the handler off.

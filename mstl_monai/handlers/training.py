@@ -16,8 +16,8 @@ from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import set_determinism
 
-from mstl_monai.engines.checkpoint import info_path, write_checkpoint_info
-from mstl_monai.engines.guards import NonFiniteError, non_finite_tensors
+from mstl_monai.networks.sidecar import info_path, write_checkpoint_info
+from mstl_monai.handlers.guards import NonFiniteError, non_finite_tensors
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -111,7 +111,7 @@ class _SaveThenRemove(DiskSaver):
     Args:
         dirname: the checkpoint folder.
         filename: fixed file name (MONAI's ``key_metric_filename`` / ``final_filename``), or None.
-        info: what the checkpoint is (:func:`~mstl_monai.engines.checkpoint.write_checkpoint_info`), written
+        info: what the checkpoint is (:func:`~mstl_monai.networks.sidecar.write_checkpoint_info`), written
             beside each file as ``<file>.json``; None: no sidecar.
     """
 
@@ -171,7 +171,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
     Args:
         args, kwargs: as MONAI's ``CheckpointSaver``.
         info: what the checkpoints are (architecture, input size, class names, ...): written beside each file
-            as ``<file>.json`` (see :func:`~mstl_monai.engines.checkpoint.write_checkpoint_info`).
+            as ``<file>.json`` (see :func:`~mstl_monai.networks.sidecar.write_checkpoint_info`).
     """
 
     def __init__(self, *args: Any, info: dict | None = None, **kwargs: Any) -> None:

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mstl_monai.metrics.classification import thresholded_index
+from mstl_monai.metrics.io import prediction_fields, prediction_header
 
-from .checkpoint import decision_threshold
+from mstl_monai.networks.checkpoint import given_threshold
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["PredictionWriter", "given_threshold", "lung_fields"]
+__all__ = ["PredictionWriter", "lung_fields"]
 
 
 def _items(engine: Engine) -> tuple[list[dict], list[dict]]:
@@ -32,14 +32,6 @@ def _items(engine: Engine) -> tuple[list[dict], list[dict]]:
     if isinstance(batch, dict):
         batch = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
     return list(outputs), list(batch or [])
-
-
-def given_threshold(threshold: float | Mapping | None) -> dict:
-    """``{"value", "source"}`` of a threshold given as a number, such a dict, or None (0.5, ``default``)."""
-    if isinstance(threshold, Mapping):
-        return {"value": float(threshold["value"]), "source": str(threshold.get("source", "given"))}
-    used = decision_threshold(threshold)
-    return used if used["source"] == "default" else {**used, "source": "given"}
 
 
 def lung_fields(item: Mapping, found_key: str = "lung_found", fraction_key: str = "lung_box_fraction") -> dict:
@@ -68,7 +60,7 @@ class PredictionWriter:
     file is moved onto ``filename`` (``os.replace``, atomic). So a crash later in the run keeps the rows already
     written (in the ``.partial`` file, which the log names), and an earlier ``predictions.csv`` in the folder is
     replaced only by a complete new one, never truncated. Files that could not be read were removed from the
-    datalist beforehand (see :func:`mstl_monai.engines.readable_datalist`) and are listed in ``skipped.csv``.
+    dataset as it reads them (:class:`mstl_monai.data.SkippingDataset`) and are listed in ``skipped.csv``.
 
     Columns: ``file, pred, pred_class, prob_<class>...``, then ``threshold`` (the decision threshold on the
     positive class's probability that made ``pred``; a binary task only, argmax otherwise), ``lung_found`` (``False``: the lobe Generator's
@@ -87,7 +79,7 @@ class PredictionWriter:
         lung_found_key: batch key of the lung flag.
         lung_fraction_key: batch key of the lung-box fraction.
         threshold: decision threshold of a binary task (a number, or ``{"value", "source"}`` from
-            :func:`~mstl_monai.engines.decision_threshold`); None: 0.5 (argmax).
+            :func:`~mstl_monai.networks.checkpoint.decision_threshold`); None: 0.5 (argmax).
         positive_class: the class whose probability is thresholded (COVID = 1).
     """
 
@@ -138,9 +130,8 @@ class PredictionWriter:
 
     def _start(self, engine: Engine) -> None:
         os.makedirs(self.output_dir, exist_ok=True)
-        header = ["file", "pred", "pred_class"] + [f"prob_{c}" for c in self.class_names]
         with open(self.partial_path, "w") as f:
-            f.write(",".join(header + ["threshold", "lung_found", "lung_box_fraction"]) + "\n")
+            f.write(",".join(prediction_header(self.class_names)) + "\n")
         self.rows, self.per_class, self.no_lung, self.lung_unknown = 0, [0] * len(self.class_names), 0, 0
         where = os.path.abspath(self.partial_path)
         self.logger.info(f"writing predictions to {where} (it becomes {self.filename} when the run completes)")
@@ -152,13 +143,11 @@ class PredictionWriter:
             p = torch.as_tensor(out["pred"]).detach().float().cpu().reshape(-1).numpy()
             item = batch[i] if i < len(batch) else {}
             name = str(item.get(self.name_key, f"item_{self.rows + i}"))
-            k = thresholded_index(p, self.threshold["value"], self.positive_class)
-            t = f"{self.threshold['value']:.6g}" if p.size == 2 else ""
             lung = lung_fields(item, self.lung_found_key, self.lung_fraction_key)
-            found = "" if lung["lung_found"] is None else str(lung["lung_found"])
-            frac = "" if lung["lung_box_fraction"] is None else f"{lung['lung_box_fraction']:.4f}"
-            fields = [_csv_field(name), str(k), _csv_field(self.class_names[k])] + [f"{v:.6f}" for v in p] + [t]
-            lines.append(",".join(fields + [found, frac]))
+            k, fields = prediction_fields(
+                name, p, self.class_names, self.threshold["value"], self.positive_class, **lung
+            )
+            lines.append(",".join(fields))
             self.per_class[k] += 1
             self.no_lung += lung["lung_found"] is False
             self.lung_unknown += lung["lung_found"] is None
@@ -213,6 +202,3 @@ class PredictionWriter:
         )
         raise e
 
-
-def _csv_field(s: str) -> str:
-    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
