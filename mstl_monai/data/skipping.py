@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -68,8 +69,8 @@ class SkippingDataset(IterableDataset):
         reason = f"{type(error).__name__}: {error}".replace("\n", " ")
         logger.warning(f"skipping {path}: {reason}")
         if self.skipped_csv is not None:  # one line in one append: workers may add rows at the same time
-            with open(self.skipped_csv, "a") as f:
-                f.write(f'"{path}","{reason.replace(chr(34), chr(39))}"\n')
+            with open(self.skipped_csv, "a", newline="") as f:
+                csv.writer(f, quoting=csv.QUOTE_ALL).writerow([path, reason])
 
     def __iter__(self):
         info = get_worker_info()

@@ -83,9 +83,6 @@ class _BundleDefault:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _BundleDefault) and other.value == self.value
 
-    def __hash__(self) -> int:
-        return hash(json.dumps(self.value, sort_keys=True))
-
     def code(self) -> str:
         v = self.value
         if isinstance(v, str) and v.startswith("$"):
