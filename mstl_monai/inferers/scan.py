@@ -49,7 +49,7 @@ from monai.transforms import Compose, InvertibleTransform
 
 from mstl_monai.metrics.calibration import calibrated_softmax
 
-from .inferer import AutocastInferer
+from .inferer import AutocastInferer, FlipTTAInferer
 from .scan_aggregate import aggregate_slice_probabilities, check_scan_options, select_lung_slices
 
 __all__ = [
@@ -151,6 +151,9 @@ class ScanClassifier:
         seed: bootstrap seed.
         temperature: the checkpoint's softmax temperature (fitted on val; 1.0: none): slice probabilities are
             ``softmax(logits / temperature)``, the calibrated probabilities its thresholds refer to.
+        tta: flip test-time augmentation as the checkpoint was selected (its settings file's ``tta``): each slice's
+            probabilities are averaged with its left-right mirror's (:class:`~mstl_monai.inferers.FlipTTAInferer`),
+            so a scan's slices get the probabilities ``inference.yaml`` gives the same slices.
 
     Raises:
         ValueError: an option of the wrong type or out of range (:func:`check_scan_options`), here, before any
@@ -178,6 +181,7 @@ class ScanClassifier:
         n_top: int = 3,
         seed: int = 0,
         temperature: float = 1.0,
+        tta: bool = False,
     ) -> None:
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 < float(temperature) < float("inf"):
             raise ValueError(f"temperature must be a number > 0 (the checkpoint's, fitted on val), got {temperature!r}.")
@@ -195,7 +199,9 @@ class ScanClassifier:
         self.device = torch.device(device)
         self.batch_size = opts["batch_size"]
         use_amp = autocast_helps(self.device) if str(amp).lower() == "auto" else bool(amp)
-        self.inferer = AutocastInferer(enabled=use_amp, dtype=amp_dtype)
+        if not isinstance(tta, (bool, np.bool_)):
+            raise ValueError(f"tta must be true or false (the checkpoint's `tta`), got {tta!r}.")
+        self.inferer = FlipTTAInferer(AutocastInferer(enabled=use_amp, dtype=amp_dtype), enabled=bool(tta))
         self.positive_class = opts["positive_class"]
         self.min_lung_share = opts["min_lung_share"]
         self.min_lung_fraction = opts["min_lung_fraction"]

@@ -112,6 +112,26 @@ class TestDecisionThreshold(unittest.TestCase):
         with self.assertRaises(ValueError):
             ScanClassifier(net, temperature=0.0)
 
+    def test_scan_classifier_applies_the_checkpoints_tta(self):
+        # before: inference_scan.yaml ignored the checkpoint's `tta`, so a scan's slices got other probabilities
+        # than inference.yaml gives the same slices when the checkpoint was selected with flip TTA
+        import torch
+
+        from mstl_monai.inferers import FlipTTAInferer, ScanClassifier
+        from mstl_monai.metrics import calibrated_softmax
+
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 2))
+        stack = torch.randn(5, 1, 2, 3)
+        plain = ScanClassifier(net, amp=False, temperature=2.0).slice_probabilities(stack, range(5))
+        tta = ScanClassifier(net, amp=False, temperature=2.0, tta=True).slice_probabilities(stack, range(5))
+        with torch.no_grad():
+            expected = calibrated_softmax(FlipTTAInferer(enabled=True)(stack, net), 2.0, dim=1)[:, 1]
+        torch.testing.assert_close(torch.from_numpy(tta).float(), expected, atol=1e-5, rtol=0)
+        self.assertGreater(float(abs(plain - tta).max()), 1e-3)
+        with self.assertRaisesRegex(ValueError, "tta must be true or false"):
+            ScanClassifier(net, tta="false")
+
 
 if __name__ == "__main__":
     unittest.main()
