@@ -111,6 +111,18 @@ class TestReadmeCommands(unittest.TestCase):
         self.assertEqual(scan["decision"], "COVID" if float(scan["probability"]) > 0.42 else "non-COVID")
         self.assertRegex(proc.stdout, r"lung-pet-ct-dx-A0002: P\(COVID\) = 0\.\d{3} \[95% CI .*at threshold 0\.42 \(the checkpoint's")
         self.assertEqual(len(read_csv(out / "inference_scan" / "slices.csv")), 30)
+        # ... and its DICOM Structured Report: an SR of the same patient and study, referencing the series' images
+        import pydicom
+
+        (sr_file,) = (out / "inference_scan" / "sr").glob("lung-pet-ct-dx-A0002-*.dcm")
+        sr = pydicom.dcmread(sr_file)
+        series = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted((data / "ct-series" / "lung-pet-ct-dx-A0002").iterdir())]
+        self.assertEqual(sr.Modality, "SR")
+        self.assertEqual((sr.PatientID, sr.StudyInstanceUID), (series[0].PatientID, series[0].StudyInstanceUID))
+        self.assertNotEqual(sr.SeriesInstanceUID, series[0].SeriesInstanceUID)
+        referenced = {str(i.ReferencedSOPInstanceUID) for s in sr.CurrentRequestedProcedureEvidenceSequence
+                      for se in s.ReferencedSeriesSequence for i in se.ReferencedSOPSequence}
+        self.assertTrue(referenced and referenced <= {str(d.SOPInstanceUID) for d in series}, referenced)
 
     def test_stage_commands(self):
         require_real_data(self)
