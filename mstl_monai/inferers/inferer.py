@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from monai.inferers import Inferer
 
@@ -22,6 +23,14 @@ def resolve_amp_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if dtype.lower() not in names:
         raise ValueError(f"unknown amp dtype {dtype!r}: use one of {sorted(names)}.")
     return names[dtype.lower()]
+
+
+def _switch(value: Any, setting: str) -> bool:
+    """``value`` as a switch: ``True``/``False`` (also numpy's); anything else, e.g. the text ``"false"`` that a
+    command line gives for ``--tta false`` and that ``bool()`` would read as on, is refused naming ``setting``."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"{setting} must be True or False, got {value!r} (on the command line: --{setting} True or --{setting} False).")
 
 
 class AutocastInferer(Inferer):
@@ -44,7 +53,7 @@ class AutocastInferer(Inferer):
 
     def __init__(self, enabled: bool = True, dtype: str | torch.dtype = "bf16", output_float: bool = True) -> None:
         super().__init__()
-        self.enabled = bool(enabled)
+        self.enabled = _switch(enabled, "amp")
         self.dtype = resolve_amp_dtype(dtype)
         self.output_float = output_float
 
@@ -75,7 +84,7 @@ class FlipTTAInferer(Inferer):
     def __init__(self, inferer: Inferer | None = None, enabled: bool = True, spatial_axis: int = 1) -> None:
         super().__init__()
         self.inferer = inferer
-        self.enabled = bool(enabled)
+        self.enabled = _switch(enabled, "tta")
         self.spatial_axis = int(spatial_axis)
 
     def _run(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

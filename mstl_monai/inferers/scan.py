@@ -198,10 +198,8 @@ class ScanClassifier:
         )
         self.device = torch.device(device)
         self.batch_size = opts["batch_size"]
-        use_amp = autocast_helps(self.device) if str(amp).lower() == "auto" else bool(amp)
-        if not isinstance(tta, (bool, np.bool_)):
-            raise ValueError(f"tta must be true or false (the checkpoint's `tta`), got {tta!r}.")
-        self.inferer = FlipTTAInferer(AutocastInferer(enabled=use_amp, dtype=amp_dtype), enabled=bool(tta))
+        use_amp = autocast_helps(self.device) if isinstance(amp, str) and amp.lower() == "auto" else amp
+        self.inferer = FlipTTAInferer(AutocastInferer(enabled=use_amp, dtype=amp_dtype), enabled=tta)
         self.positive_class = opts["positive_class"]
         self.min_lung_share = opts["min_lung_share"]
         self.min_lung_fraction = opts["min_lung_fraction"]

@@ -93,6 +93,15 @@ class TestCheckpointSettings(unittest.TestCase):
         self.assertIn("backbone='resnet50'", last_line(proc))
         self.assertIn("'resnet18'", last_line(proc))
 
+    def test_switch_given_as_text_is_one_line(self):
+        # before: `--tta false` (text on the command line) switched flip TTA on, and `--tta maybe` ran silently
+        for value in ("false", "maybe"):
+            with self.subTest(tta=value):
+                proc = self.infer(self.best, f"tta_{value}", check=False, tta=value)
+                self.assertNotEqual(proc.returncode, 0)
+                self.assertIn(f"tta must be True or False, got '{value}'", last_line(proc))
+        self.infer(self.best, "tta_off", tta=False)
+
     def test_bad_checkpoint_file_is_one_line(self):
         bad = self.tmp / "bad"
         bad.mkdir(exist_ok=True)

@@ -129,8 +129,10 @@ class TestDecisionThreshold(unittest.TestCase):
             expected = calibrated_softmax(FlipTTAInferer(enabled=True)(stack, net), 2.0, dim=1)[:, 1]
         torch.testing.assert_close(torch.from_numpy(tta).float(), expected, atol=1e-5, rtol=0)
         self.assertGreater(float(abs(plain - tta).max()), 1e-3)
-        with self.assertRaisesRegex(ValueError, "tta must be true or false"):
+        with self.assertRaisesRegex(ValueError, "tta must be True or False, got 'false'"):
             ScanClassifier(net, tta="false")
+        with self.assertRaisesRegex(ValueError, "amp must be True or False, got 'no'"):
+            ScanClassifier(net, amp="no")
 
 
 if __name__ == "__main__":
