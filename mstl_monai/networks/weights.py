@@ -250,7 +250,7 @@ def load_pretrained(net: torch.nn.Module, path: str | os.PathLike | None, exclud
         report, kind = _load_vit(net, path, exclude_prefixes)
     elif _looks_like_torchvision(path):
         report = load_torchvision_weights(net, path)
-        kind = "torchvision ImageNet"
+        kind = "torchvision-layout ResNet"  # ImageNet's, or an STL-N backbone saved as torchvision names it
     else:
         report = load_stage_checkpoint(net, path, exclude_prefixes=tuple(exclude_prefixes))
         kind = "stage"
