@@ -28,7 +28,7 @@ from mstl_monai.transforms import (
     RandLungLobeGenerator,
     RandLungLobeGeneratord,
 )
-from mstl_monai.transforms.lobe.functional import LUNG, content_box, reduce_slice, resample_slice
+from mstl_monai.transforms.lobe.functional import LUNG, content_box, crop_resize, reduce_slice, resample_slice
 from mstl_monai.transforms.lobe.functional_quantize import binary_open, filter_lung_components
 from tests.utils import require_real_data
 
@@ -126,6 +126,18 @@ class TestLungLobeGenerator(unittest.TestCase):
             self.assertTrue(0 <= x and 0 <= y and x + w <= 120 and y + h <= 90 and w > 0 and h > 0)
             ref = torch.nn.functional.interpolate(img[None, :, y : y + h, x : x + w], size=(30, 40), mode="bilinear")
             torch.testing.assert_close(region, ref[0])
+
+    def test_crop_resize_views(self):
+        """Crops of a strided view (a slice of a bigger tensor, transposed) and boxes reaching outside the image: the
+        same as slicing and ``F.interpolate``."""
+        big = torch.rand(3, 70, 90)
+        img = big[1:, 5:65, 3:83].transpose(1, 2)  # (2, 80, 60), not contiguous, offset into its storage
+        boxes = [(0, 0, 60, 80), (7, 11, 20, 30), (59, 79, 1, 1), (50, 70, 20, 30), (0, 75, 60, 10)]
+        out = crop_resize(img, boxes, (16, 24))
+        self.assertEqual(out.shape, (5, 2, 16, 24))
+        for (x, y, w, h), region in zip(boxes, out):
+            ref = torch.nn.functional.interpolate(img[None, :, y : y + h, x : x + w], size=(16, 24), mode="bilinear")
+            torch.testing.assert_close(region, ref[0], rtol=0, atol=0)
 
     def test_lobe_table_relative_positions(self):
         gen = LungLobeGenerator()
