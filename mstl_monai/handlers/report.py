@@ -136,6 +136,12 @@ class ClassificationReport:
         split: str | None = None,
         threshold: float | Mapping | None = None,
     ) -> None:
+        if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 1:
+            # checked here, before the evaluation runs, not when the report is written at its end
+            raise ValueError(
+                f"n_bootstrap must be a positive integer (the bootstrap draws behind every 95% interval of the "
+                f"report), got {n_bootstrap!r}."
+            )
         self.output_dir = output_dir
         self.threshold = threshold
         self.split = split

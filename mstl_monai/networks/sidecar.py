@@ -48,6 +48,7 @@ __all__ = [
     "NORMALIZE",
     "SIDECAR_FIELDS",
     "SidecarField",
+    "check_setting_values",
     "checkpoint_info",
     "info_path",
     "read_checkpoint_info",
@@ -209,6 +210,40 @@ def _show(value: Any) -> str:
     """A value as it reads in the JSON file, shortened."""
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_setting_values(**values: Any) -> None:
+    """Check the values a run uses for checkpoint settings (``--temperature``, ``--normalize``, ``--image_size`` ...
+    given on the command line, or read from the settings file) with the rules of the settings file's fields.
+
+    A bundle config calls it in ``initialize``, so a value no reader can use stops the run before anything is read,
+    with one line naming the setting and the value (e.g. ``--temperature -1`` would invert the probabilities,
+    ``--temperature 0`` make them NaN, ``--normalize none`` fail deep inside a transform). ``None`` is accepted where
+    the field is nullable (it means the field's default).
+
+    Raises:
+        ValueError: ``setting temperature=-1 is not a finite number > 0 (readers divide the logits by it)``.
+        KeyError: a name that is no field of :data:`SIDECAR_FIELDS`.
+    """
+    for key, value in values.items():
+        if key not in SIDECAR_FIELDS:
+            raise KeyError(f"{key!r} is not a checkpoint setting (one of {sorted(SIDECAR_FIELDS)}).")
+        field = SIDECAR_FIELDS[key]
+        if value is None:
+            if field.nullable:
+                continue
+            raise ValueError(f"setting {key}=None is not allowed: {field.doc}.")
+        try:
+            field.check(value)
+        except _Invalid as e:
+            raise ValueError(f"setting {key}={_show_any(value)} {e}.") from None
+
+
+def _show_any(value: Any) -> str:
+    try:
+        return _show(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def validate_checkpoint_info(info: Any, source: str) -> dict[str, Any]:

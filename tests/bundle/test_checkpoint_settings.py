@@ -99,8 +99,20 @@ class TestCheckpointSettings(unittest.TestCase):
             with self.subTest(tta=value):
                 proc = self.infer(self.best, f"tta_{value}", check=False, tta=value)
                 self.assertNotEqual(proc.returncode, 0)
-                self.assertIn(f"tta must be True or False, got '{value}'", last_line(proc))
+                self.assertIn(f'setting tta="{value}" is not true or false', last_line(proc))
         self.infer(self.best, "tta_off", tta=False)
+
+    def test_setting_values_are_checked_before_the_run(self):
+        # before: --temperature -1 inverted every probability and --temperature 0 wrote NaN, both with exit code 0
+        for name, value, words in (("temperature", -1, "temperature=-1 is not a finite number > 0"),
+                                   ("temperature", 0, "temperature=0 is not a finite number > 0"),
+                                   ("normalize", "none", 'normalize="none" is not')):
+            with self.subTest(**{name: value}):
+                out = f"bad_{name}_{value}"
+                proc = self.infer(self.best, out, check=False, **{name: value})
+                self.assertNotEqual(proc.returncode, 0)
+                self.assertIn(words, last_line(proc))
+                self.assertFalse((self.tmp / out / "predictions.csv").exists())
 
     def test_bad_checkpoint_file_is_one_line(self):
         bad = self.tmp / "bad"

@@ -208,6 +208,44 @@ class TestSettingsSchema(unittest.TestCase):
             checkpoint_settings(self.ckpt)
 
 
+class TestSettingValues(unittest.TestCase):
+    """The values a run uses for checkpoint settings (overrides) follow the settings file's rules."""
+
+    @parameterized.expand(
+        [
+            ("negative_temperature", {"temperature": -1}, r"^setting temperature=-1 is not a finite number > 0"),
+            ("zero_temperature", {"temperature": 0}, r"temperature=0 is not a finite number > 0"),
+            ("text_temperature", {"temperature": "abc"}, r'temperature="abc" is not a finite number'),
+            ("text_normalize", {"normalize": "none"}, r'normalize="none" is not \{"subtrahend"'),
+            ("text_tta", {"tta": "false"}, r'tta="false" is not true or false'),
+            ("zero_size", {"image_size": 0}, r"image_size=0 is not a positive integer"),
+            ("names_as_text", {"class_names": "COVID"}, r'class_names="COVID" is not a list of names'),
+        ]
+    )
+    def test_bad_values_name_the_setting(self, _, values, pattern):
+        from mstl_monai.networks.sidecar import check_setting_values
+
+        with self.assertRaisesRegex(ValueError, pattern):
+            check_setting_values(**values)
+
+    def test_good_values_and_unknown_names(self):
+        from mstl_monai.networks.sidecar import check_setting_values
+
+        check_setting_values(
+            temperature=2, normalize={"subtrahend": 0.449, "divisor": 0.226}, tta=False, image_size=128,
+            resize_size=146, class_names=["non-COVID", "COVID"],
+        )
+        with self.assertRaisesRegex(KeyError, "'temprature' is not a checkpoint setting"):
+            check_setting_values(temprature=2.0)
+
+    def test_report_refuses_a_bootstrap_it_cannot_draw_before_the_run(self):
+        from mstl_monai.handlers import ClassificationReport
+
+        for n in (0, -5, 2.5):
+            with self.subTest(n_bootstrap=n), self.assertRaisesRegex(ValueError, "n_bootstrap must be a positive integer"):
+                ClassificationReport(tempfile.gettempdir(), ["non-COVID", "COVID"], n_bootstrap=n)
+
+
 class TestCheckpointNetworkLoader(unittest.TestCase):
     def _load(self, path, net):
         CheckpointNetworkLoader(load_path=str(path), load_dict={"network": net})(Engine(lambda e, b: None))
