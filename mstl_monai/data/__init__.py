@@ -23,12 +23,13 @@ from .datalists import (
 from .subsets import label_fraction_subset
 from .phantom import PHANTOM_LABELS, make_lung_phantom, write_phantom_dataset
 from .series import dicom_series_to_nifti, read_dicom_series_hu
-from .skipping import SkippingDataset
+from .skipping import SkippingDataset, publish_skipped
 from .sstl import sstl_datalist
 from .utils import check_datalist, collect_files, require_file
 
 __all__ = [
     "SkippingDataset",
+    "publish_skipped",
     "label_fraction_subset",
     "COVID_CT_CLASSES",
     "CXR_CLASSES",

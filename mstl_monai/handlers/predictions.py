@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from mstl_monai.data.skipping import publish_skipped
 from mstl_monai.metrics.io import prediction_fields, prediction_header
 
 from mstl_monai.networks.checkpoint import given_threshold
@@ -75,7 +76,9 @@ class PredictionWriter:
         class_names: names of the classes, in output order.
         filename: CSV file name.
         name_key: batch key holding the source file path.
-        skipped_file: the ``skipped.csv`` of the run, counted and named in the summary (optional).
+        skipped_file: the ``skipped.csv`` of the run, counted and named in the summary (optional); the dataset's
+            ``<skipped_file>.partial`` (:class:`~mstl_monai.data.SkippingDataset`) is moved onto it when the run
+            completes.
         lung_found_key: batch key of the lung flag.
         lung_fraction_key: batch key of the lung-box fraction.
         threshold: decision threshold of a binary task (a number, or ``{"value", "source"}`` from
@@ -165,6 +168,8 @@ class PredictionWriter:
 
     def _complete(self, engine: Engine) -> None:
         os.replace(self.partial_path, self.path)
+        if self.skipped_file:  # the dataset's list of this run's skipped inputs replaces an earlier one now, not before
+            publish_skipped(self.skipped_file)
         engine.state.predictions_file = os.path.abspath(self.path)
         self.logger.info(self.summary())
 

@@ -106,7 +106,7 @@ class TestSkippingDataset(unittest.TestCase):
     def test_skips_and_reports(self):
         from monai.transforms import Compose, Lambdad
 
-        from mstl_monai.data import SkippingDataset
+        from mstl_monai.data import SkippingDataset, publish_skipped
 
         calls = []
 
@@ -122,18 +122,28 @@ class TestSkippingDataset(unittest.TestCase):
             csv_path = os.path.join(d, "out", "skipped.csv")
             tf = Compose([Lambdad("image", load), Lambdad("image", lambda x: x + 1)])
             ds = SkippingDataset([d, os.path.join(d, "missing.png")], tf, csv_path)
-            self.assertEqual(Path(csv_path).read_text(), "file,reason\n")  # written before any file is read
+            partial = csv_path + ".partial"  # the run's list; published onto skipped.csv when the run completes
+            self.assertEqual(Path(partial).read_text(), "file,reason\n")  # written before any file is read
+            self.assertFalse(os.path.exists(csv_path))
             items = list(ds)
             self.assertEqual(sorted(os.path.basename(x["image_path"]) for x in items), ["a.png", "c.dcm"])
             self.assertEqual([x["image"] for x in items], [2, 2])
             self.assertEqual(sorted(calls), ["a.png", "bad.png", "c.dcm"])  # each existing file read once
+            self.assertTrue(publish_skipped(csv_path))
+            self.assertFalse(os.path.exists(partial))
+            self.assertFalse(publish_skipped(csv_path))
             text = Path(csv_path).read_text()
             self.assertIn(f'"{os.path.join(d, "bad.png")}","ValueError: cannot read', text)
             self.assertIn('missing.png","FileNotFoundError: no such file"', text)
             with self.assertRaisesRegex(ValueError, "none of the 1 inputs could be read"):
                 list(SkippingDataset([os.path.join(d, "bad.png")], tf))
-            with self.assertRaisesRegex(ValueError, "none of the 0 inputs could be read"):
+            with self.assertRaisesRegex(ValueError, "no input given"):
                 SkippingDataset([], tf)
+            empty = os.path.join(d, "empty")
+            os.makedirs(os.path.join(empty, "sub"))
+            Path(empty, "notes.txt").write_text("x")
+            with self.assertRaisesRegex(ValueError, r"no image file in \[.*empty'\]: the folders hold no PNG/JPEG/DICOM"):
+                SkippingDataset([empty], tf)
 
     def test_failure_after_loading_is_an_error(self):
         from monai.transforms import Compose, Lambdad

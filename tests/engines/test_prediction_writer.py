@@ -122,8 +122,9 @@ class TestPredictionWriter(unittest.TestCase):
             if found is not None:
                 d.update(lung_found=found[i], lung_box_fraction=0.5 if found[i] else float("nan"))
             data.append(d)
-        skipped = self.out / "skipped.csv"
-        skipped.write_text('file,reason\n"bad.png","ValueError: truncated"\n')
+        skipped = self.out / "skipped.csv"  # an earlier run's list, and this run's as its dataset writes it
+        skipped.write_text('file,reason\n"old1.png","ValueError: x"\n"old2.png","ValueError: y"\n')
+        Path(f"{skipped}.partial").write_text('file,reason\n"bad.png","ValueError: truncated"\n')
         writer = PredictionWriter(str(self.out), CLASSES, skipped_file=str(skipped))
         evaluator = SupervisedEvaluator(
             device=torch.device("cpu"),
@@ -139,6 +140,7 @@ class TestPredictionWriter(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "simulated failure"):
             evaluator.run()
         self.assertEqual((self.out / "predictions.csv").read_text(), self.old)  # the earlier run's file is intact
+        self.assertIn("old2.png", (self.out / "skipped.csv").read_text())  # ... and the skipped list beside it
         rows = _rows(self.out / "predictions.csv.partial")  # the first batch's rows are on disk
         self.assertEqual([r["file"] for r in rows], ["img0.png", "img1.png"])
 
@@ -148,6 +150,8 @@ class TestPredictionWriter(unittest.TestCase):
         with self.assertLogs(evaluator.logger, level=logging.INFO) as logs:
             evaluator.run()
         self.assertFalse((self.out / "predictions.csv.partial").exists())
+        self.assertFalse((self.out / "skipped.csv.partial").exists())
+        self.assertEqual((self.out / "skipped.csv").read_text(), 'file,reason\n"bad.png","ValueError: truncated"\n')
         rows = _rows(self.out / "predictions.csv")
         self.assertEqual([r["file"] for r in rows], [f"img{i}.png" for i in range(5)])
         self.assertEqual([r["lung_found"] for r in rows], [str(f) for f in found])

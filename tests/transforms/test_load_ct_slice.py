@@ -152,7 +152,13 @@ class TestLoadCTSlice(unittest.TestCase):
         vol[0, 0, 2] = -600.0  # most left, most posterior
         path = self.tmp / "v.nii.gz"
         nib.save(nib.Nifti1Image(vol, np.eye(4)), path)
-        out = LoadCTSlice()(path)
+        # before: the middle slice of a volume was read with nothing in the output or the log saying so
+        with self.assertLogs("mstl_monai.transforms.io.array", level="WARNING") as logs:
+            out = LoadCTSlice()(path)
+            LoadCTSlice()(path)  # said once per file
+        self.assertEqual(len(logs.output), 1, logs.output)
+        self.assertIn(f"{path} holds 5 slices: only the middle one (2) is read", logs.output[0])
+        self.assertIn("inference_scan.yaml", logs.output[0])
         self.assertEqual(out.shape, (1, 10, 12))  # rows = y, columns = x
         self.assertEqual(out.meta["source_format"], "nifti")
         # anterior (row 0) and patient right (column 0) come first

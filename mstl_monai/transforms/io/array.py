@@ -61,6 +61,18 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_TOLD: set[str] = set()  # the volumes already named by _tell_one_slice (a training run reads them every epoch)
+
+
+def _tell_one_slice(path: str, n: int, index: int, what: str) -> None:
+    """Say (once per file) that a slice loader read one slice of a volume: nothing else in its output shows it."""
+    if path in _TOLD or len(_TOLD) > 100_000:
+        return
+    _TOLD.add(path)
+    logger.warning(
+        f"{path} holds {n} {what}: only the middle one ({index}) is read as the slice (give slice_index to choose "
+        "another; for one answer per scan use configs/inference_scan.yaml)."
+    )
 
 
 class LoadCTSlice(Transform):
@@ -221,6 +233,8 @@ class LoadCTSlice(Transform):
             if not -frames <= frame < frames:
                 raise ValueError(f"slice_index {self.slice_index} is out of range for {frames} frames in {path!r}.")
             frame %= frames
+            if self.slice_index is None:
+                _tell_one_slice(path, frames, frame, "frames")
             data = data[frame]
             meta.update({"number_of_frames": frames, "frame_index": frame})
         if data.ndim == 3 and data.shape[-1] == 1:
@@ -262,6 +276,8 @@ class LoadCTSlice(Transform):
             idx = n // 2 if self.slice_index is None else int(self.slice_index)
             if not -n <= idx < n:
                 raise ValueError(f"slice_index {self.slice_index} is out of range for {n} slices in {path!r}.")
+            if self.slice_index is None and n > 1:
+                _tell_one_slice(path, n, idx % n, "slices")
             sl = np.take(data, idx, axis=ax)
             axes = tuple(a for a in range(3) if a != ax)
         else:

@@ -234,7 +234,8 @@ class LocateLungd(MapTransform):
     how much of the slice its box covers.
 
     Writes ``d[f"{output_key}_found"]`` (bool; ``False`` when no lung was found and the Generator would fall back to
-    ``fallback_box``, e.g. on a constant or non-CT image) and ``d[f"{output_key}_box_fraction"]`` (float: area of
+    ``fallback_box``, e.g. on a constant image; ``True`` is no proof of a CT slice: a chest X-ray or a photo can show
+    a dark region inside a brighter one) and ``d[f"{output_key}_box_fraction"]`` (float: area of
     the located lung box / image area; ``nan`` when no lung was found). The image is kept unchanged, so the transform
     can sit in a classifier's preprocessing to flag predictions made without a lung. Locate on the loaded slice,
     before any resizing or padding. Existing output keys raise ``KeyError``.
