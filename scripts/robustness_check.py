@@ -6,7 +6,8 @@ windows and image sources), measured on a COVID19-CT split with synthetic shifts
 Each checkpoint is scored on the split as the bundle's evaluation sees it (lung window, resize to the checkpoint's
 size, centre crop, its normalisation, its flip TTA setting), then with one shift applied to every centre
 crop: another window or contrast (gamma 0.5 / 2.0, a narrowed window), scanner noise, a coarser source (down to a
-third and back), blur. The shifts lie outside the ranges ``robust_augmentation`` trains with, so a model trained
+third and back), blur, a scanner's full field of view (the slice shrunk to 0.75x on air: lungs as small as on the
+real series and LUNA16 slices). The shifts lie outside the ranges ``robust_augmentation`` trains with, so a model trained
 with it is not tested on its own augmentation. It prints AUC [95% bootstrap CI], sensitivity and specificity at the
 checkpoint's decision threshold per shift, and the AUC drop from the clean images; ``--json`` keeps them.
 
@@ -41,7 +42,20 @@ SHIFTS = {
         torch.nn.functional.interpolate(x[None], scale_factor=1 / 3, mode="area"), size=x.shape[-2:], mode="bilinear",
         align_corners=False)[0],
     "blur sigma 2": lambda x, g: _BLUR(x),
+    # COVID19-CT's slices are cropped figures (lung box median 55 % of the slice); a scanner's full field of view shows
+    # the lungs smaller (30-38 % on the real series and LUNA16 slices): the same slice shrunk to 0.75x on air
+    "zoom out 0.75 (full field of view)": lambda x, g: _zoom_out(x, 0.75),
 }
+
+
+def _zoom_out(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` (1, H, W) shrunk by ``factor`` and centred on air (0 in the lung window)."""
+    small = torch.nn.functional.interpolate(x[None], scale_factor=factor, mode="area")[0]
+    out = torch.zeros_like(x)
+    h, w = small.shape[-2:]
+    top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+    out[..., top:top + h, left:left + w] = small
+    return out
 
 
 def _blur_transform():
