@@ -49,7 +49,9 @@ class TestRecipeOptions(unittest.TestCase):
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         rob = json.loads(out_json.read_text())[0]
         self.assertTrue(rob["tta"])
-        self.assertEqual(len(rob["shifts"]), 7)
+        self.assertEqual(len(rob["shifts"]), 8)  # clean + 7 shifts
+        zoomed = rob["shifts"]["zoom out 0.75 (full field of view)"]["auc"]["value"]
+        self.assertTrue(0.0 <= zoomed <= 1.0)
         self.assertAlmostEqual(rob["shifts"]["clean"]["auc"]["value"], m["auc"]["value"], delta=0.01)
         # inference: TTA from the checkpoint, and off on request: the probabilities differ
         probs = {}
