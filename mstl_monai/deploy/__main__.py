@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     written = [r["sr_file"] for r in rows if r.get("sr_file")]
     print(f"{len(written)} DICOM SR(s) written under {args.output_dir}/sr; scans.csv and slices.csv beside")
+    for r in rows:
+        if not r.get("sr_file"):
+            print(f"no DICOM SR for {r.get('scan')}: {r.get('sr_message') or r.get('message') or r.get('status')}")
     return 0 if len(written) == len(rows) else 1
 
 

@@ -11,8 +11,10 @@ Series selection rules are MONAI Deploy's ``DICOMSeriesSelectorOperator`` JSON
 (``{"selections": [{"name": ..., "conditions": {"Modality": "(?i)CT", "ImageType": ["PRIMARY"]}}]}``): a string
 condition matches a string attribute equal to it (case-insensitively) or containing its regular expression; a list
 matches a multi-valued attribute holding every listed value (case-insensitively); a number matches an equal value;
-a missing attribute never matches. Then series with fewer than ``min_slices`` images (scouts, localizers, dose
-reports) are passed over, and unless ``all_matched`` the study's matching series with the most images is taken.
+a missing attribute never matches; an attribute name that is no DICOM keyword is refused. Then series with fewer
+than ``min_slices`` images (scouts, localizers, dose reports) are passed over, and unless ``all_matched`` the study's
+matching series with the most images is taken (among equally large ones the first by Series Number, then by
+Series Instance UID; the line about the other says so).
 
 .. code-block:: python
 
@@ -51,6 +53,7 @@ class SelectedSeries:
     series_uid: str
     n_images: int
     description: str = ""
+    series_number: int | None = None
 
 
 def _match(want: Any, value: Any) -> bool:
@@ -109,6 +112,12 @@ class SeriesSelector:
             raise ValueError(
                 f"series selection rules need 'selections': a list of {{'name', 'conditions'}}, got {str(loaded)[:120]!r}."
             )
+        for s in sel:
+            if not isinstance(s["conditions"], Mapping):
+                raise ValueError(f"series selection rule {s.get('name', '')!r}: 'conditions' must be a mapping "
+                                 f"of DICOM attribute names to values, got {str(s['conditions'])[:80]!r}.")
+            for key in s["conditions"]:
+                _check_keyword(str(key), str(s.get("name", "")))
         return dict(loaded)
 
     def find_series(self, input_dir: str | os.PathLike) -> list[tuple[str, str, list]]:
@@ -160,13 +169,22 @@ class SeriesSelector:
                 continue
             study = str(ds.get("StudyInstanceUID", ""))
             desc = str(ds.get("SeriesDescription", "")).strip()
-            by_study.setdefault(study, []).append(SelectedSeries(name, folder, study, uid, len(items), desc))
+            by_study.setdefault(study, []).append(
+                SelectedSeries(name, folder, study, uid, len(items), desc, _series_number(ds.get("SeriesNumber")))
+            )
         chosen: list[SelectedSeries] = []
         for study, series in by_study.items():
-            series = sorted(series, key=lambda s: -s.n_images)  # stable: folder order among equals
+            series = sorted(series, key=_selection_order)
             chosen += series if self.all_matched else series[:1]
+            taken = series[0]
             for s in [] if self.all_matched else series[1:]:
-                self.passed_over.append((s.folder, s.series_uid, f"study {study} has a larger matching series"))
+                if taken.n_images > s.n_images:
+                    why = (f"study {study} has a larger matching series, {taken.series_uid} "
+                           f"({taken.n_images} images, this one {s.n_images})")
+                else:
+                    why = (f"study {study} has another matching series of the same size ({s.n_images} images): "
+                           f"{taken.series_uid} was taken, the first by SeriesNumber, then SeriesInstanceUID")
+                self.passed_over.append((s.folder, s.series_uid, why))
         if not chosen:
             why = "; ".join(f"{f} ({u}): {r}" for f, u, r in self.passed_over[:6])
             raise ValueError(f"no DICOM series under {str(input_dir)!r} matches the selection rules: {why}.")
@@ -175,6 +193,32 @@ class SeriesSelector:
     @staticmethod
     def _matches(conditions: Mapping[str, Any], ds: Any) -> bool:
         return all(want in (None, "") or _match(want, ds.get(key)) for key, want in conditions.items())
+
+
+def _check_keyword(key: str, rule: str) -> None:
+    """Refuse a selection condition on a name that is no DICOM attribute keyword (one line, with the closest)."""
+    import difflib
+
+    from pydicom.datadict import keyword_dict
+
+    if key in keyword_dict:
+        return
+    close = difflib.get_close_matches(key, list(keyword_dict), n=3, cutoff=0.75)
+    hint = f": did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"series selection rule {rule!r}: {key!r} is not a DICOM attribute keyword{hint}")
+
+
+def _series_number(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _selection_order(series: SelectedSeries) -> tuple:
+    """Most images first; among equals the lowest Series Number (a series without one after), then the UID."""
+    number = series.series_number
+    return (-series.n_images, number is None, number if number is not None else 0, series.series_uid)
 
 
 def bundle_config(bundle_dir: str | os.PathLike | None = None) -> Path:
@@ -199,6 +243,11 @@ class ScanReportPipeline:
         all_matched: classify every matching series of a study.
         min_slices: fewest images a series needs.
         overrides: further settings of ``inference_scan.yaml`` (e.g. ``{"device": "cpu", "n_bootstrap": 200}``).
+
+    Raises:
+        FileNotFoundError: no bundle config or checkpoint.
+        ValueError: selection rules that cannot be used, or an override that names no setting of
+            ``inference_scan.yaml`` or has a value its setting cannot take (one line, with the closest name).
     """
 
     def __init__(
@@ -215,8 +264,11 @@ class ScanReportPipeline:
 
         from mstl_monai.data import require_file
 
+        from mstl_monai.utils.settings import check_settings
+
         config = bundle_config(bundle_dir)
         require_file(ckpt_path, "model checkpoint (ckpt_path)")
+        check_settings(dict(overrides or {}), config)  # a misspelt or mistyped setting: one line ("did you mean")
         self.selector = SeriesSelector(rules, all_matched=all_matched, min_slices=min_slices)
         parser = ConfigParser()
         parser.read_config(str(config))
@@ -276,11 +328,12 @@ class ScanReportPipeline:
             row = self.report(result)
             pos = self.writer.class_names[self.writer.positive_class]
             ci = "not available" if row["ci_low"] is None else f"{row['ci_low']:.3f}, {row['ci_high']:.3f}"
+            sr = f"; SR {row['sr_file']}" if row.get("sr_file") else f"; no DICOM SR: {row.get('sr_message') or 'not asked'}"
             print(
                 f"{series.folder} [{series.selection}: {series.n_images} images, series {series.series_uid}]: "
                 f"P({pos}) = {row['probability']:.3f} [95% CI {ci}] -> "
                 f"{row['decision']} at threshold {self.writer.threshold:.4g}; "
-                f"{row['slices_used']}/{row['n_slices']} slices used",
+                f"{row['slices_used']}/{row['n_slices']} slices used{sr}",
                 flush=True,
             )
             rows.append(row)

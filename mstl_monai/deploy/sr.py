@@ -94,7 +94,8 @@ def read_source_datasets(result: Mapping[str, Any], headers: Mapping[str, Any] |
 
     Raises:
         ValueError: the scan is not a DICOM series, a source file is missing or unreadable, or the files belong to
-            several series or lack SOP/study UIDs (the message names the scan or file).
+            several series, lack SOP/study UIDs, or do not name exactly one patient (no PatientID, or several:
+            see :func:`_check_one_patient`; the message names the scan or file).
     """
     import pydicom
 
@@ -131,6 +132,7 @@ def read_source_datasets(result: Mapping[str, Any], headers: Mapping[str, Any] |
         out[path] = ds
     if len(series) > 1:
         raise ValueError(f"the slices of CT scan {scan!r} come from {len(series)} series {sorted(series)}; one is needed.")
+    _check_one_patient(result, out, headers)
     for ds in out.values():  # Type 2 patient/study attributes the input lacks: empty (unknown), as DICOM has it
         if id(ds) in shared:
             continue
@@ -138,6 +140,50 @@ def read_source_datasets(result: Mapping[str, Any], headers: Mapping[str, Any] |
             if key not in ds:
                 setattr(ds, key, "")
     return out
+
+
+def _check_one_patient(
+    result: Mapping[str, Any], datasets: Mapping[str, Any], headers: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse a report whose series does not name exactly one patient.
+
+    Every file of the series counts (the skipped slices too: a series that mixes patients is not one patient's
+    scan, whichever slices were used). A PACS files a report under the patient its ``PatientID`` names, so:
+
+    - several PatientIDs: the report would be filed under one patient while referencing another's images;
+    - no or an empty PatientID (Type 2, so a file may leave it empty): the archive would file the finding under
+      no patient (an unidentified record, or a reconciliation by hand that may pick the wrong one). As with a
+      missing StudyInstanceUID, no report is written: the scan's answer is still in the CSV rows.
+
+    Raises:
+        ValueError: no PatientID, or several (the message names the scan, the IDs and a file of each).
+    """
+    import pydicom
+
+    scan = result.get("scan", "<scan>")
+    ids: dict[str, list[str]] = {}
+    for s in result["slices"]:
+        path = s["source"]
+        ds = datasets.get(path)
+        if ds is None and headers is not None:
+            ds = headers.get(path)
+        if ds is None:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+            except Exception as e:  # InvalidDicomError, OSError, EOFError, ...
+                raise ValueError(f"cannot read the DICOM header of {path!r} for the SR of {scan!r}: {e}") from e
+        ids.setdefault(str(ds.get("PatientID") or "").strip(), []).append(os.path.basename(path))
+    if len(ids) > 1:
+        held = "; ".join(f"{k or '<empty>'!r} ({len(v)} files, e.g. {v[0]})" for k, v in sorted(ids.items()))
+        raise ValueError(
+            f"the files of CT scan {scan!r} carry {len(ids)} PatientIDs ({held}): one report cannot be about "
+            "several patients, so no DICOM SR is written."
+        )
+    if "" in ids:
+        raise ValueError(
+            f"the files of CT scan {scan!r} have no PatientID (e.g. {ids[''][0]}): a report without one cannot be "
+            "filed under its patient, so no DICOM SR is written."
+        )
 
 
 def _interval_note(result: Mapping[str, Any], n_bootstrap: int | None) -> str | None:
@@ -163,6 +209,17 @@ def _calibration_text(result: Mapping[str, Any], model: Mapping[str, Any]) -> st
     if stored is not None and float(stored) != 1.0:  # T = 1 (the settings file's default) is no calibration
         return f"the network's output, not calibrated (the checkpoint's temperature T = {float(stored):.4g} is not applied)"
     return "the network's output, not calibrated"
+
+
+def _network_text(model: Mapping[str, Any]) -> str:
+    """The network, its input size and training stage; says when the input size and normalisation are defaults
+    (a checkpoint without a settings file records neither)."""
+    stage = model.get("stage") or "not recorded"
+    size = f"{model.get('image_size')} px input"
+    if model.get("settings_source") not in (None, "sidecar"):
+        return (f"{model['network']}, {size}, stage {stage}; the checkpoint has no settings file, so the input size and "
+                "the intensity normalisation are the defaults, not those the network was trained with")
+    return f"{model['network']}, {size}, stage {stage}"
 
 
 def build_scan_sr(
@@ -282,7 +339,7 @@ def build_scan_sr(
             text(codes.DCM.AlgorithmVersion, f"{model['package']} {model['version']}"),
             text("weights_sha256", f"{model['weights_sha256']} ({model['weights_file']})"),
             text("training_data", str(training)),
-            text("network", f"{model['network']}, {model.get('image_size')} px input, stage {model.get('stage')}"),
+            text("network", _network_text(model)),
         ]
     )
 

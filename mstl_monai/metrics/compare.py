@@ -145,6 +145,13 @@ def load_arm(paths: Sequence[str | os.PathLike], ref: Sequence[tuple[str, int]] 
     for f in files[len(rows):]:
         p = aligned_probs([f], ref)
         if p is None:
+            names, labels, _, _ = read_binary_predictions(f)
+            label_of = dict(zip(names, (int(v) for v in labels)))
+            if len(names) == len(ref) and set(label_of) == {k[0] for k in ref}:
+                first = next(k for k in ref if label_of[k[0]] != k[1])
+                raise ValueError(f"{f} scores the same images as the first file of the comparison but with other "
+                                 f"labels (first: {first[0]!r}, label {label_of[first[0]]} there, {first[1]} in the "
+                                 "first file); compare predictions of the same test split.")
             raise ValueError(f"{f} holds other images than the first file of the comparison ({len(ref)} images); "
                              "compare predictions of the same test split.")
         rows.append(p[0])
@@ -155,6 +162,8 @@ def compare_predictions(a: Sequence[str | os.PathLike], b: Sequence[str | os.Pat
                         seed: int = 0, threshold: float = 0.5) -> dict:
     """:func:`~mstl_monai.metrics.seed_paired_difference` of arm ``a`` minus arm ``b`` (:func:`load_arm`: one
     predictions file per seed, b's images matched to a's), with the files under ``"files"``."""
+    if not 0.0 < float(threshold) < 1.0:  # NaN fails too
+        raise ValueError(f"threshold {threshold!r} must lie strictly between 0 and 1 (a probability cut-off).")
     _same_classes([_predictions_file(a[0]), _predictions_file(b[0])] if a and b else [])
     ref, y, pa = load_arm(a)
     _, _, pb = load_arm(b, ref)

@@ -85,13 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_pipeline_config(args.config)
-    except (ValueError, KeyError) as e:
-        raise SystemExit(str(e).strip("\"'")) from None
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise SystemExit(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from None
     if args.write_bundle_recipe:
-        from mstl_monai.pipeline.recipe import bundle_recipe
+        from mstl_monai.pipeline.recipe import bundle_recipe, check_recipe_target
 
         target = Path(args.repo_root) / args.write_bundle_recipe
-        write_text_atomic(target, bundle_recipe(cfg, args.config, args.write_bundle_recipe, args.repo_root))
+        try:
+            check_recipe_target(target, args.config)
+            write_text_atomic(target, bundle_recipe(cfg, args.config, args.write_bundle_recipe, args.repo_root))
+        except (ValueError, OSError) as e:
+            raise SystemExit(f"mstl-pipeline: {e}") from None
         print(f"wrote {target} from {args.config}", flush=True)
         return 0
     chains = cfg["chains"]

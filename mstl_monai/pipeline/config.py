@@ -219,8 +219,12 @@ def load_pipeline_config(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pipeline config {str(path)!r} does not exist.")
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        why = " ".join(str(e).split())
+        raise ValueError(f"pipeline config {str(path)!r} is not a YAML text file ({why}).") from None
     if not isinstance(cfg, dict) or not (cfg.get("chains") or cfg.get("grid")):
         raise ValueError(
             f"pipeline config {path} must be a mapping with a non-empty 'chains' list and/or a 'grid' section."

@@ -25,7 +25,7 @@ from typing import Any
 from mstl_monai.pipeline.config import STAGES
 from mstl_monai.utils.settings import load_config_tree
 
-__all__ = ["TRAINING_STAGES", "bundle_recipe", "recipe_values"]
+__all__ = ["TRAINING_STAGES", "bundle_recipe", "check_recipe_target", "recipe_values"]
 
 #: the stages a recipe file is merged into (evaluate and inference take their settings from the checkpoint)
 TRAINING_STAGES = ("stl_n", "stl_m", "sstl_m", "finetune")
@@ -42,6 +42,33 @@ _HEADER = """\
 #   mstl-pipeline --config {source} --write-bundle-recipe {target}
 # Edit that config and run the command again; tests check that this file is what it writes.
 """
+
+
+def check_recipe_target(target: str | os.PathLike, config: str | os.PathLike) -> None:
+    """Refuse a recipe path that would destroy something: the pipeline config itself, a folder, a path under a
+    file, or an existing file this command did not write (it has no ``--write-bundle-recipe`` header).
+
+    Raises:
+        ValueError: one line naming the path and why.
+    """
+    target = Path(target)
+    if target.resolve() == Path(config).resolve():
+        raise ValueError(f"--write-bundle-recipe {str(target)!r} is the pipeline config itself: choose another path.")
+    if target.is_dir():
+        raise ValueError(f"--write-bundle-recipe {str(target)!r} is a folder: give a file path.")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--write-bundle-recipe {str(target)!r}: {str(parent)!r} is a file, not a folder.")
+    if target.exists():
+        try:
+            head = target.read_text(errors="replace")[:4000]
+        except OSError as e:
+            raise ValueError(f"--write-bundle-recipe {str(target)!r} cannot be read: {e}") from None
+        if "# WRITTEN FROM " not in head or "--write-bundle-recipe" not in head:
+            raise ValueError(
+                f"--write-bundle-recipe {str(target)!r} exists and is not a recipe this command wrote (no "
+                "'# WRITTEN FROM ... --write-bundle-recipe' header): remove it or choose another path."
+            )
 
 
 def _stage_files(bundle_dir: Path, stage: str) -> list[Path]:

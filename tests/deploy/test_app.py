@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
-from contextlib import chdir
+from contextlib import chdir, redirect_stderr, redirect_stdout
 from pathlib import Path
 from unittest import mock
 
@@ -23,6 +24,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from mstl_monai.deploy import ScanReportPipeline, SeriesSelector
+from mstl_monai.deploy.__main__ import main as deploy_main
 from mstl_monai.deploy.operators import bundle_config
 from mstl_monai.inferers.scan_inference import _safe_name
 from tests.deploy.test_sr import by_code, content_items, make_checkpoint
@@ -161,6 +163,74 @@ class TestScanReportPipeline(unittest.TestCase):
                              text=True, timeout=600, env=env)
         self.assertEqual(bad.returncode, 2)
         self.assertEqual(bad.stderr.strip().splitlines()[-1], f"mstl_monai.deploy: DICOM input {str(self.tmp / 'nowhere')!r} is not a folder.")
+
+
+class TestBadDeployInput(unittest.TestCase):
+    """What the deploy command does with input it cannot use: one line, or no SR with the reason on every summary."""
+
+    def setUp(self):
+        self.real = require_real_data(self) / SERIES
+        self.tmp = Path(tempfile.mkdtemp(prefix="mstl-app-bad-"))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.ckpt = make_checkpoint(self.tmp)
+
+    def copy(self, name: str) -> Path:
+        folder = self.tmp / "study" / name
+        shutil.copytree(self.real, folder)
+        return folder
+
+    def test_unknown_rule_attribute_is_named(self):
+        with self.assertRaises(ValueError) as cm:
+            SeriesSelector({"selections": [{"name": "CT", "conditions": {"Modalty": "CT"}}]})
+        self.assertEqual(str(cm.exception),
+                         "series selection rule 'CT': 'Modalty' is not a DICOM attribute keyword: did you mean 'Modality'?")
+
+    def test_misspelt_or_mistyped_setting_is_one_line(self):
+        for item, text in (("n_bootstrp=50", "unknown setting 'n_bootstrp' (not in inference_scan.yaml): did you mean "
+                                             "'n_bootstrap'?"),
+                           ("n_bootstrap=abc", "setting 'n_bootstrap' must be a whole number like its default")):
+            err = io.StringIO()
+            with redirect_stderr(err):
+                rc = deploy_main(["--ckpt", str(self.ckpt), "--input", str(self.real), "--output_dir",
+                                  str(self.tmp / "out"), "--set", item])
+            self.assertEqual(rc, 2)
+            self.assertEqual(len(err.getvalue().strip().splitlines()), 1, err.getvalue())
+            self.assertIn(text, err.getvalue())
+        self.assertFalse((self.tmp / "out").exists())
+
+    def test_equal_series_tie_is_stated(self):
+        """Two 30-image CT series of one study: the lower SeriesNumber is taken, and the other is not called smaller."""
+        a, b = self.copy("a"), self.copy("b")
+        restamp(a, SeriesNumber=7)
+        restamp(b, SeriesNumber=3, SeriesInstanceUID="1.2.826.0.1.3680043.8.498.1")
+        sel = SeriesSelector()
+        (chosen,) = sel(self.tmp / "study")
+        self.assertEqual((Path(chosen.folder).name, chosen.series_number), ("b", 3))
+        ((folder, _, why),) = sel.passed_over
+        self.assertEqual(Path(folder).name, "a")
+        self.assertNotIn("larger", why)
+        self.assertIn("another matching series of the same size (30 images): 1.2.826.0.1.3680043.8.498.1 was taken, "
+                      "the first by SeriesNumber, then SeriesInstanceUID", why)
+
+    def test_series_mixing_patients_gets_no_sr(self):
+        folder = self.copy("twopat")
+        for p in sorted(folder.glob("*.dcm"))[:15]:
+            ds = pydicom.dcmread(p)
+            ds.PatientID = "OTHER"
+            ds.save_as(p, enforce_file_format=True)
+        out = io.StringIO()
+        with redirect_stdout(out):
+            rc = deploy_main(["--ckpt", str(self.ckpt), "--input", str(folder), "--output_dir", str(self.tmp / "out"),
+                              "--set", "n_bootstrap=20"])
+        text = out.getvalue()
+        self.assertEqual(rc, 1, text)
+        self.assertEqual(list((self.tmp / "out").rglob("*.dcm")), [])
+        summary = [line for line in text.splitlines() if line.startswith(f"{folder} [CT series")]
+        self.assertEqual(len(summary), 1, text)
+        self.assertIn("; no DICOM SR: the files of CT scan", summary[0])
+        self.assertIn("carry 2 PatientIDs", summary[0])
+        self.assertIn("0 DICOM SR(s) written", text)
+        self.assertIn(f"no DICOM SR for {folder}: ", text)
 
 
 class TestMonaiDeployWrapper(unittest.TestCase):

@@ -213,6 +213,60 @@ class TestScanSR(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, r"scan\.nii\.gz.*needs a DICOM series"):
             read_source_datasets(dict(self.result, scan="scan.nii.gz", source_format="nifti"))
 
+    def edited_result(self, name: str, **edits_by_index) -> dict:
+        """The scan result re-pointed at a copy of the real series whose files ``edits_by_index`` (index -> tags,
+        ``None``: PatientID deleted) are edited."""
+        from tests.scan._series import copy_series, edit_slice
+
+        folder = copy_series(self.folder, self.tmp / name)
+        files = sorted(folder.glob("*.dcm"))
+        for i, tags in edits_by_index.items():
+            i = int(i.lstrip("_"))
+            edit_slice(files[i], delete=("PatientID",)) if tags is None else edit_slice(files[i], **tags)
+
+        def moved(entry):
+            return dict(entry, source=str(folder / Path(entry["source"]).name))
+
+        return dict(self.result, scan=str(folder), slices=[moved(s) for s in self.result["slices"]],
+                    top_slices=[moved(t) for t in self.result["top_slices"]])
+
+    def test_series_mixing_patients_gets_no_sr(self):
+        """A series whose files name two patients gets no report, even where the other patient's files are all
+        skipped slices; the writer says why in its row, on stdout and in the log."""
+        skipped = [i for i, s in enumerate(self.result["slices"]) if not s["used"]]
+        used = [i for i, s in enumerate(self.result["slices"]) if s["used"]]
+        self.assertTrue(skipped and used)
+        for label, index in (("skipped", skipped[0]), ("used", used[-1])):
+            res = self.edited_result(f"twopat-{label}", **{f"_{index}": {"PatientID": "OTHER"}})
+            with self.assertRaisesRegex(ValueError, r"carry 2 PatientIDs \('Lung_Dx-A0002' \(29 files.*'OTHER' \(1 files"):
+                read_source_datasets(res)
+        writer = SRScanWriter(str(self.tmp / "w2"), write_sr=True, ckpt_path=self.ckpt, threshold=0.37)
+        with self.assertLogs("mstl_monai.deploy.writer", level="WARNING") as logs:
+            row = writer.add(res)
+        self.assertIsNone(row["sr_file"])
+        self.assertIn("one report cannot be about several patients", row["sr_message"])
+        self.assertIn("several patients", "\n".join(logs.output))
+        self.assertFalse((self.tmp / "w2" / "sr").exists() and any((self.tmp / "w2" / "sr").iterdir()))
+
+    def test_series_without_patient_id_gets_no_sr(self):
+        """No PatientID (deleted, or empty in every file): refused as a missing StudyInstanceUID is."""
+        n = len(self.result["slices"])
+        for name, tags in (("nopid", None), ("emptypid", {"PatientID": ""})):
+            res = self.edited_result(name, **{f"_{i}": tags for i in range(n)})
+            with self.assertRaisesRegex(ValueError, r"have no PatientID .*cannot be filed under its patient"):
+                read_source_datasets(res)
+
+    def test_defaults_of_a_checkpoint_without_settings_file_are_said(self):
+        bare = self.tmp / "bare"
+        bare.mkdir(exist_ok=True)
+        shutil.copy(self.ckpt, bare / "model.pt")
+        sr = build_scan_sr(self.result, read_source_datasets(self.result), model_description(bare / "model.pt"), 0.5)
+        (net,) = by_code(content_items(sr), "NETWORK")
+        self.assertIn("no settings file, so the input size and the intensity normalisation are the defaults", net.TextValue)
+        self.assertIn("stage not recorded", net.TextValue)
+        (net,) = by_code(content_items(pydicom.dcmread(self.write("with.dcm"))), "NETWORK")
+        self.assertEqual(net.TextValue, "resnet18, 32 px input, stage finetune")
+
     @unittest.skipUnless(shutil.which("dciodvfy"), "dciodvfy (Debian's dicom3tools) is not installed")
     def test_dciodvfy_finds_no_error(self):
         proc = subprocess.run(["dciodvfy", str(self.write("v.dcm"))], capture_output=True, text=True, timeout=120)

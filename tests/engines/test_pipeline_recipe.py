@@ -61,6 +61,43 @@ class TestBundleRecipe(unittest.TestCase):
             stl_m = [REPO_ROOT / "bundle" / "configs" / f for f in STAGES["stl_m"][0]]
             self.assertEqual(_parsed(stl_m + [Path(d) / "r.yaml"], "epochs"), _parsed(stl_m, "epochs"))
 
+    def test_refuses_to_destroy_a_file(self):
+        """The config itself, a file this command did not write, a folder or a path under a file: one line, no write."""
+        import contextlib
+        import io
+
+        with tempfile.TemporaryDirectory() as d:
+            cfg = {"bundle_dir": str(REPO_ROOT / "bundle"), "common": {"image_size": 96},
+                   "chains": [{"name": "a", "stages": ["finetune", "evaluate"]}]}
+            config = Path(d) / "p.yaml"
+            config.write_text(yaml.safe_dump(cfg))
+            (Path(d) / "mine.yaml").write_text("keep: me\n")
+            (Path(d) / "out").mkdir()
+            cases = {"p.yaml": "is the pipeline config itself", "mine.yaml": "is not a recipe this command wrote",
+                     "out": "is a folder", "mine.yaml/r.yaml": "is a file, not a folder"}
+            for target, message in cases.items():
+                with self.subTest(target=target), contextlib.redirect_stderr(io.StringIO()):
+                    with self.assertRaises(SystemExit) as cm:
+                        main(["--config", str(config), "--repo-root", d, "--write-bundle-recipe", target])
+                    self.assertIn(message, str(cm.exception.code))
+                    self.assertEqual(len(str(cm.exception.code).splitlines()), 1)
+            self.assertEqual(yaml.safe_load(config.read_text()), cfg)
+            self.assertEqual((Path(d) / "mine.yaml").read_text(), "keep: me\n")
+            args = ["--config", str(config), "--repo-root", d, "--write-bundle-recipe", "r.yaml"]
+            self.assertEqual(main(args), 0)
+            self.assertEqual(main(args), 0)  # its own recipe is rewritten
+
+    def test_bad_or_missing_config_is_one_line(self):
+        with tempfile.TemporaryDirectory() as d:
+            png = Path(d) / "x.png"
+            png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+            for path, message in ((png, f"pipeline config {str(png)!r} is not a YAML text file"),
+                                  (Path(d) / "missing.yaml", "does not exist")):
+                with self.assertRaises(SystemExit) as cm:
+                    main(["--config", str(path), "--list"])
+                self.assertIn(message, str(cm.exception.code))
+                self.assertEqual(len(str(cm.exception.code).splitlines()), 1)
+
 
 if __name__ == "__main__":
     unittest.main()

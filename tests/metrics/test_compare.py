@@ -81,6 +81,20 @@ class TestCompare(unittest.TestCase):
         self.assertIn("no predictions file at", err.getvalue())
         self.assertIn("nowhere", err.getvalue())
 
+    def test_flipped_labels_and_bad_threshold_are_said(self):
+        a = _write(self.tmp / "a.csv", self.names, self.y, self.pa[0])
+        b = _write(self.tmp / "b.csv", self.names, 1 - self.y, self.pb)
+        with self.assertRaisesRegex(ValueError, r"b\.csv scores the same images .* other labels \(first: 'img0\.png', "
+                                                r"label 1 there, 0 in the first file\)"):
+            compare_predictions([a], [b])
+        for bad in ("2", "0", "1", "-0.1", "nan"):
+            err = io.StringIO()
+            with redirect_stderr(err):
+                rc = main(["--a", str(a), "--b", str(a), "--threshold", bad])
+            self.assertEqual(rc, 2, bad)
+            self.assertIn("must lie strictly between 0 and 1", err.getvalue())
+            self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
+
 
 class TestCompareInputs(unittest.TestCase):
     """Bad predictions files are one line naming the file and the line (exit 2, no traceback); a one-class test set
