@@ -17,6 +17,7 @@ checkpoint's settings file; the test split is only scored here.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -33,9 +34,37 @@ from mstl_monai.metrics import (  # noqa: E402
     read_predictions_csv,
     write_metrics_json,
 )
-from mstl_monai.networks.sidecar import read_checkpoint_info  # noqa: E402
+from mstl_monai.networks.sidecar import info_path, read_checkpoint_info  # noqa: E402
 
 SHOWN = ("accuracy", "auc", "sensitivity", "specificity")
+
+
+def check_predictions_match(ckpt: Path, info: dict, predictions: Path, class_names: list[str]) -> None:
+    """Refuse predictions that another checkpoint wrote: their class names, or their ``threshold`` column (evaluate
+    writes the threshold it decided at, one of the checkpoint's stored ones), differ from ``ckpt``'s settings file.
+    Files of earlier releases have no threshold column: only the class names can be checked (said on stdout)."""
+    stored_names = info.get("class_names")
+    if stored_names and list(stored_names) != list(class_names):
+        raise ValueError(f"{predictions} has classes {class_names}, {ckpt}.json {list(stored_names)}: another model's predictions?")
+    with open(predictions, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "threshold" not in rows[0]:
+        print(f"note: {predictions} has no threshold column (an earlier release's file): only its class names were "
+              f"checked against {ckpt}.json")
+        return
+    written = {r["threshold"] for r in rows}
+    stored = [info.get("decision_threshold"), *(info.get("operating_points") or {}).values(), 0.5]
+    stored = [float(t) for t in stored if t is not None]
+    for t in written:
+        try:
+            value = float(t)
+        except ValueError:
+            raise ValueError(f"{predictions}: threshold {t!r} is not a number.") from None
+        if not any(abs(value - u) <= 1e-5 for u in stored):
+            raise ValueError(
+                f"{predictions} was decided at threshold {t}, which is none of {ckpt}.json's stored thresholds "
+                f"{sorted(set(round(u, 6) for u in stored))}: another checkpoint's predictions?"
+            )
 
 
 def card(ckpt: Path, predictions: Path, n_bootstrap: int = 1000) -> dict:
@@ -45,6 +74,7 @@ def card(ckpt: Path, predictions: Path, n_bootstrap: int = 1000) -> dict:
     names, y, probs, class_names = read_predictions_csv(predictions)
     if len(class_names) != 2:
         raise ValueError(f"{predictions}: {len(class_names)} classes; this card is for a binary classifier.")
+    check_predictions_match(ckpt, info, predictions, class_names)
     temperature = float(info.get("temperature") or 1.0)
     calibrated = probs[:, 1]
     raw = apply_temperature(calibrated, 1.0 / temperature)  # undo softmax(z / T): softmax(log p * T)
@@ -54,6 +84,8 @@ def card(ckpt: Path, predictions: Path, n_bootstrap: int = 1000) -> dict:
         "predictions": str(predictions),
         "n": int(len(y)),
         "temperature": temperature,
+        # read_checkpoint_info fills an absent temperature with 1.0: ask the file whether it records one
+        "calibrated_by_temperature": json.loads(info_path(ckpt).read_text()).get("temperature") is not None,
         "operating_points": {},
         "ece": {
             "network_output": expected_calibration_error(y, raw),
@@ -84,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         shown = ", ".join(f"{k} {100 * m[k]['value']:.1f} [{100 * m[k]['ci_low']:.1f}, {100 * m[k]['ci_high']:.1f}]" for k in SHOWN)
         print(f"{name} (threshold {m['threshold']:.4f}): {shown}")
     e = result["ece"]
-    print(f"ECE on test: network output {e['network_output']:.3f}, calibrated (T = {result['temperature']:.3f}) {e['calibrated']:.3f}")
+    if result["calibrated_by_temperature"]:
+        print(f"ECE on test: network output {e['network_output']:.3f}, calibrated (T = {result['temperature']:.3f}) {e['calibrated']:.3f}")
+    else:
+        print(f"ECE on test: {e['network_output']:.3f} (the checkpoint has no temperature: uncalibrated)")
     return 0
 
 

@@ -56,6 +56,29 @@ class TestModelCard(unittest.TestCase):
         self.assertAlmostEqual(card["ece"]["calibrated"], expected_calibration_error(self.y, p), places=6)
         self.assertIn("ECE on test", proc.stdout)
 
+    def test_another_checkpoints_predictions_are_refused(self):
+        # before: a card named one checkpoint and showed another's figures
+        p = apply_temperature(self.raw, self.temperature)
+        write_predictions_csv(self.tmp / "predictions.csv", [f"{i}.png" for i in range(200)], self.y,
+                              np.stack([1 - p, p], 1), ["non-COVID", "COVID"], threshold=0.37)
+        proc = self.run_card()
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("was decided at threshold 0.37, which is none of", proc.stderr.strip().splitlines()[-1])
+        write_predictions_csv(self.tmp / "predictions.csv", [f"{i}.png" for i in range(200)], self.y,
+                              np.stack([1 - p, p], 1), ["other", "COVID"], threshold=0.4)
+        proc = self.run_card()
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("another model's predictions?", proc.stderr.strip().splitlines()[-1])
+
+    def test_without_temperature_it_says_uncalibrated(self):
+        info = json.loads((self.tmp / "model.pt.json").read_text())
+        info.pop("temperature")
+        (self.tmp / "model.pt.json").write_text(json.dumps(info))
+        proc = self.run_card()
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("the checkpoint has no temperature: uncalibrated", proc.stdout)
+        self.assertNotIn("T = 1.000", proc.stdout)
+
     def test_missing_settings_file_is_one_line(self):
         (self.tmp / "model.pt.json").unlink()
         proc = self.run_card()
