@@ -37,10 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt", required=True, help="classifier checkpoint (model.pt with its model.pt.json)")
     ap.add_argument("--output", required=True, help="the .onnx file to write")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="COVID19-CT folder for the check (default: %(default)s)")
-    ap.add_argument("--check-slices", type=int, default=32, help="test slices for the check (0: no check)")
+    ap.add_argument("--check-slices", type=int, default=32,
+                    help="test slices for the check (0: no check; a failed check removes the exported files)")
     ap.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |logit difference|")
     ap.add_argument("--opset", type=int, default=17)
     args = ap.parse_args(argv)
+    # every argument is checked before anything is written
+    if args.check_slices < 0:
+        ap.error(f"--check-slices must be >= 0 (0: no check), got {args.check_slices}")
+    if not args.tolerance > 0:
+        ap.error(f"--tolerance must be a number > 0, got {args.tolerance}")
+    if args.opset < 13:
+        ap.error(f"--opset must be at least 13 (the operators the classifiers export to), got {args.opset}")
+    out = Path(args.output)
+    if out.is_dir():
+        ap.error(f"--output {out} is a folder: give the .onnx file to write")
+    if any(p.exists() and not p.is_dir() for p in out.parents):
+        ap.error(f"--output {out}: {next(p for p in out.parents if p.exists() and not p.is_dir())} is a file, not a folder")
+    if args.check_slices > 0 and not (Path(args.data) / "Data-split").is_dir():
+        ap.error(f"--data {args.data} is not a COVID19-CT folder (no Data-split/): the check needs its test slices")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path.insert(0, str(REPO))
 
@@ -67,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"onnxruntime vs PyTorch (CPU, float32) on {diff['n']} COVID19-CT test slices: max |logit diff| "
           f"{diff['logits']:.2e}, max |probability diff| {diff['probabilities']:.2e}, argmax agrees: {diff['argmax_agree']} "
           f"-> {'OK' if ok else 'FAILED'} (tolerance {args.tolerance:g})")
+    if not ok:  # an export that failed its check must not look like a usable model
+        for f in (path, Path(f"{path}.json")):
+            f.unlink(missing_ok=True)
+        print(f"export_onnx: the check failed, so {path} and {path}.json were removed", file=sys.stderr)
     return 0 if ok else 1
 
 

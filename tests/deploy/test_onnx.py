@@ -82,6 +82,40 @@ class TestOnnxExport(unittest.TestCase):
         self.assertEqual(meta["class_names"], ["non-COVID", "COVID"])
         self.assertEqual(sorted(p.name for p in path.parent.iterdir()), ["model.onnx", "model.onnx.json"])  # no temp left
 
+    def test_script_checks_arguments_first_and_removes_a_failed_export(self):
+        import importlib.util
+        from unittest import mock
+
+        data = require_real_data(self) / "covid-ct"
+        spec = importlib.util.spec_from_file_location("export_onnx_script", Path(__file__).resolve().parents[2] / "scripts" / "export_onnx.py")
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        ckpt = self.tmp / "model.pt"
+        torch.manual_seed(0)
+        torch.save(build_network("resnet18", n_input_channels=1, num_classes=2).state_dict(), ckpt)
+        write_checkpoint_info(ckpt, checkpoint_info("resnet18", 0, 1, 2, image_size=32, resize_size=36))
+        out = self.tmp / "out" / "model.onnx"
+        a_file = self.tmp / "a_file"
+        a_file.write_text("x")
+        for bad, words in ((["--check-slices", "-3"], "--check-slices must be >= 0"),
+                           (["--tolerance", "-1"], "--tolerance must be a number > 0"),
+                           (["--opset", "5"], "--opset must be at least 13"),
+                           (["--data", str(self.tmp)], "is not a COVID19-CT folder")):
+            with self.subTest(bad=bad), self.assertRaises(SystemExit), mock.patch("sys.stderr") as err:
+                script.main(["--ckpt", str(ckpt), "--output", str(out), "--data", str(data), *bad])
+            self.assertIn(words, "".join(c.args[0] for c in err.write.call_args_list))
+        with self.assertRaises(SystemExit), mock.patch("sys.stderr") as err:
+            script.main(["--ckpt", str(ckpt), "--output", str(a_file / "m.onnx"), "--data", str(data)])
+        self.assertIn("is a file, not a folder", "".join(c.args[0] for c in err.write.call_args_list))
+        self.assertFalse(out.exists())  # nothing written by a refused command
+        # a parity check that fails leaves no model.onnx that looks usable
+        failing = {"n": 2, "logits": 1.0, "probabilities": 0.5, "argmax_agree": False}
+        with mock.patch("mstl_monai.deploy.max_abs_diff", return_value=failing):
+            rc = script.main(["--ckpt", str(ckpt), "--output", str(out), "--data", str(data), "--check-slices", "2"])
+        self.assertEqual(rc, 1)
+        self.assertFalse(out.exists())
+        self.assertFalse(Path(f"{out}.json").exists())
+
     def test_errors_name_the_file(self):
         with self.assertRaisesRegex(FileNotFoundError, "nothing.onnx"):
             OnnxClassifier(self.tmp / "nothing.onnx")
