@@ -197,14 +197,13 @@ class SeriesSelector:
 
 def _check_keyword(key: str, rule: str) -> None:
     """Refuse a selection condition on a name that is no DICOM attribute keyword (one line, with the closest)."""
-    import difflib
-
     from pydicom.datadict import keyword_dict
+
+    from mstl_monai.utils.settings import did_you_mean
 
     if key in keyword_dict:
         return
-    close = difflib.get_close_matches(key, list(keyword_dict), n=3, cutoff=0.75)
-    hint = f": did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(key, list(keyword_dict), cutoff=0.75)  # ~5,000 keywords: only close ones
     raise ValueError(f"series selection rule {rule!r}: {key!r} is not a DICOM attribute keyword{hint}")
 
 

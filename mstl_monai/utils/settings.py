@@ -38,6 +38,7 @@ __all__ = [
     "SettingsError",
     "bundle_command_line",
     "check_overrides",
+    "did_you_mean",
     "check_settings",
     "load_config_tree",
     "override_problems",
@@ -119,12 +120,10 @@ def load_config_tree(files: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     return tree
 
 
-def _closest(word: str, choices: Sequence[str], n: int = 3) -> list[str]:
-    return difflib.get_close_matches(word, [c for c in choices if not c.startswith("_")], n=n, cutoff=0.6)
-
-
-def _suggest(word: str, choices: Sequence[str], prefix: str = "") -> str:
-    close = _closest(word, choices)
+def did_you_mean(word: str, choices: Sequence[str], prefix: str = "", cutoff: float = 0.6) -> str:
+    """``": did you mean 'epochs'?"`` with up to three of ``choices`` closest to ``word`` (``""`` when none is close;
+    names starting with ``_`` are never suggested)."""
+    close = difflib.get_close_matches(word, [c for c in choices if not c.startswith("_")], n=3, cutoff=cutoff)
     if not close:
         return ""
     return ": did you mean " + " or ".join(repr(prefix + c) for c in close) + "?"
@@ -205,7 +204,7 @@ def _id_problem(key: str, config: Mapping, where: str) -> tuple[str | None, Any,
                 choices = sorted(set(choices) | set(args))
             if not path and part in _MONAI_IDS:
                 return None, None, False
-            hint = _suggest(part, choices, prefix=here + "#" if path else "")
+            hint = did_you_mean(part, choices, prefix=here + "#" if path else "")
             if not path:
                 return f"unknown setting {key!r} (not in {where}){hint}", None, False
             return f"unknown setting {key!r} ({here!r} in {where} has no {part!r}){hint}", None, False
