@@ -39,7 +39,7 @@ class TestLayout(unittest.TestCase):
 
     def test_lobe_modules(self):
         files = sorted(p.stem for p in PACKAGES[0].glob("*.py"))
-        functional = ["functional", "functional_batched", "functional_locate", "functional_quantize"]
+        functional = ["functional", "functional_batched", "functional_jit", "functional_locate", "functional_quantize"]
         self.assertEqual(files, ["__init__", "array", "dictionary", *functional])
 
     def test_transforms_live_in_array_and_dictionary(self):

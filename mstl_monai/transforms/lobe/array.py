@@ -118,7 +118,7 @@ class LungLobeGenerator(Transform):
     Locate: constant bands at the image border (the padding of ``SpatialPad``, empty background) are set aside
     (``ignore_padding``), so that padding a slice does not change what is found; the rest of the slice (channel
     mean) is resampled to ``locate_size`` pixels on its longest side (bilinear; so that the pixel sizes below mean
-    the same at any input size). There (:mod:`.functional_locate`, numpy/scipy on the CPU) bright pixels (Otsu) are
+    the same at any input size). There (:mod:`.functional_locate`, numba kernels on the CPU, or numpy/scipy) bright pixels (Otsu) are
     the body
     class; the largest part of them, thin structures such as the CT table opened away (``open_walls``), is the body;
     dark parts between body pixels along their row and their column are the candidates. Of these, gas pockets

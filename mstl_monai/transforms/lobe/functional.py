@@ -5,9 +5,13 @@ crops of the lobe Generator (the array transforms in :mod:`.array` wrap these)."
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
@@ -37,13 +41,39 @@ __all__ = [
     "box_to_image",
     "lobe_boxes",
     "crop_resize",
+    "jit_kernels",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: label values of the air / body / lung classes (:func:`~.functional_quantize.quantize_lung`, the locator's labels)
 AIR, BODY, LUNG = 0, 1, 2
 
 #: bytes of label data a CPU chunk works on (cache-sized: fresh large buffers and page faults dominate otherwise)
 _CPU_CHUNK_BYTES = 1 << 20
+
+
+#: environment variable that turns the numba kernels off (``1``): the numpy/ATen versions run
+NO_JIT_ENV = "MSTL_MONAI_NO_JIT"
+
+
+@functools.cache
+def jit_kernels() -> ModuleType | None:
+    """The Generator's numba-compiled CPU kernels (:mod:`.functional_jit`: the lung locator's parts, the reduction of
+    the slice and the crops), or ``None``: then their numpy and ATen versions run (the same lung boxes, crops within
+    float rounding, about 1.5-2x slower), said once in the log. ``None`` when numba cannot be imported or the
+    environment variable ``MSTL_MONAI_NO_JIT`` is ``1`` (read on the first call; ``jit_kernels.cache_clear()`` reads
+    it again). The first call in a process loads the compiled kernels from numba's cache, or compiles them (seconds).
+    """
+    if os.environ.get(NO_JIT_ENV, "0") not in ("", "0"):
+        logger.info(f"{NO_JIT_ENV} is set: the lobe Generator runs its numpy/ATen versions (slower).")
+        return None
+    try:
+        from . import functional_jit
+    except ImportError as e:
+        logger.warning(f"numba is not available ({e}): the lobe Generator runs its numpy/ATen versions (slower).")
+        return None
+    return functional_jit
 
 
 @contextmanager
@@ -359,10 +389,13 @@ def resample_slice(
         # bilinear without antialiasing at a 1/4 scale averages the 2x2 centre of each 4x4 block: a cheap low-pass
         # reduction (5x faster than an area average); small images are enlarged the same way. An integer factor
         # takes the strided sums of :func:`reduce_slice` (numpy on the CPU), any other the kernel behind
-        # ``F.interpolate(..., mode="bilinear", align_corners=False)``, without its checks.
+        # ``F.interpolate(..., mode="bilinear", align_corners=False)``, without its checks. On the CPU an even factor
+        # runs in the numba kernel :func:`~.functional_jit.reduce_even` (the same numbers).
         f = integer_factor(ch, cw, hs, ws)
         if f and gray.device.type == "cpu" and gray.dtype == torch.float32 and not gray.requires_grad:
-            return reduce_slice(gray[0].numpy(), f), (cx, cy, cw, ch), (float(f), float(f))
+            a, kernels = gray[0].numpy(), jit_kernels()
+            small = kernels.reduce_even(a, f) if kernels is not None and f % 2 == 0 else reduce_slice(a, f)
+            return small, (cx, cy, cw, ch), (float(f), float(f))
         if f:
             gray = reduce_slice(gray, f)
         else:
@@ -435,16 +468,35 @@ def lobe_boxes(
 
 
 def crop_resize(
-    img: torch.Tensor, boxes: Sequence[Sequence[int]], size: Sequence[int], mode: str = "bilinear"
+    img: torch.Tensor,
+    boxes: Sequence[Sequence[int]],
+    size: Sequence[int],
+    mode: str = "bilinear",
+    jit: bool | None = None,
 ) -> torch.Tensor:
     """Crop each (x, y, w, h) box of a (C, H, W) image and resize it to ``size`` (H, W): (N, C, S0, S1).
 
-    Bilinear crops are written straight into the output (ATen's ``upsample_bilinear2d`` with ``out=``, the kernel
-    behind ``F.interpolate``): no per-crop buffers and no concatenation, which halves the cost on CPU.
+    A box reaching past the image is cut as slicing cuts it. Bilinear crops of a float32 CPU image (without
+    gradients) run in one numba call (:func:`~.functional_jit.crop_resize_bilinear`: the sample points and weights of
+    ``F.interpolate(..., mode="bilinear", align_corners=False)``, values within float32 rounding of it); otherwise,
+    and without numba, ATen's ``upsample_bilinear2d`` writes each crop straight into the output (no per-crop buffers)
+    or ``F.interpolate`` resizes it. ``jit=False``: ATen's kernel always (the values of ``F.interpolate`` exactly).
     """
     x = img.float() if not img.is_floating_point() else img
     size = tuple(int(s) for s in size)
     out = torch.empty((len(boxes), x.shape[0], *size), dtype=x.dtype, device=x.device)
+    fast = jit is not False and mode == "bilinear" and x.device.type == "cpu" and x.dtype == torch.float32
+    kernels = jit_kernels() if fast else None
+    if kernels is not None and not x.requires_grad and len(boxes):
+        h, w = x.shape[-2:]
+        cut = []
+        for bx, by, bw, bh in boxes:  # as slicing cuts the box (an empty crop: ATen's error below)
+            x0, x1, _ = slice(bx, bx + bw).indices(w)
+            y0, y1, _ = slice(by, by + bh).indices(h)
+            cut.append((x0, y0, x1 - x0, y1 - y0))
+        if min(min(b[2], b[3]) for b in cut) > 0:
+            kernels.crop_resize_bilinear(x.numpy(), np.array(cut, dtype=np.int64), out.numpy())
+            return out
     for i, (bx, by, bw, bh) in enumerate(boxes):
         crop = x[None, :, by : by + bh, bx : bx + bw]
         if mode == "bilinear":

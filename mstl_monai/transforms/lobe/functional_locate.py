@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from .functional import LUNG, boundary_map, lung_box_from_boundary
+from .functional import LUNG, boundary_map, jit_kernels, lung_box_from_boundary
 from .functional_quantize import binary_open_np, intensity_bins, threshold_bin, threshold_level
 
 __all__ = [
@@ -168,8 +169,44 @@ def body_moments(filled: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.nda
     return np.array([cols.sum(), cols @ x, rows @ y, cols @ (x * x), rows @ (y * y), rx @ y])
 
 
+def _threshold(
+    gray: np.ndarray, threshold: float | None, method: str, kernels: ModuleType | None
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+    """``(q, hist, k, bright, hist_body)``: the 256 levels of a slice (int32), their histogram, the threshold level,
+    the bright pixels (the body class) and their histogram; Otsu's on the levels, or a fixed ``threshold``."""
+    if threshold is None:
+        if kernels is not None:
+            q, hist = kernels.bins_hist(np.ascontiguousarray(gray, dtype=np.float32))
+            k = kernels.otsu_bin(hist) if method == "otsu" else threshold_bin(hist, method)
+        else:
+            q = intensity_bins(gray, threshold)
+            hist = np.bincount(q.ravel(), minlength=256)
+            k = threshold_bin(hist, method)
+        bright = q > k
+        hist_body = hist.copy()
+        hist_body[: k + 1] = 0  # the bright pixels are exactly the levels above k
+        return q, hist, k, bright, hist_body
+    q = intensity_bins(gray, threshold)
+    hist = np.bincount(q.ravel(), minlength=256)
+    k = threshold_level(float(gray.min()), float(gray.max()), threshold)
+    bright = gray > np.float32(threshold)
+    return q, hist, k, bright, np.bincount(q[bright], minlength=256)
+
+
+def _seeded(labels: np.ndarray, n: int, open_size: int) -> np.ndarray:
+    """Which of the ``n`` parts survive an opening with an ``open_size`` square (all of them for 1)."""
+    if open_size <= 1 or n == 0:
+        return np.ones(n, dtype=bool)
+    return np.bincount(labels[binary_open_np(labels > 0, open_size)], minlength=n + 1)[1:] > 0
+
+
 def find_parts(
-    gray: np.ndarray, threshold: float | None = None, method: str = "otsu", open_walls: int = 3, open_size: int = 1
+    gray: np.ndarray,
+    threshold: float | None = None,
+    method: str = "otsu",
+    open_walls: int = 3,
+    open_size: int = 1,
+    jit: bool | None = None,
 ) -> Parts | None:
     """The dark parts enclosed by the body of a resampled (H, W) float32 slice, or ``None`` (no body).
 
@@ -178,18 +215,24 @@ def find_parts(
     the body (all of them when it holds less than :data:`BODY_SHARE` or touches more than two sides). Dark pixels
     between body pixels along their row and their column are the candidate parts (8-connected). ``open_size`` > 1:
     a part must also survive an opening with that square (thin slits only).
+
+    ``jit``: run the numba-compiled version (:mod:`.functional_jit`; ``None``: when numba is installed,
+    ``True``: ``RuntimeError`` without it) or the numpy one (``False``). Both give identical parts.
     """
-    q = intensity_bins(gray, threshold)
-    hist = np.bincount(q.ravel(), minlength=256)
-    if threshold is None:
-        k = threshold_bin(hist, method)
-        bright = q > k
-        hist_body = hist.copy()
-        hist_body[: k + 1] = 0  # the bright pixels are exactly the levels above k
-    else:
-        k = threshold_level(float(gray.min()), float(gray.max()), threshold)
-        bright = gray > np.float32(threshold)
-        hist_body = np.bincount(q[bright], minlength=256)
+    kernels = None if jit is False else jit_kernels()
+    if jit and kernels is None:
+        raise RuntimeError("find_parts(jit=True) needs numba, which cannot be imported.")
+    q, hist, k, bright, hist_body = _threshold(gray, threshold, method, kernels)
+    if kernels is not None:
+        n, labels, stats, body_m, air, gas = kernels.parts_kernel(
+            q, bright.view(np.uint8), hist, hist_body, open_walls, WALL, BODY_SHARE, GAS_LEVEL, AIR_SPREAD
+        )
+        if n < 0:
+            return None
+        area, n_air, sum_q, n_wall = stats[:, :4].T
+        levels = np.array([air, k], dtype=np.int64)
+        seeded = _seeded(labels, n, open_size)
+        return Parts(labels, bright, area, n_air, sum_q, n_wall, stats[:, 4:], seeded, body_m, levels)
     opened = binary_open_np(bright, open_walls)
     walls, n_walls = ndi.label(opened, _S8)
     if n_walls == 0:
@@ -234,9 +277,7 @@ def find_parts(
     bbox = np.array(
         [(sx.start, sy.start, sx.stop, sy.stop) for sy, sx in ndi.find_objects(win_labels)], dtype=np.int64
     ).reshape(n, 4) + np.array([x0, y0, x0, y0])
-    seeded = np.ones(n, dtype=bool)
-    if open_size > 1 and n:
-        seeded = np.bincount(labels[binary_open_np(labels > 0, open_size)], minlength=n + 1)[1:] > 0
+    seeded = _seeded(labels, n, open_size)
     levels = np.array([air, k], dtype=np.int64)
     # the body's moments: of all it encloses (the body lies inside its own extent)
     return Parts(labels, bright, area, n_air, sum_q, n_wall, bbox, seeded, body_moments(inside, (x0, y0)), levels)
