@@ -8,7 +8,8 @@
    per-pixel sliding-window reference (timed on ``--literal-images`` images and scaled to the batch); all three
    outputs are compared pixel for pixel.
 2. The whole Generator (locate + 5 crops + resize to 224) per image against decoding the same PNG (bytes already
-   in memory, PIL decode to a numpy array).
+   in memory, PIL decode to a numpy array), with its numba kernels (``functional_jit``) and, in the same rounds, with
+   their numpy/ATen versions (``MSTL_MONAI_NO_JIT=1``); the lung boxes of both are compared.
 
 Times are medians of ``--repeats`` runs; for the Generator and the decode also this thread's CPU time (the steadier
 measure on a machine shared with other work, where waiting for a core adds to the wall time). With a GPU the boundary map and the Generator are also timed there.
@@ -37,7 +38,7 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from mstl_monai.transforms import BoundaryMap, LungLobeGenerator, QuantizeLung, sliding_window_boundary_map
-from mstl_monai.transforms.lobe.functional import cpu_single_thread
+from mstl_monai.transforms.lobe.functional import NO_JIT_ENV, cpu_single_thread, jit_kernels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +88,21 @@ def decode(blob: bytes) -> np.ndarray:
         return np.asarray(im.convert("L") if im.mode not in ("L", "I;16", "I") else im)
 
 
+def with_kernels(enabled: bool, fn):
+    """``fn()`` with the Generator's numba kernels on or off (:data:`NO_JIT_ENV`), the setting restored after."""
+    before = os.environ.get(NO_JIT_ENV)
+    os.environ[NO_JIT_ENV] = "0" if enabled else "1"
+    jit_kernels.cache_clear()
+    try:
+        return fn()
+    finally:
+        if before is None:
+            os.environ.pop(NO_JIT_ENV)
+        else:
+            os.environ[NO_JIT_ENV] = before
+        jit_kernels.cache_clear()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
@@ -132,24 +148,39 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- 2. the Generator against PNG decoding --------------------------------------------------------------------
     gen = LungLobeGenerator(spatial_size=224)
-    # interleaved rounds, so that both sides see the same machine load; medians over the rounds
-    t_dec, t_gen, t_loc, c_dec, c_gen = [], [], [], [], []
+    kernels = with_kernels(True, jit_kernels) is not None
+    if not kernels:
+        print("\nnumba is not available: both Generator rows below run the numpy/ATen versions")
+    # interleaved rounds, so that all sides see the same machine load; medians over the rounds
+    t_dec, t_gen, t_np, t_loc, c_dec, c_gen, c_np = [], [], [], [], [], [], []
     for _ in range(args.repeats + 1):
-        rounds = ((t_dec, c_dec, lambda: [decode(x) for x in blobs]), (t_gen, c_gen, lambda: [gen(im) for im in imgs]))
+        rounds = (
+            (t_dec, c_dec, lambda: [decode(x) for x in blobs]),
+            (t_gen, c_gen, lambda: with_kernels(True, lambda: [gen(im) for im in imgs])),
+            (t_np, c_np, lambda: with_kernels(False, lambda: [gen(im) for im in imgs])),
+        )
         for wall, cpu, fn in rounds:
             tw, tc = wall_and_cpu(fn)
             wall.append(tw / b)
             cpu.append(tc / b)
         with cpu_single_thread():
-            t_loc.append(timeit(lambda: [gen.locate(im) for im in imgs], 1) / b)
-    t_dec, t_gen, t_loc, c_dec, c_gen = (statistics.median(v[1:]) for v in (t_dec, t_gen, t_loc, c_dec, c_gen))
-    fallbacks = sum(gen(im).fallback for im in imgs)
+            t_loc.append(with_kernels(True, lambda: timeit(lambda: [gen.locate(im) for im in imgs], 1)) / b)
+    t_dec, t_gen, t_np, t_loc, c_dec, c_gen, c_np = (
+        statistics.median(v[1:]) for v in (t_dec, t_gen, t_np, t_loc, c_dec, c_gen, c_np)
+    )
+    fast = with_kernels(True, lambda: [gen(im) for im in imgs])
+    slow = with_kernels(False, lambda: [gen(im) for im in imgs])
+    same_boxes = all(torch.equal(a.boxes, c.boxes) and a.fallback == c.fallback for a, c in zip(fast, slow))
+    crop_diff = max(float((a.regions - c.regions).abs().max()) for a, c in zip(fast, slow))
+    fallbacks = sum(r.fallback for r in fast)
     print(f"\nGenerator per {h}x{w} image (locate + 5 crops + resize to 224), {fallbacks}/{b} fell back:")
     print(f"  PNG decode (PIL, from memory)   {t_dec * 1e3:9.3f} ms")
     print(f"  LungLobeGenerator               {t_gen * 1e3:9.3f} ms   -> {t_gen / t_dec:5.2f}x the decode cost")
     print(f"    of which locate               {t_loc * 1e3:9.3f} ms")
+    print(f"  ... numpy/ATen versions         {t_np * 1e3:9.3f} ms   -> {t_np / t_dec:5.2f}x the decode cost"
+          f"   (same lung boxes: {same_boxes}; crops differ by at most {crop_diff:.1e})")
     print(f"  CPU time (this thread): decode {c_dec * 1e3:.3f} ms, Generator {c_gen * 1e3:.3f} ms"
-          f"   -> {c_gen / c_dec:5.2f}x the decode cost")
+          f"   -> {c_gen / c_dec:5.2f}x the decode cost (numpy/ATen versions {c_np / c_dec:5.2f}x)")
     result = {
         "inputs": source,
         "images": b,
@@ -158,10 +189,17 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                     "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
         "boundary_map_ms": {"BoundaryMap": t_ours * 1e3, "skimage": t_sk * 1e3, "literal": t_lit * 1e3},
-        "generator_per_image_ms": {"png_decode": t_dec * 1e3, "generator": t_gen * 1e3, "locate": t_loc * 1e3},
+        "numba_kernels": kernels,
+        "generator_per_image_ms": {"png_decode": t_dec * 1e3, "generator": t_gen * 1e3, "locate": t_loc * 1e3,
+                                   "generator_numpy_aten": t_np * 1e3},
         "generator_over_decode": t_gen / t_dec,
-        "cpu_time_per_image_ms": {"png_decode": c_dec * 1e3, "generator": c_gen * 1e3},
+        "generator_numpy_aten_over_decode": t_np / t_dec,
+        "cpu_time_per_image_ms": {"png_decode": c_dec * 1e3, "generator": c_gen * 1e3,
+                                  "generator_numpy_aten": c_np * 1e3},
         "generator_over_decode_cpu_time": c_gen / c_dec,
+        "generator_numpy_aten_over_decode_cpu_time": c_np / c_dec,
+        "same_lung_boxes_numpy_aten": bool(same_boxes),
+        "max_crop_difference_numpy_aten": crop_diff,
         "fallbacks": int(fallbacks),
     }
 
