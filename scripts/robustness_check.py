@@ -31,6 +31,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from mstl_monai.utils.io import atomic_write, check_output_path  # noqa: E402
+
 #: name -> function of a (1, H, W) image in [0, 1] and a numpy Generator
 SHIFTS = {
     "clean": lambda x, g: x,
@@ -109,11 +111,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image_size", type=int, default=None, help="only for a checkpoint without model.pt.json")
     p.add_argument("--resize_size", type=int, default=None, help="only for a checkpoint without model.pt.json")
     a = p.parse_args(argv)
+    # every argument checked before the first checkpoint is scored (minutes): one line each (exit 2)
+    if a.n_bootstrap < 1:
+        p.error(f"--n_bootstrap must be >= 1, got {a.n_bootstrap}")
+    for name in ("image_size", "resize_size"):
+        if getattr(a, name) is not None and getattr(a, name) < 8:
+            p.error(f"--{name} must be >= 8 pixels, got {getattr(a, name)}")
+    missing = [ck for ck in a.ckpt if not Path(ck).is_file()]
+    if missing:
+        p.error(f"checkpoint(s) not found: {', '.join(missing)}")
+    if not (Path(a.data_root) / "covid-ct").is_dir():
+        p.error(f"--data_root {a.data_root!r} holds no covid-ct folder")
+    if a.json:
+        try:
+            check_output_path(a.json, "--json")
+        except ValueError as e:
+            p.error(str(e))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     results = []
     for ck in a.ckpt:
-        if not Path(ck).is_file():
-            raise SystemExit(f"checkpoint {ck} does not exist")
         results.append(score(ck, a.split, Path(a.data_root), n_bootstrap=a.n_bootstrap, image_size=a.image_size,
                              resize_size=a.resize_size))
     for r in results:
@@ -129,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         r["mean_shifted_auc"], r["worst_shifted_auc"] = float(np.mean(shifted)), float(min(shifted))
         print(f"mean AUC over the {len(shifted)} shifts {100 * r['mean_shifted_auc']:.1f}, worst {100 * r['worst_shifted_auc']:.1f}")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(results, indent=1))
+        with atomic_write(a.json) as f:
+            f.write(json.dumps(results, indent=1))
     return 0
 
 

@@ -262,11 +262,12 @@ class ScanReportPipeline:
         from monai.bundle import ConfigParser
 
         from mstl_monai.data import require_file
-
+        from mstl_monai.utils.io import check_output_path
         from mstl_monai.utils.settings import check_settings
 
         config = bundle_config(bundle_dir)
         require_file(ckpt_path, "model checkpoint (ckpt_path)")
+        check_output_path(output_dir, "output_dir", folder=True)
         check_settings(dict(overrides or {}), config)  # a misspelt or mistyped setting: one line ("did you mean")
         self.selector = SeriesSelector(rules, all_matched=all_matched, min_slices=min_slices)
         parser = ConfigParser()

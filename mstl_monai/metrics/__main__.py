@@ -48,7 +48,7 @@ def _leep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's, else 224")
     p.add_argument("--resize-size", type=int, default=None, help="default: the checkpoint's, else 256")
     p.add_argument("--target-dir", required=True, help="COVID19-CT folder")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"])
     p.add_argument("--output", default=None, help="optional JSON file for the result")
 
 
@@ -64,9 +64,11 @@ def _line(name: str, d: dict, undefined: dict[str, str]) -> str:
 def _compare(args: argparse.Namespace) -> int:
     from mstl_monai.metrics.classification import METRIC_NAMES
     from mstl_monai.metrics.compare import compare_predictions
-    from mstl_monai.utils.io import atomic_write, to_jsonable
+    from mstl_monai.utils.io import atomic_write, check_output_path, to_jsonable
 
     try:
+        if args.json:
+            check_output_path(args.json, "--json")
         out = compare_predictions(args.a, args.b, args.n_bootstrap, args.seed, args.threshold)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -89,9 +91,15 @@ def _compare(args: argparse.Namespace) -> int:
 def _leep(a: argparse.Namespace) -> int:
     from mstl_monai.data import covid_ct_datalist
     from mstl_monai.metrics.transferability import leep_of_checkpoint
-    from mstl_monai.utils.io import atomic_write
+    from mstl_monai.utils.io import atomic_write, check_output_path
 
-    dl = covid_ct_datalist(a.target_dir, a.split)
+    try:
+        if a.output:
+            check_output_path(a.output, "--output")
+        dl = covid_ct_datalist(a.target_dir, a.split)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     value = leep_of_checkpoint(
         a.ckpt, a.num_source_classes, dl, a.backbone, a.n_attn, a.in_channels, a.image_size, a.resize_size
     )

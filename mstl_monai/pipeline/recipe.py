@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mstl_monai.pipeline.config import STAGES
+from mstl_monai.utils.io import check_output_path
 from mstl_monai.utils.settings import load_config_tree
 
 __all__ = ["TRAINING_STAGES", "bundle_recipe", "check_recipe_target", "recipe_values"]
@@ -54,11 +55,7 @@ def check_recipe_target(target: str | os.PathLike, config: str | os.PathLike) ->
     target = Path(target)
     if target.resolve() == Path(config).resolve():
         raise ValueError(f"--write-bundle-recipe {str(target)!r} is the pipeline config itself: choose another path.")
-    if target.is_dir():
-        raise ValueError(f"--write-bundle-recipe {str(target)!r} is a folder: give a file path.")
-    for parent in target.parents:
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"--write-bundle-recipe {str(target)!r}: {str(parent)!r} is a file, not a folder.")
+    check_output_path(target, "--write-bundle-recipe")
     if target.exists():
         try:
             head = target.read_text(errors="replace")[:4000]

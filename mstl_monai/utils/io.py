@@ -17,7 +17,35 @@ import torch
 
 from monai.config import PathLike
 
-__all__ = ["atomic_write", "to_jsonable"]
+__all__ = ["atomic_write", "check_output_path", "to_jsonable"]
+
+
+def check_output_path(path: PathLike, what: str, folder: bool = False) -> Path:
+    """Refuse, before any work, an output path that cannot be written: a file path that is a folder, a folder path
+    that is a file, or a path under a file. Missing folders are fine (the writers create them).
+
+    Args:
+        path: the output file (or folder, with ``folder=True``).
+        what: how the user gave it, for the message (e.g. ``"--json"``, ``"output_dir"``).
+        folder: ``path`` is a folder to write into.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ValueError: one line naming ``what``, the path and why.
+    """
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise ValueError(f"{what} {str(p)!r} is a file, not a folder: give a folder path.")
+    if not folder and p.is_dir():
+        raise ValueError(f"{what} {str(p)!r} is a folder: give a file path.")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{what} {str(p)!r}: {str(parent)!r} is a file, not a folder.")
+            break
+    return p
 
 
 @contextlib.contextmanager

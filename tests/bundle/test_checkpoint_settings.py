@@ -114,6 +114,25 @@ class TestCheckpointSettings(unittest.TestCase):
                 self.assertIn(words, last_line(proc))
                 self.assertFalse((self.tmp / out / "predictions.csv").exists())
 
+    def test_output_dir_under_a_file_is_one_line(self):
+        """inference, whole-scan inference and evaluate refuse an output_dir under a file before loading the model
+        (before: a traceback from os.makedirs after the model was built)."""
+        blocker = self.tmp / "afile"
+        blocker.write_text("x")
+        target = blocker / "out"
+        want = f"ValueError: output_dir {str(target)!r}: {str(blocker)!r} is a file, not a folder."
+        runs = {
+            "inference": (["inference.yaml"], dict(input=str(self.inputs), ckpt_path=str(self.best), num_workers=0)),
+            "scan": (["inference_scan.yaml"], dict(input=str(self.inputs), ckpt_path=str(self.best))),
+            "evaluate": (["train.yaml", "evaluate.yaml"], dict(TINY, dataset_dir=str(self.data), eval_ckpt=str(self.best),
+                                                                run_dir=str(self.run_dir))),
+        }
+        for name, (configs, overrides) in runs.items():
+            with self.subTest(name):
+                proc = run_bundle(configs, dict(overrides, output_dir=str(target)), check=False)
+                self.assertNotEqual(proc.returncode, 0)
+                self.assertEqual(last_line(proc), want)
+
     def test_bad_checkpoint_file_is_one_line(self):
         bad = self.tmp / "bad"
         bad.mkdir(exist_ok=True)

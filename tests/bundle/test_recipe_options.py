@@ -70,3 +70,32 @@ class TestRecipeOptions(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestRobustnessCheckArguments(unittest.TestCase):
+    """scripts/robustness_check.py checks its arguments before scoring anything: one line each, exit 2 (before: a
+    traceback, some after minutes of scoring)."""
+
+    def test_bad_arguments_are_one_line(self):
+        tmp = Path(tempfile.mkdtemp(prefix="mstl_robust_args_"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        (tmp / "afile").write_text("x")
+        ckpt = str(REPO_ROOT / "bundle" / "models" / "model.pt")
+        data = str(require_real_data(self))
+        cases = {
+            "missing checkpoint": (["--ckpt", str(tmp / "nope.pt")], "checkpoint(s) not found: "),
+            "n_bootstrap": (["--ckpt", ckpt, "--n_bootstrap", "0"], "--n_bootstrap must be >= 1, got 0"),
+            "image_size": (["--ckpt", ckpt, "--image_size", "-3"], "--image_size must be >= 8 pixels, got -3"),
+            "json under a file": (["--ckpt", ckpt, "--json", str(tmp / "afile" / "x.json")], "is a file, not a folder"),
+            "data root": (["--ckpt", ckpt, "--data_root", str(tmp)], "holds no covid-ct folder"),
+        }
+        for name, (args, words) in cases.items():
+            with self.subTest(name):
+                extra = [] if "--data_root" in args else ["--data_root", data]
+                proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "robustness_check.py"), *args, *extra],
+                                      capture_output=True, text=True, timeout=300)
+                self.assertEqual(proc.returncode, 2, proc.stderr)
+                self.assertNotIn("Traceback", proc.stderr)
+                last = proc.stderr.strip().splitlines()[-1]  # argparse: the usage, then one error line
+                self.assertTrue(last.startswith("robustness_check.py: error: "), proc.stderr)
+                self.assertIn(words, last)

@@ -198,6 +198,16 @@ class TestBadDeployInput(unittest.TestCase):
             self.assertIn(text, err.getvalue())
         self.assertFalse((self.tmp / "out").exists())
 
+    def test_output_dir_under_a_file_is_one_line(self):
+        blocker = self.tmp / "afile"
+        blocker.write_text("x")
+        err = io.StringIO()
+        with redirect_stderr(err):
+            rc = deploy_main(["--ckpt", str(self.ckpt), "--input", str(self.real), "--output_dir", str(blocker / "out")])
+        self.assertEqual(rc, 2)
+        self.assertEqual(err.getvalue().strip(), f"mstl_monai.deploy: output_dir {str(blocker / 'out')!r}: "
+                                                 f"{str(blocker)!r} is a file, not a folder.")
+
     def test_equal_series_tie_is_stated(self):
         """Two 30-image CT series of one study: the lower SeriesNumber is taken, and the other is not called smaller."""
         a, b = self.copy("a"), self.copy("b")

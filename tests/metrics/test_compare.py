@@ -96,6 +96,45 @@ class TestCompare(unittest.TestCase):
             self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
 
 
+class TestOutputPaths(unittest.TestCase):
+    """An output path that cannot be written is one line before any work (exit 2; before: a traceback after it)."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="mstl_outpaths_"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        (self.tmp / "afile").write_text("x")
+
+    def run_cli(self, argv: list[str]) -> tuple[int, str]:
+        err = io.StringIO()
+        with redirect_stderr(err), redirect_stdout(io.StringIO()):
+            try:
+                rc = metrics_main(argv)
+            except SystemExit as e:  # argparse
+                rc = e.code
+        return rc, err.getvalue().strip()
+
+    def test_compare_json(self):
+        a = _write(self.tmp / "a.csv", [f"i{k}.png" for k in range(6)], np.array([0, 1] * 3), np.linspace(0.1, 0.9, 6))
+        for target, words in ((self.tmp / "afile" / "out.json", "is a file, not a folder"),
+                              (self.tmp, "is a folder: give a file path")):
+            rc, err = self.run_cli(["compare", "--a", str(a), "--b", str(a), "--n-bootstrap", "10", "--json", str(target)])
+            self.assertEqual(rc, 2)
+            self.assertEqual(len(err.splitlines()), 1, err)
+            self.assertIn(f"--json {str(target)!r}", err)
+            self.assertIn(words, err)
+
+    def test_leep_output_and_split(self):
+        rc, err = self.run_cli(["leep", "--ckpt", "x.pt", "--num-source-classes", "2", "--target-dir", str(self.tmp),
+                                "--split", "tset"])
+        self.assertEqual(rc, 2)
+        self.assertIn("invalid choice: 'tset'", err)
+        target = self.tmp / "afile" / "x.json"
+        rc, err = self.run_cli(["leep", "--ckpt", "x.pt", "--num-source-classes", "2", "--target-dir", str(self.tmp),
+                                "--output", str(target)])
+        self.assertEqual(rc, 2)
+        self.assertEqual(err, f"error: --output {str(target)!r}: {str(self.tmp / 'afile')!r} is a file, not a folder.")
+
+
 class TestCompareInputs(unittest.TestCase):
     """Bad predictions files are one line naming the file and the line (exit 2, no traceback); a one-class test set
     says why its AUC is undefined."""

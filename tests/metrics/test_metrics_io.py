@@ -21,7 +21,7 @@ from mstl_monai.metrics import (
     write_metrics_json,
     write_predictions_csv,
 )
-from mstl_monai.utils.io import atomic_write
+from mstl_monai.utils.io import atomic_write, check_output_path
 
 
 class TestMetricsJson(unittest.TestCase):
@@ -73,6 +73,27 @@ class TestMetricsJson(unittest.TestCase):
                     raise RuntimeError("interrupted")
             self.assertEqual(path.read_text(), "old")
             self.assertEqual(os.listdir(d), ["m.json"])
+
+
+class TestCheckOutputPath(unittest.TestCase):
+    def test_refuses_what_cannot_be_written(self):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            (d / "afile").write_text("x")
+            self.assertEqual(check_output_path(d / "new" / "deeper" / "x.json", "--json"), d / "new" / "deeper" / "x.json")
+            self.assertEqual(check_output_path(d / "new", "output_dir", folder=True), d / "new")
+            self.assertEqual(check_output_path(d, "output_dir", folder=True), d)
+            cases = [
+                ((d / "afile" / "x.json", "--json"), f"--json {str(d / 'afile' / 'x.json')!r}: {str(d / 'afile')!r} is a file, not a folder."),
+                ((d / "afile" / "a" / "b", "output_dir", True), "is a file, not a folder."),
+                ((d, "--json"), f"--json {str(d)!r} is a folder: give a file path."),
+                ((d / "afile", "output_dir", True), f"output_dir {str(d / 'afile')!r} is a file, not a folder: give a folder path."),
+            ]
+            for args, words in cases:
+                with self.assertRaises(ValueError) as cm:
+                    check_output_path(*args)
+                self.assertIn(words, str(cm.exception))
+            self.assertEqual((d / "afile").read_text(), "x")
 
 
 class TestPredictionsCsv(unittest.TestCase):
