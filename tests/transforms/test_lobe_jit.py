@@ -25,6 +25,19 @@ from mstl_monai.transforms.lobe.functional import crop_resize, jit_kernels, redu
 from mstl_monai.transforms.lobe.functional_locate import Parts, find_parts
 from tests.utils import require_real_data
 
+_ENV = mock.patch.dict("os.environ", {functional.NO_JIT_ENV: "0"})
+
+
+def setUpModule():  # these tests are about the kernels: on even where MSTL_MONAI_NO_JIT=1 is set outside
+    _ENV.start()
+    jit_kernels.cache_clear()
+
+
+def tearDownModule():
+    _ENV.stop()
+    jit_kernels.cache_clear()
+
+
 #: settings of find_parts that take other branches (fixed threshold, 3-class Otsu, no / wider opening, slit filter)
 SETTINGS = [{}, {"open_walls": 1}, {"open_walls": 5}, {"method": "multiotsu"}, {"threshold": 0.3}, {"open_size": 3}]
 
