@@ -93,6 +93,7 @@ class TestFindPartsJit(unittest.TestCase):
             rng.random((37, 91)).astype(np.float32),  # noise: many parts, not square
             np.full((5, 5), np.nan, np.float32),
             odd,  # NaN, infinities, values out of the int32 range (the cast's INT32_MIN, clipped to 0)
+            np.linspace(0.49999999999, 0.5, 64 * 64).reshape(64, 64),  # float64: levels as numpy computes them
         ]
         for i, gray in enumerate(images):
             for kw in SETTINGS:

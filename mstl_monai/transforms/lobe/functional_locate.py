@@ -175,8 +175,8 @@ def _threshold(
     """``(q, hist, k, bright, hist_body)``: the 256 levels of a slice (int32), their histogram, the threshold level,
     the bright pixels (the body class) and their histogram; Otsu's on the levels, or a fixed ``threshold``."""
     if threshold is None:
-        if kernels is not None:
-            q, hist = kernels.bins_hist(np.ascontiguousarray(gray, dtype=np.float32))
+        if kernels is not None and gray.dtype == np.float32:  # (float64 levels: numpy's products, below)
+            q, hist = kernels.bins_hist(np.ascontiguousarray(gray))
             k = kernels.otsu_bin(hist) if method == "otsu" else threshold_bin(hist, method)
         else:
             q = intensity_bins(gray, threshold)
