@@ -53,7 +53,7 @@ AIR, BODY, LUNG = 0, 1, 2
 _CPU_CHUNK_BYTES = 1 << 20
 
 
-#: environment variable that turns the numba kernels off (``1``): the numpy/ATen versions run
+#: environment variable that turns the numba kernels off (any value but ``0``): the numpy/ATen versions run
 NO_JIT_ENV = "MSTL_MONAI_NO_JIT"
 
 
@@ -62,7 +62,7 @@ def jit_kernels() -> ModuleType | None:
     """The Generator's numba-compiled CPU kernels (:mod:`.functional_jit`: the lung locator's parts, the reduction of
     the slice and the crops), or ``None``: then their numpy and ATen versions run (the same lung boxes, crops within
     float rounding, about 1.5-2x slower), said once in the log. ``None`` when numba cannot be imported or the
-    environment variable ``MSTL_MONAI_NO_JIT`` is ``1`` (read on the first call; ``jit_kernels.cache_clear()`` reads
+    environment variable ``MSTL_MONAI_NO_JIT`` is set to anything but ``0`` (read on the first call; ``jit_kernels.cache_clear()`` reads
     it again). The first call in a process loads the compiled kernels from numba's cache, or compiles them (seconds).
     """
     if os.environ.get(NO_JIT_ENV, "0") not in ("", "0"):
