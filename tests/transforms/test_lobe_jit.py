@@ -53,9 +53,9 @@ def assert_same_parts(case: unittest.TestCase, a: Parts | None, b: Parts | None,
         case.assertEqual(x.dtype, y.dtype, f"{what}: {field} dtype")
 
 
-def real_slices(n_each: int) -> list[tuple[str, np.ndarray]]:
+def real_slices(case: unittest.TestCase, n_each: int) -> list[tuple[str, np.ndarray]]:
     """``n_each`` slices of each kind of real image, resampled as the locator sees them (128 px)."""
-    root = require_real_data(unittest.TestCase())
+    root = require_real_data(case)
     groups = [
         sorted((root / "luna16" / "images").glob("*.png")),
         sorted((root / "covid-ct" / "CT_COVID").glob("*.png")),
@@ -75,7 +75,7 @@ def real_slices(n_each: int) -> list[tuple[str, np.ndarray]]:
 
 class TestFindPartsJit(unittest.TestCase):
     def test_identical_on_real_slices(self):
-        slices = real_slices(24)
+        slices = real_slices(self, 24)
         self.assertEqual(len(slices), 120)
         for name, gray in slices:
             for kw in SETTINGS:
