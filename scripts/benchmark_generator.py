@@ -38,7 +38,7 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from mstl_monai.transforms import BoundaryMap, LungLobeGenerator, QuantizeLung, sliding_window_boundary_map
-from mstl_monai.transforms.lobe.functional import NO_JIT_ENV, cpu_single_thread, jit_kernels
+from mstl_monai.transforms.lobe.functional import cpu_single_thread, jit_kernels, jit_switch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,18 +89,9 @@ def decode(blob: bytes) -> np.ndarray:
 
 
 def with_kernels(enabled: bool, fn):
-    """``fn()`` with the Generator's numba kernels on or off (:data:`NO_JIT_ENV`), the setting restored after."""
-    before = os.environ.get(NO_JIT_ENV)
-    os.environ[NO_JIT_ENV] = "0" if enabled else "1"
-    jit_kernels.cache_clear()
-    try:
+    """``fn()`` with the Generator's numba kernels on or off (:func:`jit_switch`)."""
+    with jit_switch(enabled):
         return fn()
-    finally:
-        if before is None:
-            os.environ.pop(NO_JIT_ENV)
-        else:
-            os.environ[NO_JIT_ENV] = before
-        jit_kernels.cache_clear()
 
 
 def main(argv: list[str] | None = None) -> int:

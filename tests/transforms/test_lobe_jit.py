@@ -21,21 +21,19 @@ from scipy import ndimage as ndi
 from mstl_monai.data import make_lung_phantom
 from mstl_monai.transforms import LungLobeGenerator
 from mstl_monai.transforms.lobe import functional, functional_jit
-from mstl_monai.transforms.lobe.functional import crop_resize, jit_kernels, reduce_slice, resample_slice
+from mstl_monai.transforms.lobe.functional import crop_resize, jit_kernels, jit_switch, reduce_slice, resample_slice
 from mstl_monai.transforms.lobe.functional_locate import Parts, find_parts
 from tests.utils import require_real_data
 
-_ENV = mock.patch.dict("os.environ", {functional.NO_JIT_ENV: "0"})
+_KERNELS_ON = jit_switch(True)
 
 
 def setUpModule():  # these tests are about the kernels: on even where MSTL_MONAI_NO_JIT=1 is set outside
-    _ENV.start()
-    jit_kernels.cache_clear()
+    _KERNELS_ON.__enter__()
 
 
 def tearDownModule():
-    _ENV.stop()
-    jit_kernels.cache_clear()
+    _KERNELS_ON.__exit__(None, None, None)
 
 
 #: settings of find_parts that take other branches (fixed threshold, 3-class Otsu, no / wider opening, slit filter)
@@ -169,6 +167,9 @@ class TestNoJitSwitch(unittest.TestCase):
                 )
         finally:
             jit_kernels.cache_clear()
+        self.assertIs(jit_kernels(), functional_jit)
+        with jit_switch(False):  # the same switch, for a block
+            self.assertIsNone(jit_kernels())
         self.assertIs(jit_kernels(), functional_jit)
 
 

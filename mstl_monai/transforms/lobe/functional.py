@@ -42,6 +42,7 @@ __all__ = [
     "lobe_boxes",
     "crop_resize",
     "jit_kernels",
+    "jit_switch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,29 @@ def jit_kernels() -> ModuleType | None:
         logger.warning(f"numba is not available ({e}): the lobe Generator runs its numpy/ATen versions (slower).")
         return None
     return functional_jit
+
+
+@contextmanager
+def jit_switch(enabled: bool) -> Iterator[None]:
+    """Run the enclosed code with the numba kernels on or off (:data:`NO_JIT_ENV` set for the block, then restored;
+    :func:`jit_kernels` reads it again on entry and on exit). Process-wide: not for use from several threads at once.
+
+    .. code-block:: python
+
+        with jit_switch(False):
+            out = LungLobeGenerator()(img)  # the numpy/ATen versions
+    """
+    before = os.environ.get(NO_JIT_ENV)
+    os.environ[NO_JIT_ENV] = "0" if enabled else "1"
+    jit_kernels.cache_clear()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(NO_JIT_ENV, None)
+        else:
+            os.environ[NO_JIT_ENV] = before
+        jit_kernels.cache_clear()
 
 
 @contextmanager
